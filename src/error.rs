@@ -1,0 +1,82 @@
+//! Errors as values that name the file they concern and say what is wrong
+//! with it, in words a person can act on.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// An error, with the file it concerns.
+#[derive(Debug)]
+pub struct Error {
+    pub path: PathBuf,
+    pub kind: ErrorKind,
+}
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ErrorKind {
+    /// The file has no bytes at all.
+    #[error("the file is empty")]
+    Empty,
+    /// The file is neither HDF5 nor safetensors nor anything else we read.
+    #[error("not a Keras weight file or safetensors file ({0})")]
+    UnknownFormat(String),
+    /// An HDF5 file whose structure could not be read: truncated or corrupt.
+    #[error("truncated or corrupt HDF5 file: {0}")]
+    CorruptHdf5(String),
+    /// A readable HDF5 file that has none of the marks of a Keras weight file.
+    #[error("an HDF5 file, but not a Keras weight file: {0}")]
+    NotKeras(String),
+    /// A Keras file laid out in a way this version does not read yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A Keras file whose contents contradict themselves.
+    #[error("invalid Keras file: {0}")]
+    InvalidKeras(String),
+    /// A weight whose element type has no safetensors equivalent.
+    #[error("weight `{weight}` has element type {detail}, which safetensors cannot hold")]
+    UnsupportedDtype { weight: String, detail: String },
+    /// Two weights would be written under the same tensor name.
+    #[error("two weights would both be named `{name}` ({first} and {second})")]
+    NameClash {
+        name: String,
+        first: String,
+        second: String,
+    },
+    /// The output file is there already and `--force` was not given.
+    #[error("output exists already (pass --force to overwrite it)")]
+    OutputExists,
+    /// A safetensors file that does not follow the format.
+    #[error("not a valid safetensors file: {0}")]
+    InvalidSafetensors(String),
+    /// Reading or writing failed at the operating-system level.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    pub fn new(path: impl Into<PathBuf>, kind: ErrorKind) -> Error {
+        Error {
+            path: path.into(),
+            kind,
+        }
+    }
+
+    /// Wraps a kind-producing closure's error with a path.
+    pub fn at(path: &Path) -> impl Fn(ErrorKind) -> Error + '_ {
+        move |kind| Error::new(path, kind)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.kind)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.kind)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

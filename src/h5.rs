@@ -1,0 +1,382 @@
+//! The only module that talks to the HDF5 crate.
+//!
+//! Everything above this module sees HDF5 as groups with string attributes and
+//! datasets with a shape, an element type and a place where their bytes live.
+//! Swapping the backend means rewriting this file and nothing else.
+
+use std::fs::File as FsFile;
+use std::io::Write;
+use std::path::Path;
+
+use hdf5_reader::messages::layout::DataLayout;
+use hdf5_reader::messages::HdfMessage;
+use hdf5_reader::{ByteOrder, Datatype, Hdf5File, StringSize};
+
+/// Size of the buffer used to copy contiguous dataset bytes: the memory a
+/// conversion needs does not grow with the size of a tensor.
+pub const COPY_BUFFER_BYTES: usize = 4 << 20;
+
+/// HDF5 signature at offset 0 (HDF5 also allows it at 512, 1024, ...; Keras
+/// files never use a user block).
+pub const SIGNATURE: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
+
+/// What went wrong inside the HDF5 layer, as text for a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct H5Error(pub String);
+
+impl std::fmt::Display for H5Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<hdf5_reader::error::Error> for H5Error {
+    fn from(e: hdf5_reader::error::Error) -> Self {
+        H5Error(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for H5Error {
+    fn from(e: std::io::Error) -> Self {
+        H5Error(e.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, H5Error>;
+
+/// An open HDF5 file: the parsed structure, plus a plain file handle used to
+/// stream dataset bytes without mapping or buffering the whole file.
+pub struct File {
+    h5: Hdf5File,
+    raw: FsFile,
+    len: u64,
+}
+
+/// A group in an open file.
+pub struct Group {
+    inner: hdf5_reader::group::Group,
+}
+
+/// The element type of a dataset, reduced to what a weight file can hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Element {
+    Float {
+        size: u8,
+    },
+    Int {
+        size: u8,
+        signed: bool,
+    },
+    Bool,
+    /// Opaque bytes; Keras stores bfloat16 as a 2-byte opaque type.
+    Opaque {
+        size: u32,
+        tag: String,
+    },
+    /// Anything else, described for an error message.
+    Other(String),
+}
+
+/// Where a dataset's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// One contiguous run of little-endian bytes in the file.
+    Contiguous { offset: u64, len: u64 },
+    /// No bytes at all (an empty array).
+    Empty,
+    /// Stored some other way (chunked, compact, big-endian, fill value): the
+    /// HDF5 library materialises it in memory, converted to little-endian.
+    Decoded {
+        path: String,
+        swap_bytes: Option<usize>,
+    },
+}
+
+/// What we know about a dataset without reading its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetInfo {
+    pub shape: Vec<usize>,
+    pub element: Element,
+    pub location: Location,
+    /// The `dtype` string attribute Keras 3 puts on bfloat16 weights.
+    pub dtype_attr: Option<String>,
+}
+
+impl File {
+    pub fn open(path: &Path) -> Result<File> {
+        let raw = FsFile::open(path)?;
+        let len = raw.metadata()?.len();
+        let h5 = Hdf5File::open(path)?;
+        Ok(File { h5, raw, len })
+    }
+
+    pub fn root(&self) -> Result<Group> {
+        Ok(Group {
+            inner: self.h5.root_group()?,
+        })
+    }
+
+    /// Describes the dataset at an absolute path (`/model_weights/dense/dense/kernel:0`).
+    pub fn dataset(&self, path: &str) -> Result<DatasetInfo> {
+        let ds = self.h5.dataset(path)?;
+        let shape = ds
+            .shape()
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| H5Error(format!("dimension {d} too large"))))
+            .collect::<Result<Vec<usize>>>()?;
+        let element = element_of(ds.dtype());
+        let dtype_attr = ds
+            .attribute("dtype")
+            .ok()
+            .and_then(|a| a.read_string().ok());
+        let byte_len = ds.raw_byte_len()? as u64;
+        if byte_len > self.len && !matches!(element, Element::Other(_)) {
+            // Guards allocation on crafted files: no dataset can hold more
+            // bytes than the file it lives in (Keras never writes fill-only data).
+            return Err(H5Error(format!(
+                "dataset {path} claims {byte_len} bytes in a {}-byte file",
+                self.len
+            )));
+        }
+        let location = self.locate(&ds, path, byte_len)?;
+        Ok(DatasetInfo {
+            shape,
+            element,
+            location,
+            dtype_attr,
+        })
+    }
+
+    fn locate(&self, ds: &hdf5_reader::Dataset, path: &str, byte_len: u64) -> Result<Location> {
+        if byte_len == 0 {
+            return Ok(Location::Empty);
+        }
+        let header = self.h5.get_or_parse_header(ds.address())?;
+        let mut contiguous = None;
+        for message in &header.messages {
+            match message {
+                HdfMessage::ExternalFiles(_) => {
+                    return Err(H5Error(format!(
+                        "dataset {path} keeps its data in an external file, which is not read"
+                    )))
+                }
+                HdfMessage::DataLayout(m) => {
+                    if let DataLayout::Contiguous { address, size } = m.layout {
+                        contiguous = Some((address, size));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let swap = swap_size(ds.dtype());
+        match contiguous {
+            Some((address, size)) if swap.is_none() && address != u64::MAX => {
+                if size < byte_len {
+                    return Err(H5Error(format!(
+                        "dataset {path} stores {size} bytes but its shape needs {byte_len}"
+                    )));
+                }
+                let end = address.checked_add(byte_len);
+                if end.is_none_or(|end| end > self.len) {
+                    return Err(H5Error(format!(
+                        "dataset {path} lies beyond the end of the file (truncated?)"
+                    )));
+                }
+                Ok(Location::Contiguous {
+                    offset: address,
+                    len: byte_len,
+                })
+            }
+            _ => Ok(Location::Decoded {
+                path: path.to_string(),
+                swap_bytes: swap,
+            }),
+        }
+    }
+
+    /// Copies a dataset's bytes (little-endian, C order) into `out`, through
+    /// `buf` for contiguous data. Calls `progress` with each number of bytes written.
+    pub fn copy_data(
+        &self,
+        location: &Location,
+        out: &mut dyn Write,
+        buf: &mut [u8],
+        progress: &mut dyn FnMut(u64),
+    ) -> std::io::Result<()> {
+        match location {
+            Location::Empty => Ok(()),
+            Location::Contiguous { offset, len } => {
+                let mut done = 0u64;
+                while done < *len {
+                    let n = (*len - done).min(buf.len() as u64) as usize;
+                    read_exact_at(&self.raw, &mut buf[..n], offset + done)?;
+                    out.write_all(&buf[..n])?;
+                    done += n as u64;
+                    progress(n as u64);
+                }
+                Ok(())
+            }
+            Location::Decoded { path, swap_bytes } => {
+                let bytes = self.decoded_bytes(path, *swap_bytes).map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+                })?;
+                out.write_all(&bytes)?;
+                progress(bytes.len() as u64);
+                Ok(())
+            }
+        }
+    }
+
+    fn decoded_bytes(&self, path: &str, swap_bytes: Option<usize>) -> Result<Vec<u8>> {
+        let mut bytes = self.h5.dataset(path)?.read_raw_bytes()?;
+        if let Some(size) = swap_bytes {
+            for element in bytes.chunks_exact_mut(size) {
+                element.reverse();
+            }
+        }
+        Ok(bytes)
+    }
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &FsFile, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_exact_at(file: &FsFile, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, offset)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn element_of(dtype: &Datatype) -> Element {
+    match dtype {
+        Datatype::FloatingPoint { size, .. } => Element::Float { size: *size },
+        Datatype::FixedPoint { size, signed, .. } => Element::Int {
+            size: *size,
+            signed: *signed,
+        },
+        // h5py stores numpy bool as an enum of int8 with members FALSE and TRUE.
+        Datatype::Enum { base, members }
+            if matches!(**base, Datatype::FixedPoint { size: 1, .. })
+                && members.len() == 2
+                && members.iter().any(|m| m.name == "TRUE") =>
+        {
+            Element::Bool
+        }
+        Datatype::Opaque { size, tag } => Element::Opaque {
+            size: *size,
+            tag: tag.clone(),
+        },
+        other => Element::Other(describe(other)),
+    }
+}
+
+fn describe(dtype: &Datatype) -> String {
+    match dtype {
+        Datatype::String { .. } | Datatype::VarLen { .. } => "string".into(),
+        Datatype::Compound { .. } => "compound (struct)".into(),
+        Datatype::Array { .. } => "array".into(),
+        Datatype::Enum { .. } => "enum".into(),
+        Datatype::Reference { .. } => "object reference".into(),
+        Datatype::Bitfield { .. } => "bitfield".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Element size to byte-swap when the data is big-endian.
+fn swap_size(dtype: &Datatype) -> Option<usize> {
+    match dtype {
+        Datatype::FloatingPoint {
+            size,
+            byte_order: ByteOrder::BigEndian,
+        }
+        | Datatype::FixedPoint {
+            size,
+            byte_order: ByteOrder::BigEndian,
+            ..
+        } if *size > 1 => Some(*size as usize),
+        _ => None,
+    }
+}
+
+impl Group {
+    /// Names of the child groups and datasets, as stored (alphabetical).
+    pub fn member_names(&self) -> Result<(Vec<String>, Vec<String>)> {
+        Ok(self.inner.member_names()?)
+    }
+
+    pub fn group(&self, name: &str) -> Result<Group> {
+        Ok(Group {
+            inner: self.inner.group(name)?,
+        })
+    }
+
+    pub fn has_group(&self, name: &str) -> bool {
+        self.member_names()
+            .map(|(groups, _)| groups.iter().any(|g| g == name))
+            .unwrap_or(false)
+    }
+
+    pub fn attribute_names(&self) -> Result<Vec<String>> {
+        Ok(self
+            .inner
+            .attributes()?
+            .into_iter()
+            .map(|a| a.name)
+            .collect())
+    }
+
+    /// A string attribute, scalar or one-element array, if present.
+    pub fn string_attr(&self, name: &str) -> Result<Option<String>> {
+        match self.string_list_attr(name)? {
+            None => Ok(None),
+            Some(mut list) if list.len() == 1 => Ok(list.pop()),
+            Some(list) => Err(H5Error(format!(
+                "attribute `{name}` holds {} strings where one was expected",
+                list.len()
+            ))),
+        }
+    }
+
+    /// A list-of-strings attribute in any of the encodings Keras has used:
+    /// variable-length strings, fixed-length null-padded bytes, or an empty
+    /// float64 array for an empty list.
+    pub fn string_list_attr(&self, name: &str) -> Result<Option<Vec<String>>> {
+        let attrs = self.inner.attributes()?;
+        let Some(attr) = attrs.into_iter().find(|a| a.name == name) else {
+            return Ok(None);
+        };
+        let element_count: u64 = attr.shape.iter().product();
+        if let Some(strings) = &attr.decoded_strings {
+            return Ok(Some(strings.clone()));
+        }
+        match &attr.datatype {
+            Datatype::String {
+                size: StringSize::Fixed(_),
+                ..
+            } => Ok(Some(attr.read_strings()?)),
+            Datatype::VarLen { .. } => {
+                if attr.shape.is_empty() {
+                    Ok(Some(vec![attr.read_string()?]))
+                } else {
+                    Ok(Some(attr.read_strings()?))
+                }
+            }
+            _ if element_count == 0 => Ok(Some(Vec::new())),
+            other => Err(H5Error(format!(
+                "attribute `{name}` is {} where strings were expected",
+                describe(other)
+            ))),
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! `inspect`: what is inside a Keras file or a safetensors file, like
+//! `model.summary()`, for people (a table) and for machines (JSON).
+//! Only structure is read, never weight data.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::dtype::Dtype;
+use crate::error::Result;
+use crate::export::plan::{tensor_name, LAYER_CLASSES_KEY, OPTIMIZER_PREFIX};
+use crate::keras::{self, FileKind, ReadOptions};
+use crate::model::{Layer, Model, Weight};
+use crate::safetensors_file::{ordered_object, read_header};
+
+/// What `inspect --json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub file: String,
+    /// A stable format identifier (`keras-h5-model`, `safetensors`, ...).
+    pub format: String,
+    pub format_description: String,
+    pub keras_version: Option<String>,
+    pub backend: Option<String>,
+    pub total_params: u64,
+    pub total_bytes: u64,
+    pub layers: Vec<LayerSummary>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub optimizer: Vec<WeightSummary>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerSummary {
+    pub path: String,
+    pub class: Option<String>,
+    pub params: u64,
+    pub weights: Vec<WeightSummary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WeightSummary {
+    /// The tensor name, as `convert` writes it.
+    pub name: String,
+    /// What the array is to its layer, with the sub-object where there is one.
+    pub label: String,
+    pub shape: Vec<usize>,
+    /// Spelled as safetensors spells it: `F32`, `BF16`, `I64`.
+    pub dtype: String,
+}
+
+/// Describes any file we read, choosing the reader by content.
+pub fn inspect(path: &Path, options: &ReadOptions) -> Result<Summary> {
+    match keras::detect(path)? {
+        FileKind::Safetensors => summarize_safetensors(path),
+        FileKind::Hdf5 => Ok(summarize_model(path, &keras::open(path, options)?)),
+    }
+}
+
+fn weight_summary(layer_path: &[String], w: &Weight) -> WeightSummary {
+    let mut label = w.sub_path.clone();
+    label.push(w.label.clone());
+    WeightSummary {
+        name: tensor_name(layer_path, w),
+        label: label.join("/"),
+        shape: w.shape.clone(),
+        dtype: w.dtype.to_string(),
+    }
+}
+
+pub fn summarize_model(path: &Path, model: &Model) -> Summary {
+    let layer = |l: &Layer| LayerSummary {
+        path: l.path_string(),
+        class: l.class.clone(),
+        params: l.param_count(),
+        weights: l
+            .weights
+            .iter()
+            .map(|w| weight_summary(&l.path, w))
+            .collect(),
+    };
+    let optimizer_path = [OPTIMIZER_PREFIX.to_string()];
+    Summary {
+        file: path.display().to_string(),
+        format: model.format.id().into(),
+        format_description: model.format.describe().into(),
+        keras_version: model.keras_version.clone(),
+        backend: model.backend.clone(),
+        total_params: model.total_params(),
+        total_bytes: model.total_bytes(),
+        layers: model.layers.iter().map(layer).collect(),
+        optimizer: model
+            .optimizer
+            .iter()
+            .map(|w| weight_summary(&optimizer_path, w))
+            .collect(),
+        notes: model.notes.clone(),
+    }
+}
+
+/// Describes a safetensors file from its header. Tensors are grouped into
+/// layers by the layer paths `convert` records in `__metadata__`; without
+/// them, by the name up to its last `/`.
+pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
+    let header = read_header(path)?;
+    let meta = header.metadata.metadata().clone().unwrap_or_default();
+    let known_layers: Vec<(String, Option<String>)> = meta
+        .get(LAYER_CLASSES_KEY)
+        .and_then(|json| ordered_object(json))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(path, class)| (path, class.as_str().map(str::to_string)))
+        .collect();
+
+    let mut tensors: Vec<(String, &safetensors::tensor::TensorInfo)> =
+        header.metadata.tensors().into_iter().collect();
+    tensors.sort_by_key(|(_, info)| info.data_offsets);
+
+    let mut layers: Vec<LayerSummary> = known_layers
+        .iter()
+        .map(|(p, class)| LayerSummary {
+            path: p.clone(),
+            class: class.clone(),
+            params: 0,
+            weights: Vec::new(),
+        })
+        .collect();
+    let mut optimizer = Vec::new();
+    let mut total_params = 0u64;
+    let mut notes = Vec::new();
+    for (name, info) in tensors {
+        let dtype = match Dtype::from_safetensors(info.dtype) {
+            Some(d) => d.to_string(),
+            None => format!("{:?}", info.dtype),
+        };
+        let count: u64 = info.shape.iter().map(|&d| d as u64).product();
+        let layer_path = known_layers
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .filter(|p| name.starts_with(&format!("{p}/")))
+            .max_by_key(|p| p.len())
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                name.rsplit_once('/')
+                    .map(|(p, _)| p)
+                    .unwrap_or("")
+                    .to_string()
+            });
+        let label = name
+            .strip_prefix(&format!("{layer_path}/"))
+            .unwrap_or(&name)
+            .to_string();
+        let weight = WeightSummary {
+            name: name.clone(),
+            label,
+            shape: info.shape.clone(),
+            dtype,
+        };
+        if known_layers.iter().all(|(p, _)| p != &layer_path)
+            && name.starts_with(&format!("{OPTIMIZER_PREFIX}/"))
+        {
+            optimizer.push(weight);
+            continue;
+        }
+        total_params += count;
+        match layers.iter_mut().find(|l| l.path == layer_path) {
+            Some(l) => {
+                l.params += count;
+                l.weights.push(weight);
+            }
+            None => layers.push(LayerSummary {
+                path: layer_path,
+                class: None,
+                params: count,
+                weights: vec![weight],
+            }),
+        }
+    }
+    layers.retain(|l| !l.weights.is_empty());
+    if known_layers.is_empty() {
+        notes.push("no layer table in __metadata__: layers are grouped by tensor name".into());
+    }
+    Ok(Summary {
+        file: path.display().to_string(),
+        format: "safetensors".into(),
+        format_description: match meta.get("source_format") {
+            Some(source) => format!("safetensors (converted from {source})"),
+            None => "safetensors".into(),
+        },
+        keras_version: meta.get("keras_version").cloned(),
+        backend: meta.get("backend").cloned(),
+        total_params,
+        total_bytes: header.metadata.data_len() as u64,
+        layers,
+        optimizer,
+        notes,
+    })
+}
+
+/// The table a person reads.
+pub fn render_table(s: &Summary) -> String {
+    let mut rows: Vec<[String; 6]> = Vec::new();
+    let mut layer_starts = Vec::new();
+    for layer in &s.layers {
+        layer_starts.push(rows.len());
+        let path = if layer.path.is_empty() {
+            "(model)".to_string()
+        } else {
+            layer.path.clone()
+        };
+        for (i, w) in layer.weights.iter().enumerate() {
+            let first = i == 0;
+            rows.push([
+                if first { path.clone() } else { String::new() },
+                if first {
+                    layer.class.clone().unwrap_or_else(|| "?".into())
+                } else {
+                    String::new()
+                },
+                w.label.clone(),
+                shape_string(&w.shape),
+                w.dtype.clone(),
+                if first {
+                    group_digits(layer.params)
+                } else {
+                    String::new()
+                },
+            ]);
+        }
+    }
+    let head = ["Layer", "Class", "Weight", "Shape", "Dtype", "Params"];
+    let mut widths = head.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String; 6]| -> String {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i == 5 {
+                let _ = write!(out, "{cell:>w$}");
+            } else {
+                let _ = write!(out, "{cell:<w$}  ");
+            }
+        }
+        out.trim_end().to_string()
+    };
+    let total_width: usize = widths.iter().sum::<usize>() + 2 * 5;
+    let rule = "─".repeat(total_width);
+    let mut out = String::new();
+    let _ = writeln!(out, "File:   {}", s.file);
+    let _ = writeln!(out, "Format: {}", s.format_description);
+    let versions: Vec<String> = [
+        s.keras_version.as_ref().map(|v| format!("Keras {v}")),
+        s.backend.as_ref().map(|b| format!("backend {b}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !versions.is_empty() {
+        let _ = writeln!(out, "Saved by: {}", versions.join(", "));
+    }
+    let _ = writeln!(out, "{rule}");
+    let _ = writeln!(out, "{}", line(&head.map(String::from)));
+    let _ = writeln!(out, "{}", "═".repeat(total_width));
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 && layer_starts.contains(&i) {
+            let _ = writeln!(out, "{}", "╌".repeat(total_width));
+        }
+        let _ = writeln!(out, "{}", line(row));
+    }
+    let _ = writeln!(out, "{rule}");
+    let _ = writeln!(out, "Total params: {}", group_digits(s.total_params));
+    let _ = writeln!(out, "Total bytes:  {}", human_bytes(s.total_bytes));
+    if !s.optimizer.is_empty() {
+        let _ = writeln!(out, "Optimizer tensors: {}", s.optimizer.len());
+        for w in &s.optimizer {
+            let _ = writeln!(out, "  {}  {}  {}", w.name, shape_string(&w.shape), w.dtype);
+        }
+    }
+    for note in &s.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    out
+}
+
+/// `(5, 5, 3, 16)`, with numpy's trailing comma for one dimension.
+pub fn shape_string(shape: &[usize]) -> String {
+    match shape {
+        [] => "()".into(),
+        [d] => format!("({d},)"),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// `1,216`.
+pub fn group_digits(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `4.9 KiB (4,864 bytes)`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} bytes")
+    } else {
+        format!("{value:.1} {} ({} bytes)", UNITS[unit], group_digits(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_like_keras_prints_them() {
+        assert_eq!(group_digits(1216), "1,216");
+        assert_eq!(group_digits(139), "139");
+        assert_eq!(group_digits(1_000_000), "1,000,000");
+        assert_eq!(shape_string(&[16]), "(16,)");
+        assert_eq!(shape_string(&[]), "()");
+        assert_eq!(shape_string(&[5, 5, 3, 16]), "(5, 5, 3, 16)");
+        assert_eq!(human_bytes(556), "556 bytes");
+        assert_eq!(human_bytes(4864), "4.8 KiB (4,864 bytes)");
+    }
+}

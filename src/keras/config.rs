@@ -1,0 +1,129 @@
+//! The parts of a Keras model config (`model_config` in HDF5 files) that
+//! say what each layer is: its class, its options, and, for nested models,
+//! its own layers.
+
+use serde_json::Value;
+
+/// One layer of a model config; a nested model has children.
+#[derive(Debug, Clone)]
+pub struct LayerConfig {
+    pub name: String,
+    pub class: String,
+    /// The layer's `config` object (`{"filters": 16, "use_bias": true, ...}`).
+    pub config: Value,
+    pub children: Vec<LayerConfig>,
+}
+
+const MODEL_CLASSES: &[&str] = &["Functional", "Sequential", "Model"];
+
+impl LayerConfig {
+    /// Parses a model config JSON document.
+    pub fn parse(json: &str) -> Result<LayerConfig, String> {
+        let value: Value =
+            serde_json::from_str(json).map_err(|e| format!("model_config is not JSON: {e}"))?;
+        Self::from_value(&value).ok_or_else(|| "model_config has no class_name".to_string())
+    }
+
+    fn from_value(value: &Value) -> Option<LayerConfig> {
+        let class = value.get("class_name")?.as_str()?.to_string();
+        let config = value.get("config").cloned().unwrap_or(Value::Null);
+        let name = value
+            .get("name")
+            .and_then(Value::as_str)
+            .or_else(|| config.get("name").and_then(Value::as_str))
+            .unwrap_or_default()
+            .to_string();
+        // Keras 2.0 Sequential configs are a bare list of layers.
+        let layer_list = config.get("layers").or(if config.is_array() {
+            Some(&config)
+        } else {
+            None
+        });
+        let children = layer_list
+            .and_then(Value::as_array)
+            .map(|layers| layers.iter().filter_map(Self::from_value).collect())
+            .unwrap_or_default();
+        Some(LayerConfig {
+            name,
+            class,
+            config,
+            children,
+        })
+    }
+
+    /// A model (or a layer that contains layers), rather than a plain layer.
+    pub fn is_model(&self) -> bool {
+        !self.children.is_empty() || MODEL_CLASSES.contains(&self.class.as_str())
+    }
+
+    pub fn child(&self, name: &str) -> Option<&LayerConfig> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    /// The chain of configs from a direct child down to the layer called
+    /// `name`, searching nested models depth-first.
+    pub fn find(&self, name: &str) -> Option<Vec<&LayerConfig>> {
+        for child in &self.children {
+            if child.name == name {
+                return Some(vec![child]);
+            }
+        }
+        for child in &self.children {
+            if let Some(mut rest) = child.find(name) {
+                rest.insert(0, child);
+                return Some(rest);
+            }
+        }
+        None
+    }
+
+    /// Position of a direct child, for ordering.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.children.iter().position(|c| c.name == name)
+    }
+
+    /// The dtype the layer's policy computes in or stores variables in, if set.
+    pub fn dtype_name(&self) -> Option<String> {
+        let dtype = self.config.get("dtype")?;
+        if let Some(s) = dtype.as_str() {
+            return Some(s.to_string());
+        }
+        // A policy object: {"class_name": "Policy", "config": {"name": "mixed_bfloat16"}}.
+        dtype
+            .get("config")?
+            .get("name")?
+            .as_str()
+            .map(str::to_string)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_models_are_found_by_inner_layer_name() {
+        let json = r#"{"class_name": "Functional", "config": {"name": "det", "layers": [
+            {"class_name": "InputLayer", "config": {"name": "image"}, "name": "image"},
+            {"class_name": "Functional", "name": "backbone", "config": {"name": "backbone", "layers": [
+                {"class_name": "Conv2D", "config": {"name": "stem_conv", "use_bias": false}}
+            ]}}
+        ]}}"#;
+        let root = LayerConfig::parse(json).unwrap();
+        assert!(root.child("backbone").unwrap().is_model());
+        let chain = root.find("stem_conv").unwrap();
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[1].class, "Conv2D");
+    }
+
+    #[test]
+    fn keras_2_0_sequential_lists_layers_directly() {
+        let json = r#"{"class_name": "Sequential", "config": [
+            {"class_name": "Dense", "config": {"name": "dense_1", "dtype": "float32"}}]}"#;
+        let root = LayerConfig::parse(json).unwrap();
+        assert_eq!(
+            root.child("dense_1").unwrap().dtype_name().as_deref(),
+            Some("float32")
+        );
+    }
+}

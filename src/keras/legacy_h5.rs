@@ -1,0 +1,527 @@
+//! Keras 2 legacy HDF5 files: `model.save('x.h5')` and `save_weights('x.h5')`
+//! from Keras 2.0 to tf-keras 2.x, and Keras 3's `model.save('x.h5')`.
+//!
+//! Layout: a list attribute `layer_names` (model order; the group listing is
+//! alphabetical and says nothing about order), one group per layer, and in
+//! it a `weight_names` list of dataset paths relative to the layer group. A
+//! nested model is one group whose weight names start with its inner layers'
+//! names.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::dtype::Dtype;
+use crate::error::{Error, ErrorKind, Result};
+use crate::h5::{self, Element};
+use crate::keras::config::LayerConfig;
+use crate::labels;
+use crate::model::{Format, Layer, Model, Weight};
+
+/// Options that change what is read.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// Read `optimizer_weights` too (skipped by default: not model weights).
+    pub include_optimizer: bool,
+}
+
+/// Layers that never hold weights, so a missing label table is no surprise.
+const WRAPPERS: &[&str] = &["Bidirectional", "TimeDistributed"];
+
+/// Reads a Keras HDF5 file that has already been opened.
+pub fn read(path: &Path, file: h5::File, options: &ReadOptions) -> Result<Model> {
+    let mut reader = Reader {
+        path,
+        file: &file,
+        notes: Vec::new(),
+    };
+    let (format, layers, optimizer, keras_version, backend) = reader.read_all(options)?;
+    let notes = reader.notes;
+    Ok(Model {
+        format,
+        keras_version,
+        backend,
+        layers,
+        optimizer,
+        notes,
+        store: file,
+    })
+}
+
+struct Reader<'a> {
+    path: &'a Path,
+    file: &'a h5::File,
+    notes: Vec<String>,
+}
+
+/// A stored weight before it is assigned to a layer.
+struct RawWeight {
+    stored_name: String,
+    /// The stored name split on `/`, without the `:0` suffix.
+    parts: Vec<String>,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    location: h5::Location,
+}
+
+type ReadResult = (
+    Format,
+    Vec<Layer>,
+    Vec<Weight>,
+    Option<String>,
+    Option<String>,
+);
+
+impl Reader<'_> {
+    fn corrupt(&self, e: h5::H5Error) -> Error {
+        Error::new(self.path, ErrorKind::CorruptHdf5(e.0))
+    }
+
+    fn invalid(&self, message: String) -> Error {
+        Error::new(self.path, ErrorKind::InvalidKeras(message))
+    }
+
+    fn read_all(&mut self, options: &ReadOptions) -> Result<ReadResult> {
+        let root = self.file.root().map_err(|e| self.corrupt(e))?;
+        let (groups, _) = root.member_names().map_err(|e| self.corrupt(e))?;
+        let root_attrs = root.attribute_names().map_err(|e| self.corrupt(e))?;
+        let has_attr = |name: &str| root_attrs.iter().any(|a| a == name);
+
+        let (format, weights_root, weights_root_path) =
+            if groups.iter().any(|g| g == "model_weights") {
+                let group = root.group("model_weights").map_err(|e| self.corrupt(e))?;
+                (Format::KerasH5Model, group, "/model_weights")
+            } else if has_attr("layer_names") || has_attr("layer_names0") {
+                (
+                    Format::KerasH5Weights,
+                    self.file.root().map_err(|e| self.corrupt(e))?,
+                    "",
+                )
+            } else if has_attr("nb_layers") {
+                return Err(Error::new(
+                    self.path,
+                    ErrorKind::Unsupported(
+                        "a Keras 1 weight file (`nb_layers`), which this version does not read yet"
+                            .into(),
+                    ),
+                ));
+            } else if groups
+                .iter()
+                .any(|g| g == "layers" || g == "_layer_checkpoint_dependencies")
+            {
+                return Err(Error::new(
+                    self.path,
+                    ErrorKind::Unsupported(
+                        "a Keras 3 `.weights.h5` file, which this version does not read yet".into(),
+                    ),
+                ));
+            } else {
+                return Err(Error::new(
+                    self.path,
+                    ErrorKind::NotKeras(
+                        "no `model_weights` group and no `layer_names` attribute".into(),
+                    ),
+                ));
+            };
+
+        let string_attr = |name: &str| -> Option<String> {
+            root.string_attr(name)
+                .ok()
+                .flatten()
+                .or_else(|| weights_root.string_attr(name).ok().flatten())
+        };
+        let keras_version = string_attr("keras_version");
+        let backend = string_attr("backend");
+        let config = match root.string_attr("model_config") {
+            Ok(Some(json)) => match LayerConfig::parse(&json) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.notes.push(format!("{e}; classes are unknown"));
+                    None
+                }
+            },
+            _ => None,
+        };
+
+        let layer_names = read_list(&weights_root, "layer_names")
+            .map_err(|e| self.corrupt(e))?
+            .ok_or_else(|| self.invalid("`model_weights` has no `layer_names` attribute".into()))?;
+
+        let mut layers = Vec::new();
+        for name in &layer_names {
+            let group = weights_root.group(name).map_err(|e| {
+                self.invalid(format!(
+                    "layer `{name}` is listed in layer_names but has no group ({e})"
+                ))
+            })?;
+            let group_path = format!("{weights_root_path}/{name}");
+            let raw = self.read_weights(&group, &group_path, name)?;
+            if raw.is_empty() {
+                continue;
+            }
+            let layer_config = config.as_ref().and_then(|c| c.child(name));
+            layers.extend(self.assemble(name, layer_config, raw)?);
+        }
+        if !layer_names.iter().any(|n| n == "top_level_model_weights")
+            && weights_root.has_group("top_level_model_weights")
+        {
+            let group = weights_root
+                .group("top_level_model_weights")
+                .map_err(|e| self.corrupt(e))?;
+            let group_path = format!("{weights_root_path}/top_level_model_weights");
+            let raw = self.read_weights(&group, &group_path, "top_level_model_weights")?;
+            if !raw.is_empty() {
+                layers.push(Layer {
+                    path: Vec::new(),
+                    class: None,
+                    weights: raw.into_iter().map(|w| to_weight(w, Vec::new())).collect(),
+                });
+            }
+        }
+
+        let mut optimizer = Vec::new();
+        if options.include_optimizer && groups.iter().any(|g| g == "optimizer_weights") {
+            let group = root
+                .group("optimizer_weights")
+                .map_err(|e| self.corrupt(e))?;
+            for w in self.read_weights(&group, "/optimizer_weights", "optimizer_weights")? {
+                let mut parts = w.parts.clone();
+                let label = parts.pop().unwrap_or_default();
+                optimizer.push(Weight {
+                    label,
+                    sub_path: parts,
+                    ..to_weight(w, Vec::new())
+                });
+            }
+        }
+        Ok((format, layers, optimizer, keras_version, backend))
+    }
+
+    /// Reads the `weight_names` of one layer group and describes each dataset.
+    fn read_weights(
+        &mut self,
+        group: &h5::Group,
+        group_path: &str,
+        layer: &str,
+    ) -> Result<Vec<RawWeight>> {
+        let names = read_list(group, "weight_names")
+            .map_err(|e| self.invalid(format!("layer `{layer}`: {e}")))?
+            .unwrap_or_default();
+        let mut weights = Vec::with_capacity(names.len());
+        for stored_name in names {
+            let dataset_path = format!("{group_path}/{stored_name}");
+            let info = self.file.dataset(&dataset_path).map_err(|e| {
+                self.invalid(format!("weight `{stored_name}` of layer `{layer}`: {e}"))
+            })?;
+            let dtype = self.dtype_of(&info, &stored_name)?;
+            let trimmed = stored_name.strip_suffix(":0").unwrap_or(&stored_name);
+            let parts = trimmed
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>();
+            if parts.is_empty() {
+                return Err(self.invalid(format!("layer `{layer}` has an empty weight name")));
+            }
+            weights.push(RawWeight {
+                stored_name,
+                parts,
+                dtype,
+                shape: info.shape,
+                location: info.location,
+            });
+        }
+        Ok(weights)
+    }
+
+    fn dtype_of(&mut self, info: &h5::DatasetInfo, weight: &str) -> Result<Dtype> {
+        let unsupported = |detail: String| {
+            Error::new(
+                self.path,
+                ErrorKind::UnsupportedDtype {
+                    weight: weight.to_string(),
+                    detail,
+                },
+            )
+        };
+        Ok(match &info.element {
+            Element::Float { size: 2 } => Dtype::F16,
+            Element::Float { size: 4 } => Dtype::F32,
+            Element::Float { size: 8 } => Dtype::F64,
+            Element::Float { size } => return Err(unsupported(format!("{}-bit float", size * 8))),
+            Element::Int { size, signed } => match (size, signed) {
+                (1, true) => Dtype::I8,
+                (2, true) => Dtype::I16,
+                (4, true) => Dtype::I32,
+                (8, true) => Dtype::I64,
+                (1, false) => Dtype::U8,
+                (2, false) => Dtype::U16,
+                (4, false) => Dtype::U32,
+                (8, false) => Dtype::U64,
+                _ => return Err(unsupported(format!("{}-bit integer", size * 8))),
+            },
+            Element::Bool => Dtype::Bool,
+            // Keras writes bfloat16 as 2-byte opaque data: Keras 3 adds a
+            // `dtype` attribute, tf-keras weights-only files mark it nowhere.
+            Element::Opaque { size: 2, .. } => {
+                if info.dtype_attr.as_deref() != Some("bfloat16") {
+                    let note = "2-byte opaque weights carry no dtype mark; read as bfloat16, \
+                                the only 2-byte opaque type Keras writes"
+                        .to_string();
+                    if !self.notes.contains(&note) {
+                        self.notes.push(note);
+                    }
+                }
+                Dtype::BF16
+            }
+            Element::Opaque { size, tag } => {
+                return Err(unsupported(format!("opaque {size}-byte `{tag}`")))
+            }
+            Element::Other(what) => return Err(unsupported(what.clone())),
+        })
+    }
+
+    /// Turns the weights of one layer group into one layer, or, for a nested
+    /// model, into one layer per inner layer.
+    fn assemble(
+        &mut self,
+        name: &str,
+        config: Option<&LayerConfig>,
+        raw: Vec<RawWeight>,
+    ) -> Result<Vec<Layer>> {
+        let is_model = match config {
+            Some(c) => c.is_model(),
+            // Without a config, the weight names tell: a plain layer's
+            // weights all start with its own scope.
+            None => raw.iter().any(|w| w.parts.len() > 1 && w.parts[0] != name),
+        };
+        if !is_model {
+            let class = config.map(|c| c.class.clone());
+            if let Some(class) = &class {
+                self.note_unknown_class(name, class);
+            }
+            return Ok(vec![Layer {
+                path: vec![name.to_string()],
+                class,
+                weights: label_layer(raw),
+            }]);
+        }
+
+        // Group by inner layer (the first name component), in first-seen order.
+        let mut order: Vec<String> = Vec::new();
+        let mut by_inner: HashMap<String, Vec<RawWeight>> = HashMap::new();
+        for w in raw {
+            let inner = w.parts[0].clone();
+            if !by_inner.contains_key(&inner) {
+                order.push(inner.clone());
+            }
+            by_inner.entry(inner).or_default().push(w);
+        }
+        let mut layers = Vec::new();
+        for inner in order {
+            let weights = by_inner.remove(&inner).unwrap_or_default();
+            let chain = config.and_then(|c| c.find(&inner));
+            let mut path = vec![name.to_string()];
+            match &chain {
+                Some(chain) => path.extend(chain.iter().map(|c| c.name.clone())),
+                None => path.push(inner.clone()),
+            }
+            let class = chain
+                .as_ref()
+                .and_then(|c| c.last())
+                .map(|c| c.class.clone());
+            if let Some(class) = &class {
+                self.note_unknown_class(&path.join("/"), class);
+            }
+            let rank = config.map(|c| config_order(c, &path[1..]));
+            layers.push((
+                rank,
+                Layer {
+                    path,
+                    class,
+                    weights: label_layer(weights),
+                },
+            ));
+        }
+        // The weight list puts every trainable weight before every
+        // non-trainable one; the config has the real layer order.
+        layers.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(layers.into_iter().map(|(_, l)| l).collect())
+    }
+
+    fn note_unknown_class(&mut self, path: &str, class: &str) {
+        if labels::table(class).is_none() && !WRAPPERS.contains(&class) {
+            self.notes.push(format!(
+                "layer `{path}` has class {class}, which has no label table; labels are taken from the stored weight names"
+            ));
+        }
+    }
+}
+
+/// Position of a nested layer in config order, as a key that sorts
+/// depth-first.
+fn config_order(config: &LayerConfig, path: &[String]) -> Vec<usize> {
+    let mut key = Vec::new();
+    let mut node = config;
+    for name in path {
+        match node.position(name) {
+            Some(i) => {
+                key.push(i);
+                node = &node.children[i];
+            }
+            None => {
+                key.push(usize::MAX);
+                break;
+            }
+        }
+    }
+    key
+}
+
+/// Labels the weights of one layer from their stored names: the label is the
+/// last name component. The scope in between (`conv2d_1_1` in Keras 2.0's
+/// `conv2d_1/conv2d_1_1/kernel:0`, `lstm_cell`) is dropped, except where the
+/// layer has two weights with the same label: then the part of the scope
+/// that tells them apart (`forward_lstm`, `backward_lstm`) stays.
+fn label_layer(raw: Vec<RawWeight>) -> Vec<Weight> {
+    let mut label_count: HashMap<&str, usize> = HashMap::new();
+    for w in &raw {
+        *label_count.entry(last(&w.parts)).or_default() += 1;
+    }
+    let mut sub_paths: Vec<Vec<String>> = vec![Vec::new(); raw.len()];
+    for (label, count) in &label_count {
+        if *count < 2 {
+            continue;
+        }
+        let members: Vec<usize> = (0..raw.len())
+            .filter(|&i| last(&raw[i].parts) == *label)
+            .collect();
+        let middles: Vec<&[String]> = members.iter().map(|&i| middle(&raw[i].parts)).collect();
+        let prefix = common_prefix(&middles);
+        let suffix = common_suffix(&middles, prefix);
+        for (&i, m) in members.iter().zip(&middles) {
+            sub_paths[i] = m[prefix..m.len() - suffix].to_vec();
+        }
+    }
+    raw.into_iter()
+        .zip(sub_paths)
+        .map(|(w, sub_path)| to_weight(w, sub_path))
+        .collect()
+}
+
+fn to_weight(w: RawWeight, sub_path: Vec<String>) -> Weight {
+    Weight {
+        label: last(&w.parts).to_string(),
+        sub_path,
+        stored_name: w.stored_name,
+        dtype: w.dtype,
+        shape: w.shape,
+        location: w.location,
+    }
+}
+
+fn last(parts: &[String]) -> &str {
+    parts.last().map(String::as_str).unwrap_or_default()
+}
+
+/// The components between the layer's scope and the label.
+fn middle(parts: &[String]) -> &[String] {
+    if parts.len() > 2 {
+        &parts[1..parts.len() - 1]
+    } else {
+        &[]
+    }
+}
+
+fn common_prefix(lists: &[&[String]]) -> usize {
+    let shortest = lists.iter().map(|l| l.len()).min().unwrap_or(0);
+    (0..shortest)
+        .take_while(|&i| lists.iter().all(|l| l[i] == lists[0][i]))
+        .count()
+}
+
+fn common_suffix(lists: &[&[String]], prefix: usize) -> usize {
+    let room = lists.iter().map(|l| l.len() - prefix).min().unwrap_or(0);
+    (0..room)
+        .take_while(|&i| {
+            let at = |l: &[String]| l[l.len() - 1 - i].clone();
+            lists.iter().all(|l| at(l) == at(lists[0]))
+        })
+        .count()
+}
+
+/// A name-list attribute, joined from its chunks (`layer_names0`,
+/// `layer_names1`, ...) where Keras split it to fit HDF5's header limit.
+fn read_list(
+    group: &h5::Group,
+    name: &str,
+) -> std::result::Result<Option<Vec<String>>, h5::H5Error> {
+    if let Some(list) = group.string_list_attr(name)? {
+        return Ok(Some(list));
+    }
+    let mut joined: Option<Vec<String>> = None;
+    for chunk in 0.. {
+        match group.string_list_attr(&format!("{name}{chunk}"))? {
+            Some(list) => joined.get_or_insert_with(Vec::new).extend(list),
+            None => break,
+        }
+    }
+    Ok(joined)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(name: &str) -> RawWeight {
+        RawWeight {
+            stored_name: name.into(),
+            parts: name
+                .trim_end_matches(":0")
+                .split('/')
+                .map(String::from)
+                .collect(),
+            dtype: Dtype::F32,
+            shape: vec![1],
+            location: h5::Location::Empty,
+        }
+    }
+
+    fn names(weights: &[Weight]) -> Vec<String> {
+        weights
+            .iter()
+            .map(|w| {
+                let mut p = w.sub_path.clone();
+                p.push(w.label.clone());
+                p.join("/")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn variable_scope_is_dropped() {
+        let w = label_layer(vec![
+            raw("conv2d_1/conv2d_1_1/kernel:0"),
+            raw("conv2d_1/conv2d_1_1/bias:0"),
+        ]);
+        assert_eq!(names(&w), ["kernel", "bias"]);
+    }
+
+    #[test]
+    fn clashing_labels_keep_the_sub_object() {
+        let w = label_layer(vec![
+            raw("bidirectional/forward_lstm/lstm_cell/kernel:0"),
+            raw("bidirectional/forward_lstm/lstm_cell/bias:0"),
+            raw("bidirectional/backward_lstm/lstm_cell/kernel:0"),
+            raw("bidirectional/backward_lstm/lstm_cell/bias:0"),
+        ]);
+        assert_eq!(
+            names(&w),
+            [
+                "forward_lstm/kernel",
+                "forward_lstm/bias",
+                "backward_lstm/kernel",
+                "backward_lstm/bias"
+            ]
+        );
+    }
+}
