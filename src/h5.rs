@@ -107,6 +107,12 @@ impl File {
         let raw = FsFile::open(path)?;
         let len = raw.metadata()?.len();
         let h5 = Hdf5File::open(path)?;
+        let claimed = h5.superblock().eof_address;
+        if claimed != u64::MAX && claimed > len {
+            return Err(H5Error(format!(
+                "it has {len} bytes but its HDF5 header says {claimed} (cut short?)"
+            )));
+        }
         Ok(File { h5, raw, len })
     }
 

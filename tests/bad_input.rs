@@ -1,0 +1,193 @@
+//! Bad input gets one clear line naming the file and the problem, exit code
+//! 1, no panic, and no output file.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// Converts `input` into a fresh folder and checks the failure: exit 1, one
+/// line on stderr that names the file and contains `expect`, nothing written.
+fn assert_clean_failure(input: &Path, expect: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.safetensors");
+    let out = run(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{}: {err}", input.display());
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(
+        err.contains(&input.display().to_string()),
+        "names the file: {err}"
+    );
+    assert!(err.contains(expect), "expected `{expect}` in: {err}");
+    let left: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    let inspect = run(&["inspect", input.to_str().unwrap()]);
+    assert_eq!(inspect.status.code(), Some(1));
+    assert!(!stderr(&inspect).contains("panicked"));
+}
+
+fn write_temp(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn empty_file() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_clean_failure(
+        &write_temp(dir.path(), "empty.h5", b""),
+        "the file is empty",
+    );
+}
+
+#[test]
+fn random_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    // A fixed xorshift stream: the same "random" file on every run.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let bytes: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    assert_clean_failure(
+        &write_temp(dir.path(), "random.h5", &bytes),
+        "not a Keras weight file or safetensors file",
+    );
+}
+
+#[test]
+fn text_file_named_h5() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_temp(dir.path(), "notes.h5", b"these are my notes, not a model\n");
+    assert_clean_failure(&path, "plain text");
+}
+
+#[test]
+fn zip_archive_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_temp(
+        dir.path(),
+        "model.h5",
+        b"PK\x03\x04\x14\x00\x00\x00rest of a zip",
+    );
+    assert_clean_failure(&path, "zip archive");
+}
+
+#[test]
+fn hdf5_file_that_is_not_keras() {
+    assert_clean_failure(
+        &fixture("not_keras.h5"),
+        "an HDF5 file, but not a Keras weight file",
+    );
+}
+
+#[test]
+fn truncated_copies_of_a_fixture() {
+    let original = std::fs::read(fixture("tiny_efficientdet_full.h5")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for fraction in [0.001, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99] {
+        let len = (original.len() as f64 * fraction) as usize;
+        let path = write_temp(dir.path(), &format!("cut_{len}.h5"), &original[..len]);
+        let out_dir = tempfile::tempdir().unwrap();
+        let output = out_dir.path().join("out.safetensors");
+        let out = run(&[
+            "convert",
+            path.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+        ]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "cut at {len}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("truncated"), "{err}");
+        assert_eq!(std::fs::read_dir(out_dir.path()).unwrap().count(), 0);
+    }
+}
+
+#[test]
+fn truncated_safetensors_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("full.safetensors");
+    let fixture = fixture("classic_conv2d_full.h5");
+    let out = run(&[
+        "convert",
+        fixture.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(out.status.success());
+    let bytes = std::fs::read(&output).unwrap();
+    let cut = write_temp(dir.path(), "cut.safetensors", &bytes[..bytes.len() - 10]);
+    let out = run(&["inspect", cut.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
+}
+
+#[test]
+fn existing_output_is_kept_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = write_temp(dir.path(), "out.safetensors", b"precious");
+    let input = fixture("classic_conv2d_full.h5");
+    let args = [
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ];
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("output exists already"), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert!(err.contains(&output.display().to_string()), "{err}");
+    assert_eq!(std::fs::read(&output).unwrap(), b"precious");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    let out = run(&[args.as_slice(), &["--force"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ne!(std::fs::read(&output).unwrap(), b"precious");
+}
+
+#[test]
+fn default_output_sits_beside_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("model.h5");
+    std::fs::copy(fixture("classic_separable_weights.h5"), &input).unwrap();
+    let out = run(&["convert", input.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.path().join("model.safetensors").exists());
+    assert!(stdout(&out).contains("3 tensors"), "{}", stdout(&out));
+}
+
+#[test]
+fn missing_file_and_usage_errors() {
+    let out = run(&["convert", "/no/such/file.h5"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("/no/such/file.h5"));
+
+    let out = run(&["convert"]);
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+    let out = run(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}

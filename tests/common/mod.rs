@@ -1,0 +1,78 @@
+//! Helpers shared by the integration tests: fixture discovery and the
+//! expected values Keras wrote when the fixtures were generated.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    fixtures_dir().join(name)
+}
+
+/// Every Keras fixture that has an expected-values file, with that file parsed.
+pub fn keras_fixtures() -> Vec<(PathBuf, Value)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(fixtures_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if let Some(fixture) = name.strip_suffix(".expected.json") {
+            let expected: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            out.push((fixtures_dir().join(fixture), expected));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(out.len() >= 10, "fixtures are missing: found {}", out.len());
+    out
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The safetensors spelling of a numpy dtype name.
+pub fn safetensors_dtype(numpy: &str) -> &'static str {
+    match numpy {
+        "float16" => "F16",
+        "bfloat16" => "BF16",
+        "float32" => "F32",
+        "float64" => "F64",
+        "int8" => "I8",
+        "int16" => "I16",
+        "int32" => "I32",
+        "int64" => "I64",
+        "uint8" => "U8",
+        "uint16" => "U16",
+        "uint32" => "U32",
+        "uint64" => "U64",
+        "bool" => "BOOL",
+        other => panic!("fixture uses dtype {other} the tests do not know"),
+    }
+}
+
+/// Runs the command-line tool.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keras2safetensors"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

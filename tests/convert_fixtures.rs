@@ -1,0 +1,128 @@
+//! Every fixture converts bit-exactly: each tensor's name, shape, dtype and
+//! sha256 equal what Keras's `get_weights()` gave when the fixture was made.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use common::*;
+use keras2safetensors::{convert_file, ReadOptions};
+use safetensors::SafeTensors;
+use serde_json::Value;
+
+fn expected_weights(expected: &Value) -> Vec<&Value> {
+    expected["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["weights"].as_array().unwrap())
+        .collect()
+}
+
+fn check_tensor(file: &Path, st: &SafeTensors, w: &Value) {
+    let name = w["name"].as_str().unwrap();
+    let tensor = st
+        .tensor(name)
+        .unwrap_or_else(|_| panic!("{}: no tensor `{name}`", file.display()));
+    let shape: Vec<usize> = w["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(tensor.shape(), shape.as_slice(), "{name}: shape");
+    assert_eq!(
+        format!("{:?}", tensor.dtype()),
+        safetensors_dtype(w["dtype"].as_str().unwrap()),
+        "{name}: dtype"
+    );
+    assert_eq!(
+        sha256_hex(tensor.data()),
+        w["sha256"].as_str().unwrap(),
+        "{}: bytes of `{name}` differ from get_weights()",
+        file.display()
+    );
+}
+
+#[test]
+fn every_fixture_converts_bit_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    for (fixture, expected) in keras_fixtures() {
+        let out = dir
+            .path()
+            .join(fixture.file_name().unwrap())
+            .with_extension("safetensors");
+        convert_file(&fixture, &out, &ReadOptions::default(), false, &mut |_| {})
+            .unwrap_or_else(|e| panic!("{e}"));
+        let bytes = std::fs::read(&out).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+
+        let weights = expected_weights(&expected);
+        for w in &weights {
+            check_tensor(&fixture, &st, w);
+        }
+        let want: BTreeSet<&str> = weights
+            .iter()
+            .map(|w| w["name"].as_str().unwrap())
+            .collect();
+        let got: BTreeSet<&str> = st.names().into_iter().collect();
+        assert_eq!(got, want, "{}: tensor names", fixture.display());
+    }
+}
+
+#[test]
+fn optimizer_state_is_written_only_when_asked() {
+    let fixture = fixture("text_model_full.h5");
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture.with_extension("h5.expected.json")).unwrap(),
+    )
+    .unwrap();
+    let optimizer = expected["optimizer"].as_array().unwrap();
+    assert!(!optimizer.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+
+    let plain = dir.path().join("plain.safetensors");
+    convert_file(
+        &fixture,
+        &plain,
+        &ReadOptions::default(),
+        false,
+        &mut |_| {},
+    )
+    .unwrap();
+    let bytes = std::fs::read(&plain).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    assert!(st.names().iter().all(|n| !n.starts_with("optimizer/")));
+
+    let with = dir.path().join("with.safetensors");
+    let options = ReadOptions {
+        include_optimizer: true,
+    };
+    convert_file(&fixture, &with, &options, false, &mut |_| {}).unwrap();
+    let bytes = std::fs::read(&with).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    for w in optimizer {
+        check_tensor(&fixture, &st, w);
+    }
+    for w in expected_weights(&expected) {
+        check_tensor(&fixture, &st, w);
+    }
+}
+
+#[test]
+fn metadata_records_source_versions_and_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sep.safetensors");
+    let fixture = fixture("classic_separable_full.h5");
+    convert_file(&fixture, &out, &ReadOptions::default(), false, &mut |_| {}).unwrap();
+    let bytes = std::fs::read(&out).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().clone().unwrap();
+    assert_eq!(meta["format"], "keras");
+    assert_eq!(meta["source"], "classic_separable_full.h5");
+    assert_eq!(meta["keras_version"], "2.21.0");
+    assert_eq!(meta["backend"], "tensorflow");
+    let classes: Value = serde_json::from_str(&meta["layer_classes"]).unwrap();
+    assert_eq!(classes["separable_conv2d"], "SeparableConv2D");
+}

@@ -1,0 +1,150 @@
+//! `inspect` agrees with Keras: layer order, classes, labels, shapes,
+//! dtypes and parameter counts, for the Keras file and for its conversion.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn inspect_json(path: &std::path::Path) -> Value {
+    let out = run(&["inspect", "--json", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON")
+}
+
+/// Compares one inspect result with the expected JSON Keras wrote.
+fn assert_matches_keras(got: &Value, expected: &Value, check_classes: bool) {
+    let file = expected["file"].as_str().unwrap();
+    assert_eq!(
+        got["total_params"], expected["total_params"],
+        "{file}: total params"
+    );
+    let got_layers = got["layers"].as_array().unwrap();
+    let want_layers = expected["layers"].as_array().unwrap();
+    let paths = |layers: &[Value]| -> Vec<String> {
+        layers
+            .iter()
+            .map(|l| l["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(paths(got_layers), paths(want_layers), "{file}: layer order");
+    for (g, w) in got_layers.iter().zip(want_layers) {
+        let path = w["path"].as_str().unwrap();
+        assert_eq!(g["params"], w["params"], "{file}: params of {path}");
+        if check_classes {
+            assert_eq!(g["class"], w["class"], "{file}: class of {path}");
+        }
+        let gw = g["weights"].as_array().unwrap();
+        let ww = w["weights"].as_array().unwrap();
+        assert_eq!(gw.len(), ww.len(), "{file}: weight count of {path}");
+        for (a, b) in gw.iter().zip(ww) {
+            assert_eq!(a["name"], b["name"], "{file}: {path}");
+            assert_eq!(a["shape"], b["shape"], "{file}: {path}");
+            let label = a["label"].as_str().unwrap();
+            assert!(
+                label.ends_with(b["label"].as_str().unwrap()),
+                "{file}: label {label} of {path}"
+            );
+            assert_eq!(
+                a["dtype"].as_str().unwrap(),
+                safetensors_dtype(b["dtype"].as_str().unwrap()),
+                "{file}: {path}"
+            );
+        }
+    }
+}
+
+#[test]
+fn inspect_matches_keras_for_every_fixture() {
+    for (fixture, expected) in keras_fixtures() {
+        let got = inspect_json(&fixture);
+        let full = expected["kind"] == "full";
+        assert_eq!(
+            got["format"],
+            if full {
+                "keras-h5-model"
+            } else {
+                "keras-h5-weights"
+            }
+        );
+        assert_matches_keras(&got, &expected, full);
+    }
+}
+
+#[test]
+fn inspect_reads_the_converted_file_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    for (fixture, expected) in keras_fixtures() {
+        let out = dir
+            .path()
+            .join(fixture.file_name().unwrap())
+            .with_extension("safetensors");
+        let convert = run(&[
+            "convert",
+            fixture.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--quiet",
+        ]);
+        assert!(convert.status.success(), "{}", stderr(&convert));
+        let got = inspect_json(&out);
+        assert_eq!(got["format"], "safetensors");
+        let full = expected["kind"] == "full";
+        // Tensor order inside a safetensors file is by dtype and name, so
+        // compare each layer's weights as sets.
+        let mut sorted = got.clone();
+        let mut want = expected.clone();
+        for v in [&mut sorted, &mut want] {
+            for layer in v["layers"].as_array_mut().unwrap() {
+                layer["weights"]
+                    .as_array_mut()
+                    .unwrap()
+                    .sort_by_key(|w| w["name"].as_str().unwrap().to_string());
+            }
+        }
+        assert_matches_keras(&sorted, &want, full);
+    }
+}
+
+#[test]
+fn the_classic_pair_counts_1216_and_139() {
+    for (file, params) in [
+        ("classic_conv2d_full.h5", "1,216"),
+        ("classic_conv2d_weights.h5", "1,216"),
+        ("classic_separable_full.h5", "139"),
+        ("classic_separable_weights.h5", "139"),
+    ] {
+        let out = run(&["inspect", fixture(file).to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        assert!(
+            text.contains(&format!("Total params: {params}\n")),
+            "{file}:\n{text}"
+        );
+    }
+    let sep = inspect_json(&fixture("classic_separable_full.h5"));
+    let labels: Vec<&str> = sep["layers"][0]["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["depthwise_kernel", "pointwise_kernel", "bias"]);
+    assert_eq!(sep["layers"][0]["class"], "SeparableConv2D");
+}
+
+#[test]
+fn unmarked_bfloat16_is_read_and_said() {
+    let got = inspect_json(&fixture("bfloat16_weights.h5"));
+    let dtypes: Vec<&str> = got["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["weights"].as_array().unwrap())
+        .map(|w| w["dtype"].as_str().unwrap())
+        .collect();
+    assert!(dtypes.contains(&"BF16"));
+    assert!(dtypes.contains(&"F32"), "BatchNormalization keeps float32");
+    let notes = got["notes"].to_string();
+    assert!(notes.contains("bfloat16"), "{notes}");
+}
