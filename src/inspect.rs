@@ -11,6 +11,7 @@ use crate::dtype::Dtype;
 use crate::error::Result;
 use crate::export::plan::{tensor_name, LAYER_CLASSES_KEY, OPTIMIZER_PREFIX};
 use crate::keras::{self, FileKind, ReadOptions};
+use crate::labels;
 use crate::model::{Layer, Model, Weight};
 use crate::safetensors_file::{ordered_object, read_header};
 
@@ -34,7 +35,11 @@ pub struct Summary {
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerSummary {
     pub path: String,
+    /// The class as the file records it.
     pub class: Option<String>,
+    /// Where the file records no class: the one class the weights fit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_guess: Option<String>,
     pub params: u64,
     pub weights: Vec<WeightSummary>,
 }
@@ -70,15 +75,19 @@ fn weight_summary(layer_path: &[String], w: &Weight) -> WeightSummary {
 }
 
 pub fn summarize_model(path: &Path, model: &Model) -> Summary {
-    let layer = |l: &Layer| LayerSummary {
-        path: l.path_string(),
-        class: l.class.clone(),
-        params: l.param_count(),
-        weights: l
+    let layer = |l: &Layer| {
+        let weights: Vec<WeightSummary> = l
             .weights
             .iter()
             .map(|w| weight_summary(&l.path, w))
-            .collect(),
+            .collect();
+        LayerSummary {
+            path: l.path_string(),
+            class: l.class.clone(),
+            class_guess: guess(&l.class, &weights),
+            params: l.param_count(),
+            weights,
+        }
     };
     let optimizer_path = [OPTIMIZER_PREFIX.to_string()];
     Summary {
@@ -97,6 +106,17 @@ pub fn summarize_model(path: &Path, model: &Model) -> Summary {
             .collect(),
         notes: model.notes.clone(),
     }
+}
+
+fn guess(class: &Option<String>, weights: &[WeightSummary]) -> Option<String> {
+    if class.is_some() {
+        return None;
+    }
+    let labelled: Vec<(String, Vec<usize>)> = weights
+        .iter()
+        .map(|w| (w.label.clone(), w.shape.clone()))
+        .collect();
+    labels::guess_class(&labelled).map(str::to_string)
 }
 
 /// Describes a safetensors file from its header. Tensors are grouped into
@@ -122,6 +142,7 @@ pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
         .map(|(p, class)| LayerSummary {
             path: p.clone(),
             class: class.clone(),
+            class_guess: None,
             params: 0,
             weights: Vec::new(),
         })
@@ -172,12 +193,16 @@ pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
             None => layers.push(LayerSummary {
                 path: layer_path,
                 class: None,
+                class_guess: None,
                 params: count,
                 weights: vec![weight],
             }),
         }
     }
     layers.retain(|l| !l.weights.is_empty());
+    for layer in &mut layers {
+        layer.class_guess = guess(&layer.class, &layer.weights);
+    }
     if known_layers.is_empty() {
         notes.push("no layer table in __metadata__: layers are grouped by tensor name".into());
     }
@@ -214,7 +239,11 @@ pub fn render_table(s: &Summary) -> String {
             rows.push([
                 if first { path.clone() } else { String::new() },
                 if first {
-                    layer.class.clone().unwrap_or_else(|| "?".into())
+                    match (&layer.class, &layer.class_guess) {
+                        (Some(class), _) => class.clone(),
+                        (None, Some(guess)) => format!("{guess} (guess)"),
+                        (None, None) => "?".into(),
+                    }
                 } else {
                     String::new()
                 },

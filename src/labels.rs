@@ -29,10 +29,42 @@ const fn when(flag: &'static str, label: &'static str) -> Slot {
     }
 }
 
-/// The label table of one family of layer classes.
-pub struct ClassTable {
-    pub classes: &'static [&'static str],
+/// When a layer's class may be guessed from its weights alone, for files
+/// that do not record classes (weights-only saves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guess {
+    /// Its labels are never shared with a more likely class.
+    Always,
+    /// Its labels match, and its first weight has this rank
+    /// (Conv2D's kernel is rank 4, Conv1D's rank 3).
+    KernelRank(usize),
+    /// A convolution of this kernel rank; told apart from its transpose
+    /// only by the bias, whose length is the kernel's last dimension
+    /// (a transpose's is the one before).
+    Conv(usize),
+    /// The transpose of [`Guess::Conv`].
+    ConvTranspose(usize),
+    /// A recurrent layer whose kernel is this many times wider than its
+    /// recurrent kernel is tall (LSTM 4 gates, GRU 3, SimpleRNN 1).
+    Gates(usize),
+    /// Its weights look like another class's (GroupNormalization like
+    /// LayerNormalization): never guessed.
+    Never,
+}
+
+/// The label table of one layer class.
+pub struct ClassLabels {
+    pub class: &'static str,
     pub slots: &'static [Slot],
+    pub guess: Guess,
+}
+
+const fn row(class: &'static str, slots: &'static [Slot], guess: Guess) -> ClassLabels {
+    ClassLabels {
+        class,
+        slots,
+        guess,
+    }
 }
 
 const KERNEL_BIAS: &[Slot] = &[always("kernel"), when("use_bias", "bias")];
@@ -65,82 +97,116 @@ const MULTI_HEAD_ATTENTION: &[Slot] = &[
     when("use_bias", "attention_output/bias"),
 ];
 
-/// Every class we can label by position. Wrappers (Bidirectional,
-/// TimeDistributed) take the table of the layer they wrap.
-pub const TABLES: &[ClassTable] = &[
-    ClassTable {
-        classes: &[
-            "Conv1D",
-            "Conv2D",
-            "Conv3D",
-            "Conv1DTranspose",
-            "Conv2DTranspose",
-            "Conv3DTranspose",
-            "Convolution1D",
-            "Convolution2D",
-            "Convolution3D",
-            "Deconvolution2D",
-            "Dense",
-            "EinsumDense",
-        ],
-        slots: KERNEL_BIAS,
-    },
-    ClassTable {
-        classes: &["DepthwiseConv1D", "DepthwiseConv2D"],
-        slots: DEPTHWISE,
-    },
-    ClassTable {
-        classes: &[
-            "SeparableConv1D",
-            "SeparableConv2D",
-            "SeparableConvolution1D",
-            "SeparableConvolution2D",
-        ],
-        slots: SEPARABLE,
-    },
-    ClassTable {
-        classes: &["Embedding"],
-        slots: &[always("embeddings")],
-    },
-    ClassTable {
-        classes: &["BatchNormalization", "SyncBatchNormalization"],
-        slots: BATCH_NORM,
-    },
-    ClassTable {
-        classes: &["LayerNormalization", "GroupNormalization"],
-        slots: NORMALIZATION_AFFINE,
-    },
-    ClassTable {
-        classes: &["PReLU"],
-        slots: &[always("alpha")],
-    },
-    ClassTable {
-        classes: &["Normalization"],
-        slots: &[always("mean"), always("variance"), always("count")],
-    },
-    ClassTable {
-        classes: &[
-            "LSTM",
-            "GRU",
-            "SimpleRNN",
-            "LSTMCell",
-            "GRUCell",
-            "SimpleRNNCell",
-        ],
-        slots: RECURRENT,
-    },
-    ClassTable {
-        classes: &["MultiHeadAttention"],
-        slots: MULTI_HEAD_ATTENTION,
-    },
+/// Every class we can label by position, one row per class. Wrappers
+/// (Bidirectional, TimeDistributed) take the table of the layer they wrap.
+pub const TABLES: &[ClassLabels] = &[
+    row("Conv1D", KERNEL_BIAS, Guess::Conv(3)),
+    row("Conv2D", KERNEL_BIAS, Guess::Conv(4)),
+    row("Conv3D", KERNEL_BIAS, Guess::Conv(5)),
+    row("Conv1DTranspose", KERNEL_BIAS, Guess::ConvTranspose(3)),
+    row("Conv2DTranspose", KERNEL_BIAS, Guess::ConvTranspose(4)),
+    row("Conv3DTranspose", KERNEL_BIAS, Guess::ConvTranspose(5)),
+    row("Dense", KERNEL_BIAS, Guess::KernelRank(2)),
+    row("EinsumDense", KERNEL_BIAS, Guess::Never),
+    row("DepthwiseConv1D", DEPTHWISE, Guess::KernelRank(3)),
+    row("DepthwiseConv2D", DEPTHWISE, Guess::KernelRank(4)),
+    row("SeparableConv1D", SEPARABLE, Guess::KernelRank(3)),
+    row("SeparableConv2D", SEPARABLE, Guess::KernelRank(4)),
+    row("Embedding", &[always("embeddings")], Guess::Always),
+    row("BatchNormalization", BATCH_NORM, Guess::Always),
+    row("SyncBatchNormalization", BATCH_NORM, Guess::Never),
+    // LayerNormalization and GroupNormalization hold the same two arrays.
+    row("LayerNormalization", NORMALIZATION_AFFINE, Guess::Never),
+    row("GroupNormalization", NORMALIZATION_AFFINE, Guess::Never),
+    row("PReLU", &[always("alpha")], Guess::Always),
+    row(
+        "Normalization",
+        &[always("mean"), always("variance"), always("count")],
+        Guess::Always,
+    ),
+    row("LSTM", RECURRENT, Guess::Gates(4)),
+    row("GRU", RECURRENT, Guess::Gates(3)),
+    row("SimpleRNN", RECURRENT, Guess::Gates(1)),
+    row("LSTMCell", RECURRENT, Guess::Never),
+    row("GRUCell", RECURRENT, Guess::Never),
+    row("SimpleRNNCell", RECURRENT, Guess::Never),
+    row("MultiHeadAttention", MULTI_HEAD_ATTENTION, Guess::Always),
+    // Keras 1 names.
+    row("Convolution1D", KERNEL_BIAS, Guess::Never),
+    row("Convolution2D", KERNEL_BIAS, Guess::Never),
+    row("Convolution3D", KERNEL_BIAS, Guess::Never),
+    row("Deconvolution2D", KERNEL_BIAS, Guess::Never),
+    row("SeparableConvolution2D", SEPARABLE, Guess::Never),
 ];
 
 /// The label table of a class, if we have one.
 pub fn table(class: &str) -> Option<&'static [Slot]> {
-    TABLES
-        .iter()
-        .find(|t| t.classes.contains(&class))
-        .map(|t| t.slots)
+    TABLES.iter().find(|t| t.class == class).map(|t| t.slots)
+}
+
+/// Every list of labels a table allows, one per on/off choice of its flags.
+fn label_lists(slots: &[Slot]) -> Vec<Vec<&'static str>> {
+    let mut flags: Vec<&str> = slots.iter().filter_map(|s| s.flag).collect();
+    flags.sort_unstable();
+    flags.dedup();
+    (0u32..(1 << flags.len()))
+        .map(|mask| {
+            slots
+                .iter()
+                .filter(|s| match s.flag {
+                    None => true,
+                    Some(f) => mask & (1 << flags.iter().position(|x| *x == f).unwrap_or(0)) != 0,
+                })
+                .map(|s| s.label)
+                .collect()
+        })
+        .collect()
+}
+
+/// The class a layer's weights point to, for files that do not say: the
+/// one class whose table gives exactly these labels and whose shapes fit.
+/// `weights` are (label with sub-object, shape).
+pub fn guess_class(weights: &[(String, Vec<usize>)]) -> Option<&'static str> {
+    // Compared as sorted lists: a safetensors file keeps no weight order.
+    let mut labels: Vec<&str> = weights.iter().map(|(l, _)| l.as_str()).collect();
+    labels.sort_unstable();
+    let shape_of = |label: &str| weights.iter().find(|(l, _)| l == label).map(|(_, s)| s);
+    let fits = |guess: Guess| match guess {
+        Guess::Always => true,
+        Guess::Never => false,
+        Guess::KernelRank(rank) => ["kernel", "depthwise_kernel"]
+            .iter()
+            .find_map(|k| shape_of(k))
+            .is_some_and(|s| s.len() == rank),
+        Guess::Conv(rank) | Guess::ConvTranspose(rank) => {
+            let transposed = matches!(guess, Guess::ConvTranspose(_));
+            match (shape_of("kernel"), shape_of("bias")) {
+                (Some(k), Some(b)) if k.len() == rank && b.len() == 1 => {
+                    let (out, other) = (k[rank - 1], k[rank - 2]);
+                    let (out, other) = if transposed {
+                        (other, out)
+                    } else {
+                        (out, other)
+                    };
+                    b[0] == out && out != other
+                }
+                _ => false,
+            }
+        }
+        Guess::Gates(gates) => match (shape_of("kernel"), shape_of("recurrent_kernel")) {
+            (Some(k), Some(r)) if k.len() == 2 && r.len() == 2 => k[1] == gates * r[0],
+            _ => false,
+        },
+    };
+    let mut matches = TABLES.iter().filter(|t| {
+        fits(t.guess)
+            && label_lists(t.slots).into_iter().any(|mut list| {
+                list.sort_unstable();
+                list == labels
+            })
+    });
+    let first = matches.next()?;
+    matches.next().is_none().then_some(first.class)
 }
 
 /// A label found by position: the sub-object path and the label.
@@ -329,6 +395,43 @@ mod tests {
             labels("MultiHeadAttention", None, 4)[3],
             "attention_output/kernel"
         );
+    }
+
+    #[test]
+    fn classes_are_guessed_only_when_one_fits() {
+        let w = |pairs: &[(&str, &[usize])]| -> Vec<(String, Vec<usize>)> {
+            pairs
+                .iter()
+                .map(|(l, s)| (l.to_string(), s.to_vec()))
+                .collect()
+        };
+        let separable = w(&[
+            ("depthwise_kernel", &[5, 5, 3, 1]),
+            ("pointwise_kernel", &[1, 1, 3, 16]),
+            ("bias", &[16]),
+        ]);
+        assert_eq!(guess_class(&separable), Some("SeparableConv2D"));
+        let conv = w(&[("kernel", &[5, 5, 3, 16]), ("bias", &[16])]);
+        assert_eq!(guess_class(&conv), Some("Conv2D"));
+        let transpose = w(&[("kernel", &[3, 3, 8, 4]), ("bias", &[8])]);
+        assert_eq!(guess_class(&transpose), Some("Conv2DTranspose"));
+        // Without a bias, or with as many inputs as outputs, either could be.
+        assert_eq!(guess_class(&w(&[("kernel", &[5, 5, 3, 16])])), None);
+        let square = w(&[("kernel", &[3, 3, 8, 8]), ("bias", &[8])]);
+        assert_eq!(guess_class(&square), None);
+        assert_eq!(
+            guess_class(&w(&[("kernel", &[8, 4]), ("bias", &[4])])),
+            Some("Dense")
+        );
+        let gru = w(&[
+            ("kernel", &[6, 15]),
+            ("recurrent_kernel", &[5, 15]),
+            ("bias", &[2, 15]),
+        ]);
+        assert_eq!(guess_class(&gru), Some("GRU"));
+        // gamma and beta alone could be LayerNormalization or GroupNormalization.
+        assert_eq!(guess_class(&w(&[("gamma", &[4]), ("beta", &[4])])), None);
+        assert_eq!(guess_class(&w(&[("kernel", &[2, 2, 2, 2, 2, 2])])), None);
     }
 
     #[test]

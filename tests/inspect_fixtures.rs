@@ -33,6 +33,9 @@ fn assert_matches_keras(got: &Value, expected: &Value, check_classes: bool) {
         assert_eq!(g["params"], w["params"], "{file}: params of {path}");
         if check_classes {
             assert_eq!(g["class"], w["class"], "{file}: class of {path}");
+        } else if let Some(guess) = g.get("class_guess") {
+            // A guess may be absent, but where made it must be right.
+            assert_eq!(guess, &w["class"], "{file}: class guess for {path}");
         }
         let gw = g["weights"].as_array().unwrap();
         let ww = w["weights"].as_array().unwrap();
@@ -131,6 +134,9 @@ fn the_classic_pair_counts_1216_and_139() {
         .collect();
     assert_eq!(labels, ["depthwise_kernel", "pointwise_kernel", "bias"]);
     assert_eq!(sep["layers"][0]["class"], "SeparableConv2D");
+    let weights_only = inspect_json(&fixture("classic_separable_weights.h5"));
+    assert_eq!(weights_only["layers"][0]["class"], Value::Null);
+    assert_eq!(weights_only["layers"][0]["class_guess"], "SeparableConv2D");
 }
 
 #[test]

@@ -309,7 +309,11 @@ impl Reader<'_> {
         // Group by inner layer (the first name component), in first-seen order.
         let mut order: Vec<String> = Vec::new();
         let mut by_inner: HashMap<String, Vec<RawWeight>> = HashMap::new();
-        for w in raw {
+        for mut w in raw {
+            // Keras 3 prefixes inner weights with the sub-model's own name.
+            if w.parts.len() > 2 && w.parts[0] == name {
+                w.parts.remove(0);
+            }
             let inner = w.parts[0].clone();
             if !by_inner.contains_key(&inner) {
                 order.push(inner.clone());
