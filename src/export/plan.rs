@@ -119,3 +119,24 @@ fn metadata(model: &Model, source: &Path) -> BTreeMap<String, String> {
     m.insert(LAYER_CLASSES_KEY.into(), object_in_order(classes));
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keras::{self, ReadOptions};
+
+    #[test]
+    fn a_name_clash_is_an_error_not_an_overwrite() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/classic_conv2d_full.h5");
+        let mut model = keras::open(&fixture, &ReadOptions::default()).unwrap();
+        let mut twin = model.layers[0].clone();
+        twin.weights[0].stored_name = "conv2d/other_scope/kernel:0".into();
+        model.layers.push(twin);
+        let err = plan(&model, &fixture).unwrap_err();
+        assert!(matches!(err.kind, ErrorKind::NameClash { .. }));
+        let message = err.to_string();
+        assert!(message.contains("classic_conv2d_full.h5"), "{message}");
+        assert!(message.contains("`conv2d/kernel`"), "{message}");
+        assert!(message.contains("conv2d/other_scope/kernel:0"), "{message}");
+    }
+}

@@ -502,6 +502,48 @@ mod tests {
     }
 
     #[test]
+    fn element_types_without_a_safetensors_twin_are_refused_by_name() {
+        let path = Path::new("model.h5");
+        let file = h5::File::open(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/classic_conv2d_full.h5"),
+        )
+        .unwrap();
+        let mut reader = Reader {
+            path,
+            file: &file,
+            notes: Vec::new(),
+        };
+        let info = |element| h5::DatasetInfo {
+            shape: vec![2],
+            element,
+            location: h5::Location::Empty,
+            dtype_attr: None,
+        };
+        let err = reader
+            .dtype_of(&info(Element::Other("string".into())), "dense/names:0")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "model.h5: weight `dense/names:0` has element type string, which safetensors cannot hold"
+        );
+        let err = reader
+            .dtype_of(&info(Element::Float { size: 16 }), "dense/kernel:0")
+            .unwrap_err();
+        assert!(err.to_string().contains("128-bit float"), "{err}");
+        let bf16 = reader
+            .dtype_of(
+                &info(Element::Opaque {
+                    size: 2,
+                    tag: String::new(),
+                }),
+                "w:0",
+            )
+            .unwrap();
+        assert_eq!(bf16, Dtype::BF16);
+        assert_eq!(reader.notes.len(), 1, "unmarked bfloat16 is noted");
+    }
+
+    #[test]
     fn variable_scope_is_dropped() {
         let w = label_layer(vec![
             raw("conv2d_1/conv2d_1_1/kernel:0"),
