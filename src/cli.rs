@@ -44,11 +44,8 @@ enum Command {
         /// No progress bar and no summary line.
         #[arg(short, long)]
         quiet: bool,
-        /// Also write the optimizer state (Adam moments, iteration count),
-        /// named `optimizer/<stored name>`. Skipped by default: it is not
-        /// part of the model.
-        #[arg(long)]
-        include_optimizer: bool,
+        #[command(flatten)]
+        read: ReadArgs,
     },
     /// Show the layers, labels, shapes, dtypes and parameter counts in a file.
     ///
@@ -60,10 +57,34 @@ enum Command {
         /// Print one JSON object instead of the table (schema in the README).
         #[arg(long)]
         json: bool,
-        /// List the optimizer state too.
-        #[arg(long)]
-        include_optimizer: bool,
+        #[command(flatten)]
+        read: ReadArgs,
     },
+}
+
+/// How to read the input, for every command that reads Keras files.
+#[derive(clap::Args, Debug)]
+struct ReadArgs {
+    /// Also read the optimizer state (Adam moments, iteration count), named
+    /// `optimizer/<stored name>`. Skipped by default: it is not part of the
+    /// model.
+    #[arg(long)]
+    include_optimizer: bool,
+    /// A model config (the `config.json` of a `.keras` archive, or
+    /// `model.to_json()`) for files that carry none, such as a Keras 3
+    /// `.weights.h5`: it gives each layer's class, name and options, so
+    /// weights stored by position get their labels.
+    #[arg(long, value_name = "CONFIG_JSON")]
+    config: Option<PathBuf>,
+}
+
+impl ReadArgs {
+    fn options(self) -> ReadOptions {
+        ReadOptions {
+            include_optimizer: self.include_optimizer,
+            config: self.config,
+        }
+    }
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -73,17 +94,13 @@ pub fn run(cli: Cli) -> Result<()> {
             output,
             force,
             quiet,
-            include_optimizer,
+            read,
         } => {
-            let output = output.unwrap_or_else(|| input.with_extension("safetensors"));
-            convert(&input, &output, force, quiet, include_optimizer)
+            let output = output.unwrap_or_else(|| default_output(&input));
+            convert(&input, &output, force, quiet, &read.options())
         }
-        Command::Inspect {
-            file,
-            json,
-            include_optimizer,
-        } => {
-            let summary = inspect(&file, &ReadOptions { include_optimizer })?;
+        Command::Inspect { file, json, read } => {
+            let summary = inspect(&file, &read.options())?;
             if json {
                 let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
                 println!("{text}");
@@ -100,12 +117,12 @@ fn convert(
     output: &Path,
     force: bool,
     quiet: bool,
-    include_optimizer: bool,
+    options: &ReadOptions,
 ) -> Result<()> {
     if !force && output.exists() {
         return Err(Error::new(output, ErrorKind::OutputExists));
     }
-    let model = open(input, &ReadOptions { include_optimizer })?;
+    let model = open(input, options)?;
     for note in &model.notes {
         eprintln!("note: {}: {note}", input.display());
     }
@@ -132,8 +149,24 @@ fn convert(
     Ok(())
 }
 
+/// INPUT with the extension `.safetensors`; Keras's double extensions
+/// (`x.weights.h5`, `x.weights.json`) are replaced whole.
+fn default_output(input: &Path) -> PathBuf {
+    let name = input
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for double in [".weights.h5", ".weights.json"] {
+        if let Some(stem) = name.strip_suffix(double) {
+            return input.with_file_name(format!("{stem}.safetensors"));
+        }
+    }
+    input.with_extension("safetensors")
+}
+
 fn progress_bar(total_bytes: u64) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
+    let bar =
+        ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr_with_hz(10));
     if let Ok(style) = ProgressStyle::with_template(
         "{bar:40} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
     ) {

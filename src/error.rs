@@ -26,6 +26,11 @@ pub enum ErrorKind {
     /// A readable HDF5 file that has none of the marks of a Keras weight file.
     #[error("an HDF5 file, but not a Keras weight file: {0}")]
     NotKeras(String),
+    /// A file with a construct Keras never writes and Keras's own loader
+    /// refuses (links, virtual datasets, archive members escaping the folder,
+    /// zip bombs): it may be an attack.
+    #[error("refused: {0}")]
+    Unsafe(String),
     /// A Keras file laid out in a way this version does not read yet.
     #[error("{0}")]
     Unsupported(String),

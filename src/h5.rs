@@ -7,14 +7,22 @@
 use std::fs::File as FsFile;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
+use hdf5_reader::io::Cursor;
 use hdf5_reader::messages::layout::DataLayout;
+use hdf5_reader::messages::link::LinkTarget;
+use hdf5_reader::messages::symbol_table_msg::SymbolTableMessage;
 use hdf5_reader::messages::HdfMessage;
-use hdf5_reader::{ByteOrder, Datatype, Hdf5File, StringSize};
+use hdf5_reader::symbol_table::SymbolTableNode;
+use hdf5_reader::{ByteOrder, Datatype, Hdf5File, Storage, StorageBuffer, StringSize};
 
 /// Size of the buffer used to copy contiguous dataset bytes: the memory a
 /// conversion needs does not grow with the size of a tensor.
 pub const COPY_BUFFER_BYTES: usize = 4 << 20;
+
+/// Deepest group nesting we follow; Keras files nest a few levels.
+pub const MAX_GROUP_DEPTH: usize = 64;
 
 /// HDF5 signature at offset 0 (HDF5 also allows it at 512, 1024, ...; Keras
 /// files never use a user block).
@@ -32,7 +40,14 @@ impl std::fmt::Display for H5Error {
 
 impl From<hdf5_reader::error::Error> for H5Error {
     fn from(e: hdf5_reader::error::Error) -> Self {
-        H5Error(e.to_string())
+        let text = e.to_string();
+        if text.contains("layout class 3") {
+            // Layout class 3 is a virtual dataset: data gathered from other files.
+            return H5Error(format!(
+                "{text} (a virtual dataset, which Keras files never contain)"
+            ));
+        }
+        H5Error(text)
     }
 }
 
@@ -44,12 +59,69 @@ impl From<std::io::Error> for H5Error {
 
 type Result<T> = std::result::Result<T, H5Error>;
 
-/// An open HDF5 file: the parsed structure, plus a plain file handle used to
-/// stream dataset bytes without mapping or buffering the whole file.
+/// An open HDF5 file: the parsed structure, plus direct access to its bytes,
+/// used to stream dataset bytes without mapping or buffering the whole file.
 pub struct File {
     h5: Hdf5File,
-    raw: FsFile,
+    bytes: Bytes,
     len: u64,
+}
+
+/// Where an HDF5 file's bytes are: a file on disk, or a window of one (a
+/// member stored uncompressed inside a `.keras` zip), or memory.
+#[derive(Clone)]
+enum Bytes {
+    Window { file: Arc<FsFile>, base: u64 },
+    Memory(Arc<[u8]>),
+}
+
+impl Bytes {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        match self {
+            Bytes::Window { file, base } => read_exact_at(file, buf, base + offset),
+            Bytes::Memory(data) => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                match start
+                    .checked_add(buf.len())
+                    .and_then(|end| data.get(start..end))
+                {
+                    Some(src) => {
+                        buf.copy_from_slice(src);
+                        Ok(())
+                    }
+                    None => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                }
+            }
+        }
+    }
+}
+
+/// The HDF5 crate's view of a window of a file.
+struct WindowStorage {
+    file: Arc<FsFile>,
+    base: u64,
+    len: u64,
+}
+
+impl Storage for WindowStorage {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_range(&self, offset: u64, len: usize) -> hdf5_reader::error::Result<StorageBuffer> {
+        let eof = || hdf5_reader::error::Error::UnexpectedEof {
+            offset,
+            needed: len as u64,
+            available: self.len.saturating_sub(offset),
+        };
+        let end = offset.checked_add(len as u64).ok_or_else(eof)?;
+        if end > self.len {
+            return Err(eof());
+        }
+        let mut buf = vec![0u8; len];
+        read_exact_at(&self.file, &mut buf, self.base + offset)?;
+        Ok(StorageBuffer::from_vec(buf))
+    }
 }
 
 /// A group in an open file.
@@ -104,22 +176,186 @@ pub struct DatasetInfo {
 
 impl File {
     pub fn open(path: &Path) -> Result<File> {
-        let raw = FsFile::open(path)?;
-        let len = raw.metadata()?.len();
-        let h5 = Hdf5File::open(path)?;
+        let file = FsFile::open(path)?;
+        let len = file.metadata()?.len();
+        File::open_window(Arc::new(file), 0, len)
+    }
+
+    /// Opens the HDF5 file stored in `len` bytes of `file` from `base`.
+    pub fn open_window(file: Arc<FsFile>, base: u64, len: u64) -> Result<File> {
+        let storage = WindowStorage {
+            file: file.clone(),
+            base,
+            len,
+        };
+        let h5 = Hdf5File::from_storage(Arc::new(storage))?;
+        File::checked(h5, Bytes::Window { file, base }, len)
+    }
+
+    /// Opens an HDF5 file held in memory.
+    pub fn from_bytes(data: Vec<u8>) -> Result<File> {
+        let len = data.len() as u64;
+        let data: Arc<[u8]> = data.into();
+        let h5 = Hdf5File::from_shared_bytes(data.clone())?;
+        File::checked(h5, Bytes::Memory(data), len)
+    }
+
+    fn checked(h5: Hdf5File, bytes: Bytes, len: u64) -> Result<File> {
         let claimed = h5.superblock().eof_address;
         if claimed != u64::MAX && claimed > len {
             return Err(H5Error(format!(
                 "it has {len} bytes but its HDF5 header says {claimed} (cut short?)"
             )));
         }
-        Ok(File { h5, raw, len })
+        Ok(File { h5, bytes, len })
     }
 
     pub fn root(&self) -> Result<Group> {
         Ok(Group {
             inner: self.h5.root_group()?,
         })
+    }
+
+    /// The group at an absolute path (`/layers/dense/vars`).
+    pub fn group(&self, path: &str) -> Result<Group> {
+        Ok(Group {
+            inner: self.h5.group(path)?,
+        })
+    }
+
+    /// Walks every group and refuses soft and external links and objects
+    /// reached twice (see [`File::check_links`]).
+    pub fn refuse_links(&self) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        self.refuse_links_below(&self.root()?, "", 0, &mut seen)
+    }
+
+    fn refuse_links_below(
+        &self,
+        group: &Group,
+        path: &str,
+        depth: usize,
+        seen: &mut std::collections::HashSet<u64>,
+    ) -> Result<()> {
+        if depth > MAX_GROUP_DEPTH {
+            return Err(H5Error(format!(
+                "groups nest deeper than {MAX_GROUP_DEPTH} levels at `{path}`"
+            )));
+        }
+        if !seen.insert(group.address()) {
+            return Err(H5Error(format!(
+                "`{path}` is reached twice (a hard link), which Keras files never contain"
+            )));
+        }
+        self.check_links(group, path)?;
+        let (groups, _) = group.member_names()?;
+        for name in groups {
+            let child = group.group(&name)?;
+            self.refuse_links_below(&child, &format!("{path}/{name}"), depth + 1, seen)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses soft and external links in a group: Keras never writes them,
+    /// and Keras's own loader rejects files that have them, since they can
+    /// make one name read data that belongs somewhere else.
+    pub fn check_links(&self, group: &Group, path: &str) -> Result<()> {
+        let header = self.h5.get_or_parse_header(group.inner.address())?;
+        for message in &header.messages {
+            match message {
+                HdfMessage::Link(link) => match &link.target {
+                    LinkTarget::Hard { .. } => {}
+                    LinkTarget::Soft { path: target } => {
+                        return Err(H5Error(format!(
+                            "`{path}/{}` is a soft link (to `{target}`), which Keras files never contain",
+                            link.name
+                        )))
+                    }
+                    LinkTarget::External { filename, .. } => {
+                        return Err(H5Error(format!(
+                            "`{path}/{}` is an external link (to `{filename}`), which Keras files never contain",
+                            link.name
+                        )))
+                    }
+                },
+                HdfMessage::SymbolTable(table) => self.check_symbol_table(table, path)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn check_symbol_table(&self, table: &SymbolTableMessage, path: &str) -> Result<()> {
+        // Cache type 2 marks a soft link in an old-style group.
+        if self
+            .symbol_entries(table)?
+            .iter()
+            .any(|e| e.cache_type == 2)
+        {
+            return Err(H5Error(format!(
+                "group `{path}` holds a soft link, which Keras files never contain"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The entries of an old-style (symbol table) group.
+    fn symbol_entries(
+        &self,
+        table: &SymbolTableMessage,
+    ) -> Result<Vec<hdf5_reader::symbol_table::SymbolTableEntry>> {
+        let storage = self.h5.storage();
+        let superblock = self.h5.superblock();
+        let (offset_size, length_size) = (superblock.offset_size, superblock.length_size);
+        let leaves = hdf5_reader::btree_v1::collect_btree_v1_leaves_storage(
+            storage,
+            table.btree_address,
+            offset_size,
+            length_size,
+            None,
+            &[],
+            None,
+        )?;
+        let entry_len = 2 * usize::from(offset_size) + 4 + 4 + 16;
+        let mut entries = Vec::new();
+        for (_, node_address) in leaves {
+            let prefix = storage.read_range(node_address, 8)?;
+            let count = u16::from_le_bytes([prefix.as_ref()[6], prefix.as_ref()[7]]);
+            let node = storage.read_range(node_address, 8 + usize::from(count) * entry_len)?;
+            let node =
+                SymbolTableNode::parse(&mut Cursor::new(node.as_ref()), offset_size, length_size)?;
+            entries.extend(node.entries);
+        }
+        Ok(entries)
+    }
+
+    /// The names of a group's members in the order they were created, where
+    /// the file records it: an old-style group appends each new name to its
+    /// name heap, so heap offsets rise in creation order (the listing itself
+    /// is alphabetical). `None` for groups stored the newer way.
+    pub fn creation_order(&self, group: &Group) -> Result<Option<Vec<String>>> {
+        let header = self.h5.get_or_parse_header(group.inner.address())?;
+        let Some(table) = header.messages.iter().find_map(|m| match m {
+            HdfMessage::SymbolTable(t) => Some(t),
+            _ => None,
+        }) else {
+            return Ok(None);
+        };
+        let storage = self.h5.storage();
+        let superblock = self.h5.superblock();
+        let heap = hdf5_reader::local_heap::LocalHeap::parse_at_storage(
+            storage,
+            table.heap_address,
+            superblock.offset_size,
+            superblock.length_size,
+        )?;
+        let mut entries = self.symbol_entries(table)?;
+        entries.sort_by_key(|e| e.link_name_offset);
+        let names = entries
+            .iter()
+            .map(|e| heap.get_string_storage(e.link_name_offset, storage))
+            .collect::<hdf5_reader::error::Result<Vec<String>>>()?;
+        Ok(Some(names))
     }
 
     /// Describes the dataset at an absolute path (`/model_weights/dense/dense/kernel:0`).
@@ -159,6 +395,8 @@ impl File {
         }
         let header = self.h5.get_or_parse_header(ds.address())?;
         let mut contiguous = None;
+        // Compact data lives in the object header, which the HDF5 crate
+        // reads; only contiguous data is copied straight from the file.
         for message in &header.messages {
             match message {
                 HdfMessage::ExternalFiles(_) => {
@@ -215,7 +453,7 @@ impl File {
                 let mut done = 0u64;
                 while done < *len {
                     let n = (*len - done).min(buf.len() as u64) as usize;
-                    read_exact_at(&self.raw, &mut buf[..n], offset + done)?;
+                    self.bytes.read_exact_at(&mut buf[..n], offset + done)?;
                     out.write_all(&buf[..n])?;
                     done += n as u64;
                     progress(n as u64);
@@ -316,6 +554,12 @@ fn swap_size(dtype: &Datatype) -> Option<usize> {
 }
 
 impl Group {
+    /// The object's address in the file: it grows in the order h5py
+    /// created the objects, which for Keras is the order it saved them.
+    pub fn address(&self) -> u64 {
+        self.inner.address()
+    }
+
     /// Names of the child groups and datasets, as stored (alphabetical).
     pub fn member_names(&self) -> Result<(Vec<String>, Vec<String>)> {
         Ok(self.inner.member_names()?)
@@ -352,6 +596,16 @@ impl Group {
                 list.len()
             ))),
         }
+    }
+
+    /// An integer attribute (scalar), if present.
+    pub fn integer_attr(&self, name: &str) -> Option<u64> {
+        let attrs = self.inner.attributes().ok()?;
+        let attr = attrs.into_iter().find(|a| a.name == name)?;
+        attr.read_as_f64()
+            .ok()
+            .filter(|v| v.fract() == 0.0 && *v >= 0.0)
+            .map(|v| v as u64)
     }
 
     /// A list-of-strings attribute in any of the encodings Keras has used:

@@ -10,10 +10,11 @@ use serde::Serialize;
 use crate::dtype::Dtype;
 use crate::error::Result;
 use crate::export::plan::{tensor_name, LAYER_CLASSES_KEY, OPTIMIZER_PREFIX};
+use crate::json_order::ordered_object;
 use crate::keras::{self, FileKind, ReadOptions};
 use crate::labels;
 use crate::model::{Layer, Model, Weight};
-use crate::safetensors_file::{ordered_object, read_header};
+use crate::safetensors_file::read_header;
 
 /// What `inspect --json` prints.
 #[derive(Debug, Clone, Serialize)]
@@ -24,6 +25,9 @@ pub struct Summary {
     pub format_description: String,
     pub keras_version: Option<String>,
     pub backend: Option<String>,
+    /// When the model was saved, where the file records it (`.keras`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date_saved: Option<String>,
     pub total_params: u64,
     pub total_bytes: u64,
     pub layers: Vec<LayerSummary>,
@@ -59,7 +63,9 @@ pub struct WeightSummary {
 pub fn inspect(path: &Path, options: &ReadOptions) -> Result<Summary> {
     match keras::detect(path)? {
         FileKind::Safetensors => summarize_safetensors(path),
-        FileKind::Hdf5 => Ok(summarize_model(path, &keras::open(path, options)?)),
+        FileKind::Hdf5 | FileKind::Zip | FileKind::Json => {
+            Ok(summarize_model(path, &keras::open(path, options)?))
+        }
     }
 }
 
@@ -96,6 +102,7 @@ pub fn summarize_model(path: &Path, model: &Model) -> Summary {
         format_description: model.format.describe().into(),
         keras_version: model.keras_version.clone(),
         backend: model.backend.clone(),
+        date_saved: model.date_saved.clone(),
         total_params: model.total_params(),
         total_bytes: model.total_bytes(),
         layers: model.layers.iter().map(layer).collect(),
@@ -215,6 +222,7 @@ pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
         },
         keras_version: meta.get("keras_version").cloned(),
         backend: meta.get("backend").cloned(),
+        date_saved: None,
         total_params,
         total_bytes: header.metadata.data_len() as u64,
         layers,
@@ -284,6 +292,7 @@ pub fn render_table(s: &Summary) -> String {
     let versions: Vec<String> = [
         s.keras_version.as_ref().map(|v| format!("Keras {v}")),
         s.backend.as_ref().map(|b| format!("backend {b}")),
+        s.date_saved.as_ref().map(|d| format!("saved {d}")),
     ]
     .into_iter()
     .flatten()
@@ -336,7 +345,7 @@ pub fn group_digits(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

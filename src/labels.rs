@@ -139,6 +139,22 @@ pub const TABLES: &[ClassLabels] = &[
     row("SeparableConvolution2D", SEPARABLE, Guess::Never),
 ];
 
+/// Labels that Keras versions spell differently for the same array, as
+/// (class, stored label, our label): one name per array, whatever Keras
+/// wrote the file (Keras 3 calls a DepthwiseConv2D's kernel `kernel`).
+pub const LABEL_ALIASES: &[(&str, &str, &str)] = &[
+    ("DepthwiseConv1D", "kernel", "depthwise_kernel"),
+    ("DepthwiseConv2D", "kernel", "depthwise_kernel"),
+];
+
+/// The label we give a stored label of a layer of `class`.
+pub fn canonical_label<'a>(class: &str, stored: &'a str) -> &'a str {
+    LABEL_ALIASES
+        .iter()
+        .find(|(c, from, _)| *c == class && *from == stored)
+        .map_or(stored, |(_, _, to)| to)
+}
+
 /// The label table of a class, if we have one.
 pub fn table(class: &str) -> Option<&'static [Slot]> {
     TABLES.iter().find(|t| t.class == class).map(|t| t.slots)

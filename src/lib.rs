@@ -26,6 +26,7 @@ pub mod error;
 pub mod export;
 pub mod h5;
 pub mod inspect;
+pub mod json_order;
 pub mod keras;
 pub mod labels;
 pub mod model;

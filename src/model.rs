@@ -10,6 +10,14 @@ pub enum Format {
     KerasH5Model,
     /// Keras 2 legacy HDF5 from `save_weights('x.h5')`: layer groups at the root.
     KerasH5Weights,
+    /// Keras 3 `.weights.h5`: an object tree `layers/<obj>/vars/<i>`.
+    Keras3Weights,
+    /// Keras 3 `.weights.h5` split into shards by a `.weights.json` index.
+    Keras3Sharded,
+    /// Keras 3 `.keras` zip archive: `config.json` plus `model.weights.h5`.
+    KerasArchive,
+    /// Keras 1 HDF5: `nb_layers`, `layer_{k}`, `param_{p}`.
+    Keras1H5,
 }
 
 impl Format {
@@ -18,6 +26,10 @@ impl Format {
         match self {
             Format::KerasH5Model => "keras-h5-model",
             Format::KerasH5Weights => "keras-h5-weights",
+            Format::Keras3Weights => "keras3-weights-h5",
+            Format::Keras3Sharded => "keras3-sharded-weights",
+            Format::KerasArchive => "keras-archive",
+            Format::Keras1H5 => "keras1-h5",
         }
     }
 
@@ -26,6 +38,10 @@ impl Format {
         match self {
             Format::KerasH5Model => "Keras HDF5, full model (model.save)",
             Format::KerasH5Weights => "Keras HDF5, weights only (save_weights)",
+            Format::Keras3Weights => "Keras 3 weights (.weights.h5)",
+            Format::Keras3Sharded => "Keras 3 sharded weights (.weights.json + shards)",
+            Format::KerasArchive => "Keras 3 archive (.keras)",
+            Format::Keras1H5 => "Keras 1 HDF5",
         }
     }
 }
@@ -35,6 +51,8 @@ pub struct Model {
     pub format: Format,
     pub keras_version: Option<String>,
     pub backend: Option<String>,
+    /// When the model was saved, where the file says (`.keras` metadata).
+    pub date_saved: Option<String>,
     /// Layers in model order; the layers of nested sub-models are flattened
     /// in place, with the sub-model's name leading their path.
     pub layers: Vec<Layer>,
@@ -42,8 +60,8 @@ pub struct Model {
     pub optimizer: Vec<Weight>,
     /// Things a person should know about how the file was read.
     pub notes: Vec<String>,
-    /// Where the weight bytes are read from.
-    pub(crate) store: h5::File,
+    /// The HDF5 files the weight bytes are read from (several for shards).
+    pub(crate) stores: Vec<h5::File>,
 }
 
 /// One layer that holds weights.
@@ -68,6 +86,8 @@ pub struct Weight {
     pub stored_name: String,
     pub dtype: Dtype,
     pub shape: Vec<usize>,
+    /// Which of the model's files holds the bytes, and where.
+    pub file: usize,
     pub location: h5::Location,
 }
 
@@ -92,6 +112,23 @@ impl Layer {
 }
 
 impl Model {
+    /// Copies the bytes of one weight (little-endian, C order) into `out`.
+    pub fn copy_weight_data(
+        &self,
+        file: usize,
+        location: &h5::Location,
+        out: &mut dyn std::io::Write,
+        buf: &mut [u8],
+        progress: &mut dyn FnMut(u64),
+    ) -> std::io::Result<()> {
+        match self.stores.get(file) {
+            Some(store) => store.copy_data(location, out, buf, progress),
+            None => Err(std::io::Error::other(
+                "weight refers to a file that is not open",
+            )),
+        }
+    }
+
     pub fn total_params(&self) -> u64 {
         self.layers.iter().map(Layer::param_count).sum()
     }

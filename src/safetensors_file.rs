@@ -6,7 +6,6 @@ use std::io::Read;
 use std::path::Path;
 
 use safetensors::tensor::Metadata;
-use serde::de::{Deserializer, MapAccess, Visitor};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::export::writer::MAX_HEADER_BYTES;
@@ -45,40 +44,4 @@ pub fn read_header(path: &Path) -> Result<Header> {
         )));
     }
     Ok(Header { metadata, file_len })
-}
-
-/// Parses a JSON object of string keys, keeping the order the keys were
-/// written in (serde_json's own map sorts them).
-pub fn ordered_object(json: &str) -> Option<Vec<(String, serde_json::Value)>> {
-    struct Pairs;
-    impl<'de> Visitor<'de> for Pairs {
-        type Value = Vec<(String, serde_json::Value)>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(
-            self,
-            mut map: A,
-        ) -> std::result::Result<Self::Value, A::Error> {
-            let mut pairs = Vec::new();
-            while let Some(entry) = map.next_entry()? {
-                pairs.push(entry);
-            }
-            Ok(pairs)
-        }
-    }
-    serde_json::Deserializer::from_str(json)
-        .deserialize_map(Pairs)
-        .ok()
-}
-
-/// Writes pairs as a JSON object in the given order.
-pub fn object_in_order<'a>(
-    pairs: impl IntoIterator<Item = (&'a str, serde_json::Value)>,
-) -> String {
-    let body: Vec<String> = pairs
-        .into_iter()
-        .map(|(k, v)| format!("{}:{}", serde_json::Value::from(k), v))
-        .collect();
-    format!("{{{}}}", body.join(","))
 }

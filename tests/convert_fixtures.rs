@@ -53,7 +53,7 @@ fn every_fixture_converts_bit_exactly() {
             .path()
             .join(fixture.file_name().unwrap())
             .with_extension("safetensors");
-        convert_file(&fixture, &out, &ReadOptions::default(), false, &mut |_| {})
+        convert_file(&fixture, &out, &read_options(&fixture), false, &mut |_| {})
             .unwrap_or_else(|e| panic!("{e}"));
         let bytes = std::fs::read(&out).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
@@ -71,42 +71,62 @@ fn every_fixture_converts_bit_exactly() {
     }
 }
 
+/// The name `convert` gives each optimizer tensor in the expected JSON:
+/// Keras 3 object trees store no optimizer variable names, so there the
+/// name is the tensor's path in the file.
+fn optimizer_names(expected: &Value) -> Vec<(String, &Value)> {
+    let list = expected["optimizer"].as_array().unwrap();
+    let tree_paths = expected
+        .get("optimizer_h5_paths")
+        .filter(|_| expected["kind"] != "legacy_h5");
+    list.iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let name = match tree_paths {
+                Some(paths) => paths[i].as_str().unwrap().to_string(),
+                None => w["name"].as_str().unwrap().to_string(),
+            };
+            (name, w)
+        })
+        .collect()
+}
+
 #[test]
 fn optimizer_state_is_written_only_when_asked() {
-    let fixture = fixture("text_model_full.h5");
-    let expected: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture.with_extension("h5.expected.json")).unwrap(),
-    )
-    .unwrap();
-    let optimizer = expected["optimizer"].as_array().unwrap();
-    assert!(!optimizer.is_empty());
     let dir = tempfile::tempdir().unwrap();
+    let with_optimizer: Vec<_> = keras_fixtures()
+        .into_iter()
+        .filter(|(_, e)| e.get("optimizer").is_some())
+        .collect();
+    assert!(
+        with_optimizer.len() >= 4,
+        "text model in Keras 2 and 3 forms"
+    );
+    for (fixture, expected) in with_optimizer {
+        let plain = dir.path().join("plain.safetensors");
+        convert_file(&fixture, &plain, &ReadOptions::default(), true, &mut |_| {}).unwrap();
+        let bytes = std::fs::read(&plain).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        assert!(st.names().iter().all(|n| !n.starts_with("optimizer/")));
 
-    let plain = dir.path().join("plain.safetensors");
-    convert_file(
-        &fixture,
-        &plain,
-        &ReadOptions::default(),
-        false,
-        &mut |_| {},
-    )
-    .unwrap();
-    let bytes = std::fs::read(&plain).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    assert!(st.names().iter().all(|n| !n.starts_with("optimizer/")));
-
-    let with = dir.path().join("with.safetensors");
-    let options = ReadOptions {
-        include_optimizer: true,
-    };
-    convert_file(&fixture, &with, &options, false, &mut |_| {}).unwrap();
-    let bytes = std::fs::read(&with).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    for w in optimizer {
-        check_tensor(&fixture, &st, w);
-    }
-    for w in expected_weights(&expected) {
-        check_tensor(&fixture, &st, w);
+        let with = dir.path().join("with.safetensors");
+        let options = ReadOptions {
+            include_optimizer: true,
+            ..ReadOptions::default()
+        };
+        convert_file(&fixture, &with, &options, true, &mut |_| {}).unwrap();
+        let bytes = std::fs::read(&with).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let names = optimizer_names(&expected);
+        assert!(!names.is_empty());
+        for (name, w) in names {
+            let mut w = w.clone();
+            w["name"] = Value::from(name);
+            check_tensor(&fixture, &st, &w);
+        }
+        for w in expected_weights(&expected) {
+            check_tensor(&fixture, &st, w);
+        }
     }
 }
 
@@ -125,4 +145,72 @@ fn metadata_records_source_versions_and_classes() {
     assert_eq!(meta["backend"], "tensorflow");
     let classes: Value = serde_json::from_str(&meta["layer_classes"]).unwrap();
     assert_eq!(classes["separable_conv2d"], "SeparableConv2D");
+}
+
+/// Name → sha256 of every tensor a conversion writes.
+fn converted_hashes(fixture: &Path) -> std::collections::BTreeMap<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.safetensors");
+    convert_file(fixture, &out, &read_options(fixture), false, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bytes = std::fs::read(&out).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            (
+                name,
+                format!(
+                    "{:?} {:?} {}",
+                    view.dtype(),
+                    view.shape(),
+                    sha256_hex(view.data())
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_same_model_gets_the_same_names_and_bytes_in_every_format() {
+    for (keras2, keras3_forms) in [
+        (
+            "classic_separable_full.h5",
+            &[
+                "classic_separable_weights.h5",
+                "k3_classic_separable_legacy.h5",
+                "k3_classic_separable.weights.h5",
+                "k3_classic_separable.keras",
+            ][..],
+        ),
+        (
+            "tiny_efficientdet_full.h5",
+            &[
+                "tiny_efficientdet_weights.h5",
+                "k3_tiny_efficientdet_legacy.h5",
+                "k3_tiny_efficientdet.weights.h5",
+                "k3_tiny_efficientdet.keras",
+                "k3_tiny_efficientdet_sharded.weights.json",
+                "k3_tiny_efficientdet_sharded_00001.weights.h5",
+            ][..],
+        ),
+        (
+            "text_model_full.h5",
+            &[
+                "k3_text_model_legacy.h5",
+                "k3_text_model.weights.h5",
+                "k3_text_model.keras",
+            ][..],
+        ),
+    ] {
+        let reference = converted_hashes(&fixture(keras2));
+        assert!(!reference.is_empty());
+        for form in keras3_forms {
+            assert_eq!(
+                converted_hashes(&fixture(form)),
+                reference,
+                "{form} differs from {keras2}"
+            );
+        }
+    }
 }

@@ -7,7 +7,13 @@ use common::*;
 use serde_json::Value;
 
 fn inspect_json(path: &std::path::Path) -> Value {
-    let out = run(&["inspect", "--json", path.to_str().unwrap()]);
+    let mut args = vec!["inspect", "--json", path.to_str().unwrap()];
+    let options = read_options(path);
+    let config = options.config.map(|c| c.to_str().unwrap().to_string());
+    if let Some(c) = &config {
+        args.extend(["--config", c]);
+    }
+    let out = run(&args);
     assert!(out.status.success(), "{}", stderr(&out));
     serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON")
 }
@@ -61,16 +67,9 @@ fn assert_matches_keras(got: &Value, expected: &Value, check_classes: bool) {
 fn inspect_matches_keras_for_every_fixture() {
     for (fixture, expected) in keras_fixtures() {
         let got = inspect_json(&fixture);
-        let full = expected["kind"] == "full";
-        assert_eq!(
-            got["format"],
-            if full {
-                "keras-h5-model"
-            } else {
-                "keras-h5-weights"
-            }
-        );
-        assert_matches_keras(&got, &expected, full);
+        let kind = expected["kind"].as_str().unwrap();
+        assert_eq!(got["format"], format_id(kind), "{}", fixture.display());
+        assert_matches_keras(&got, &expected, records_classes(kind));
     }
 }
 
@@ -82,17 +81,22 @@ fn inspect_reads_the_converted_file_the_same_way() {
             .path()
             .join(fixture.file_name().unwrap())
             .with_extension("safetensors");
-        let convert = run(&[
-            "convert",
-            fixture.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--quiet",
-        ]);
+        let mut args = vec![
+            "convert".to_string(),
+            fixture.to_str().unwrap().to_string(),
+            "-o".to_string(),
+            out.to_str().unwrap().to_string(),
+            "--quiet".to_string(),
+        ];
+        if let Some(config) = read_options(&fixture).config {
+            args.extend(["--config".to_string(), config.to_str().unwrap().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let convert = run(&args);
         assert!(convert.status.success(), "{}", stderr(&convert));
         let got = inspect_json(&out);
         assert_eq!(got["format"], "safetensors");
-        let full = expected["kind"] == "full";
+        let full = records_classes(expected["kind"].as_str().unwrap());
         // Tensor order inside a safetensors file is by dtype and name, so
         // compare each layer's weights as sets.
         let mut sorted = got.clone();

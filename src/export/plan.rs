@@ -8,8 +8,8 @@ use std::path::Path;
 use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
 use crate::h5::Location;
+use crate::json_order::object_in_order;
 use crate::model::{Model, Weight};
-use crate::safetensors_file::object_in_order;
 
 /// The `__metadata__` key of the JSON object that maps layer paths to classes.
 pub const LAYER_CLASSES_KEY: &str = "layer_classes";
@@ -23,6 +23,8 @@ pub struct PlannedTensor {
     pub name: String,
     pub dtype: Dtype,
     pub shape: Vec<usize>,
+    /// Index of the model file that holds the bytes.
+    pub file: usize,
     pub location: Location,
     pub byte_len: u64,
 }
@@ -81,6 +83,7 @@ pub fn plan(model: &Model, source: &Path) -> Result<Plan> {
             name,
             dtype: weight.dtype,
             shape: weight.shape.clone(),
+            file: weight.file,
             location: weight.location.clone(),
             byte_len: weight.byte_len(),
         });

@@ -77,11 +77,16 @@ pub fn write(
             let tensor = &plan.tensors[i];
             let mut written = 0u64;
             model
-                .store
-                .copy_data(&tensor.location, &mut out, &mut buf, &mut |n| {
-                    written += n;
-                    progress(n);
-                })
+                .copy_weight_data(
+                    tensor.file,
+                    &tensor.location,
+                    &mut out,
+                    &mut buf,
+                    &mut |n| {
+                        written += n;
+                        progress(n);
+                    },
+                )
                 .map_err(|e| {
                     Error::new(
                         output,

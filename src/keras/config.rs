@@ -127,3 +127,58 @@ mod tests {
         );
     }
 }
+
+/// Keras's `to_snake_case`, which names the objects of a Keras 3 weights
+/// file after their class: `SeparableConv2D` → `separable_conv2d`,
+/// `PReLU` → `p_re_lu`.
+pub fn snake_case(class: &str) -> String {
+    // Step 1: an upper-case letter that starts a lower-case run gets a `_`
+    // before it (`(.)([A-Z][a-z]+)` → `\1_\2`).
+    let chars: Vec<char> = class.chars().collect();
+    let mut step1 = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        let starts_word = c.is_ascii_uppercase()
+            && chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase())
+            && i > 0;
+        if starts_word {
+            step1.push('_');
+        }
+        step1.push(c);
+    }
+    // Step 2: a lower-case letter followed by an upper-case one gets a `_`
+    // between them (`([a-z])([A-Z])` → `\1_\2`), then everything lower-case.
+    let chars: Vec<char> = step1.chars().collect();
+    let mut out = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        out.push(c.to_ascii_lowercase());
+        if c.is_ascii_lowercase() && chars.get(i + 1).is_some_and(|n| n.is_ascii_uppercase()) {
+            out.push('_');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod snake_tests {
+    use super::snake_case;
+
+    #[test]
+    fn matches_keras_object_names() {
+        for (class, snake) in [
+            ("SeparableConv2D", "separable_conv2d"),
+            ("BatchNormalization", "batch_normalization"),
+            ("DepthwiseConv2D", "depthwise_conv2d"),
+            ("Conv2DTranspose", "conv2d_transpose"),
+            ("LSTM", "lstm"),
+            ("GRU", "gru"),
+            ("PReLU", "p_re_lu"),
+            ("Dense", "dense"),
+            ("Functional", "functional"),
+            ("TimeDistributed", "time_distributed"),
+            ("MultiHeadAttention", "multi_head_attention"),
+            ("InputLayer", "input_layer"),
+        ] {
+            assert_eq!(snake_case(class), snake, "{class}");
+        }
+    }
+}

@@ -12,38 +12,38 @@ use std::path::Path;
 
 use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
-use crate::h5::{self, Element};
+use crate::h5;
 use crate::keras::config::LayerConfig;
+use crate::keras::{weight_dtype, ReadOptions};
 use crate::labels;
 use crate::model::{Format, Layer, Model, Weight};
-
-/// Options that change what is read.
-#[derive(Debug, Clone, Default)]
-pub struct ReadOptions {
-    /// Read `optimizer_weights` too (skipped by default: not model weights).
-    pub include_optimizer: bool,
-}
 
 /// Layers that never hold weights, so a missing label table is no surprise.
 const WRAPPERS: &[&str] = &["Bidirectional", "TimeDistributed"];
 
 /// Reads a Keras HDF5 file that has already been opened.
-pub fn read(path: &Path, file: h5::File, options: &ReadOptions) -> Result<Model> {
+pub fn read(
+    path: &Path,
+    file: h5::File,
+    options: &ReadOptions,
+    config: Option<LayerConfig>,
+) -> Result<Model> {
     let mut reader = Reader {
         path,
         file: &file,
         notes: Vec::new(),
     };
-    let (format, layers, optimizer, keras_version, backend) = reader.read_all(options)?;
+    let (format, layers, optimizer, keras_version, backend) = reader.read_all(options, config)?;
     let notes = reader.notes;
     Ok(Model {
         format,
         keras_version,
         backend,
+        date_saved: None,
         layers,
         optimizer,
         notes,
-        store: file,
+        stores: vec![file],
     })
 }
 
@@ -80,7 +80,11 @@ impl Reader<'_> {
         Error::new(self.path, ErrorKind::InvalidKeras(message))
     }
 
-    fn read_all(&mut self, options: &ReadOptions) -> Result<ReadResult> {
+    fn read_all(
+        &mut self,
+        options: &ReadOptions,
+        config: Option<LayerConfig>,
+    ) -> Result<ReadResult> {
         let root = self.file.root().map_err(|e| self.corrupt(e))?;
         let (groups, _) = root.member_names().map_err(|e| self.corrupt(e))?;
         let root_attrs = root.attribute_names().map_err(|e| self.corrupt(e))?;
@@ -136,10 +140,10 @@ impl Reader<'_> {
                 Ok(c) => Some(c),
                 Err(e) => {
                     self.notes.push(format!("{e}; classes are unknown"));
-                    None
+                    config
                 }
             },
-            _ => None,
+            _ => config,
         };
 
         let layer_names = read_list(&weights_root, "layer_names")
@@ -234,50 +238,7 @@ impl Reader<'_> {
     }
 
     fn dtype_of(&mut self, info: &h5::DatasetInfo, weight: &str) -> Result<Dtype> {
-        let unsupported = |detail: String| {
-            Error::new(
-                self.path,
-                ErrorKind::UnsupportedDtype {
-                    weight: weight.to_string(),
-                    detail,
-                },
-            )
-        };
-        Ok(match &info.element {
-            Element::Float { size: 2 } => Dtype::F16,
-            Element::Float { size: 4 } => Dtype::F32,
-            Element::Float { size: 8 } => Dtype::F64,
-            Element::Float { size } => return Err(unsupported(format!("{}-bit float", size * 8))),
-            Element::Int { size, signed } => match (size, signed) {
-                (1, true) => Dtype::I8,
-                (2, true) => Dtype::I16,
-                (4, true) => Dtype::I32,
-                (8, true) => Dtype::I64,
-                (1, false) => Dtype::U8,
-                (2, false) => Dtype::U16,
-                (4, false) => Dtype::U32,
-                (8, false) => Dtype::U64,
-                _ => return Err(unsupported(format!("{}-bit integer", size * 8))),
-            },
-            Element::Bool => Dtype::Bool,
-            // Keras writes bfloat16 as 2-byte opaque data: Keras 3 adds a
-            // `dtype` attribute, tf-keras weights-only files mark it nowhere.
-            Element::Opaque { size: 2, .. } => {
-                if info.dtype_attr.as_deref() != Some("bfloat16") {
-                    let note = "2-byte opaque weights carry no dtype mark; read as bfloat16, \
-                                the only 2-byte opaque type Keras writes"
-                        .to_string();
-                    if !self.notes.contains(&note) {
-                        self.notes.push(note);
-                    }
-                }
-                Dtype::BF16
-            }
-            Element::Opaque { size, tag } => {
-                return Err(unsupported(format!("opaque {size}-byte `{tag}`")))
-            }
-            Element::Other(what) => return Err(unsupported(what.clone())),
-        })
+        weight_dtype(self.path, info, weight, &mut self.notes)
     }
 
     /// Turns the weights of one layer group into one layer, or, for a nested
@@ -301,8 +262,8 @@ impl Reader<'_> {
             }
             return Ok(vec![Layer {
                 path: vec![name.to_string()],
+                weights: canonical(label_layer(raw), class.as_deref()),
                 class,
-                weights: label_layer(raw),
             }]);
         }
 
@@ -341,8 +302,8 @@ impl Reader<'_> {
                 rank,
                 Layer {
                     path,
+                    weights: canonical(label_layer(weights), class.as_deref()),
                     class,
-                    weights: label_layer(weights),
                 },
             ));
         }
@@ -412,6 +373,16 @@ fn label_layer(raw: Vec<RawWeight>) -> Vec<Weight> {
         .collect()
 }
 
+/// Renames labels that this Keras version spells its own way.
+fn canonical(mut weights: Vec<Weight>, class: Option<&str>) -> Vec<Weight> {
+    if let Some(class) = class {
+        for w in &mut weights {
+            w.label = labels::canonical_label(class, &w.label).to_string();
+        }
+    }
+    weights
+}
+
 fn to_weight(w: RawWeight, sub_path: Vec<String>) -> Weight {
     Weight {
         label: last(&w.parts).to_string(),
@@ -419,6 +390,7 @@ fn to_weight(w: RawWeight, sub_path: Vec<String>) -> Weight {
         stored_name: w.stored_name,
         dtype: w.dtype,
         shape: w.shape,
+        file: 0,
         location: w.location,
     }
 }
@@ -475,6 +447,7 @@ fn read_list(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::h5::Element;
 
     fn raw(name: &str) -> RawWeight {
         RawWeight {

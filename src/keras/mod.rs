@@ -1,23 +1,46 @@
 //! Recognising a file by its content and reading it into a [`Model`].
 
+pub mod archive;
 pub mod config;
+pub mod keras1;
 pub mod legacy_h5;
+pub mod v3_weights;
 
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
-use crate::h5;
-use crate::model::Model;
-pub use legacy_h5::ReadOptions;
+use crate::h5::{self, Element};
+use crate::model::{Format, Model};
+use config::LayerConfig;
+
+/// Options that change what is read.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// Read the optimizer state too (skipped by default: not model weights).
+    pub include_optimizer: bool,
+    /// A model config (`config.json` of a `.keras` archive, or
+    /// `model.to_json()`) for files that carry none: it gives classes,
+    /// layer options and order.
+    pub config: Option<PathBuf>,
+}
 
 /// What a file is, judged from its first bytes (never from its extension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
     Hdf5,
+    /// A zip archive: a `.keras` file.
+    Zip,
+    /// A JSON document: the index of a sharded Keras 3 save.
+    Json,
     Safetensors,
 }
+
+/// The formats `open` reads, for error messages.
+pub const SUPPORTED: &str = "Keras HDF5 (.h5, .hdf5, .weights.h5), .keras archives, \
+                             sharded .weights.json saves, and safetensors";
 
 /// Looks at the first bytes of a file and says what it is, or why it is
 /// nothing we read.
@@ -32,8 +55,14 @@ pub fn detect(path: &Path) -> Result<FileKind> {
     if head.starts_with(h5::SIGNATURE) {
         return Ok(FileKind::Hdf5);
     }
+    if head.starts_with(b"PK\x03\x04") {
+        return Ok(FileKind::Zip);
+    }
     if head.len() >= 9 && head[8] == b'{' {
         return Ok(FileKind::Safetensors);
+    }
+    if head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        return Ok(FileKind::Json);
     }
     Err(Error::new(
         path,
@@ -55,9 +84,7 @@ fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 /// Says what the first bytes look like, so the person can tell what they have.
 fn describe_head(head: &[u8]) -> String {
     let hex: Vec<String> = head.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let hint = if head.starts_with(b"PK\x03\x04") {
-        ": a zip archive; `.keras` archives are not read by this version"
-    } else if head.starts_with(b"\x93NUMPY") {
+    let hint = if head.starts_with(b"\x93NUMPY") {
         ": a numpy .npy file"
     } else if head
         .iter()
@@ -67,22 +94,289 @@ fn describe_head(head: &[u8]) -> String {
     } else {
         ""
     };
-    format!("first bytes are {}{hint}", hex.join(" "))
+    format!(
+        "first bytes are {}{hint}; read are {SUPPORTED}",
+        hex.join(" ")
+    )
 }
 
-/// Opens a Keras weight file and reads its structure (not its data).
+/// The layout of a Keras HDF5 file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `layer_names` and `weight_names`: Keras 2, and Keras 3's `.h5`.
+    Legacy,
+    /// `nb_layers` and `layer_{k}/param_{p}`.
+    Keras1,
+    /// An object tree: Keras 3 `.weights.h5`.
+    ObjectTree,
+}
+
+fn layout(path: &Path, file: &h5::File) -> Result<Layout> {
+    let corrupt = |e: h5::H5Error| Error::new(path, ErrorKind::CorruptHdf5(e.0));
+    let root = file.root().map_err(corrupt)?;
+    let (groups, _) = root.member_names().map_err(corrupt)?;
+    let attrs = root.attribute_names().map_err(corrupt)?;
+    let has_attr = |name: &str| attrs.iter().any(|a| a == name);
+    let has_group = |name: &str| groups.iter().any(|g| g == name);
+    if has_group("model_weights") || has_attr("layer_names") || has_attr("layer_names0") {
+        Ok(Layout::Legacy)
+    } else if has_attr("nb_layers") {
+        Ok(Layout::Keras1)
+    } else if has_group("layers")
+        || has_group("_layer_checkpoint_dependencies")
+        || has_group("vars")
+    {
+        Ok(Layout::ObjectTree)
+    } else {
+        Err(Error::new(
+            path,
+            ErrorKind::NotKeras(
+                "no `model_weights` group, no `layer_names` attribute and no Keras 3 `layers` tree"
+                    .into(),
+            ),
+        ))
+    }
+}
+
+/// Opens a Keras weight file of any format we read, and reads its
+/// structure (not its data).
 pub fn open(path: &Path, options: &ReadOptions) -> Result<Model> {
+    let config = match &options.config {
+        Some(config_path) => Some(read_config(config_path)?),
+        None => None,
+    };
     match detect(path)? {
-        FileKind::Hdf5 => {}
-        FileKind::Safetensors => {
-            return Err(Error::new(
-                path,
-                ErrorKind::UnknownFormat(
-                    "this is a safetensors file, not a Keras file; `inspect` reads it".into(),
-                ),
-            ))
+        FileKind::Hdf5 => {
+            if let Some(index) = shard_index_of(path) {
+                return open_sharded(&index, options, config);
+            }
+            let file = open_h5(path)?;
+            match layout(path, &file)? {
+                Layout::Legacy => legacy_h5::read(path, file, options, config),
+                Layout::Keras1 => {
+                    let read = keras1::read(path, &file, config.as_ref())?;
+                    Ok(model(
+                        Format::Keras1H5,
+                        read.layers,
+                        Vec::new(),
+                        read.notes,
+                        vec![file],
+                    ))
+                }
+                Layout::ObjectTree => open_tree(path, TreeSource::single(file), config, options),
+            }
+        }
+        FileKind::Zip => {
+            let archive = archive::open(path)?;
+            let config = match (config, &archive.config) {
+                (Some(c), _) => Some(c),
+                (None, Some(json)) => Some(LayerConfig::parse(json).map_err(|e| {
+                    Error::new(path, ErrorKind::InvalidKeras(format!("config.json: {e}")))
+                })?),
+                (None, None) => None,
+            };
+            let source = TreeSource {
+                in_archive: true,
+                metadata: archive.metadata,
+                ..TreeSource::single(archive.weights)
+            };
+            open_tree(path, source, config, options)
+        }
+        FileKind::Json => open_sharded(path, options, config),
+        FileKind::Safetensors => Err(Error::new(
+            path,
+            ErrorKind::UnknownFormat(
+                "this is a safetensors file, not a Keras file; `inspect` reads it".into(),
+            ),
+        )),
+    }
+}
+
+fn open_h5(path: &Path) -> Result<h5::File> {
+    let file = h5::File::open(path).map_err(|e| Error::new(path, ErrorKind::CorruptHdf5(e.0)))?;
+    refuse_links(path, &file)?;
+    Ok(file)
+}
+
+/// Refuses files with links: Keras never writes them, and a link can make a
+/// weight read data from elsewhere (an external link, from another file).
+pub(crate) fn refuse_links(path: &Path, file: &h5::File) -> Result<()> {
+    file.refuse_links().map_err(|e| {
+        let kind = if e.0.contains("link") || e.0.contains("virtual") {
+            ErrorKind::Unsafe(e.0)
+        } else {
+            ErrorKind::CorruptHdf5(e.0)
+        };
+        Error::new(path, kind)
+    })
+}
+
+fn read_config(path: &Path) -> Result<LayerConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::new(path, e.into()))?;
+    LayerConfig::parse(&text).map_err(|e| Error::new(path, ErrorKind::InvalidKeras(e)))
+}
+
+/// `<base>_00001.weights.h5` belongs to the save indexed by `<base>.weights.json`.
+fn shard_index_of(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".weights.h5")?;
+    let (base, number) = stem.rsplit_once('_')?;
+    if number.len() != 5 || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let index = path.with_file_name(format!("{base}.weights.json"));
+    index.is_file().then_some(index)
+}
+
+fn open_sharded(index: &Path, options: &ReadOptions, config: Option<LayerConfig>) -> Result<Model> {
+    let json = std::fs::read_to_string(index).map_err(|e| Error::new(index, e.into()))?;
+    let shards = v3_weights::shard_files(index, &json)?;
+    if shards.is_empty() {
+        return Err(Error::new(
+            index,
+            ErrorKind::InvalidKeras("the shard index names no shard files".into()),
+        ));
+    }
+    let files = shards
+        .iter()
+        .map(|shard| {
+            if detect(shard)? != FileKind::Hdf5 {
+                return Err(Error::new(
+                    shard,
+                    ErrorKind::InvalidKeras("a shard that is not an HDF5 file".into()),
+                ));
+            }
+            open_h5(shard)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let source = TreeSource {
+        files,
+        in_archive: false,
+        metadata: None,
+    };
+    open_tree(index, source, config, options)
+}
+
+/// The files of a Keras 3 object tree and what came with them.
+struct TreeSource {
+    files: Vec<h5::File>,
+    in_archive: bool,
+    /// `metadata.json` of a `.keras` archive.
+    metadata: Option<serde_json::Value>,
+}
+
+impl TreeSource {
+    fn single(file: h5::File) -> TreeSource {
+        TreeSource {
+            files: vec![file],
+            in_archive: false,
+            metadata: None,
         }
     }
-    let file = h5::File::open(path).map_err(|e| Error::new(path, ErrorKind::CorruptHdf5(e.0)))?;
-    legacy_h5::read(path, file, options)
+}
+
+fn open_tree(
+    path: &Path,
+    source: TreeSource,
+    config: Option<LayerConfig>,
+    options: &ReadOptions,
+) -> Result<Model> {
+    let TreeSource {
+        files,
+        in_archive,
+        metadata,
+    } = source;
+    let tree = v3_weights::Tree::read(path, &files)?;
+    if !tree.is_object_tree() {
+        return Err(Error::new(
+            path,
+            ErrorKind::NotKeras("no Keras 3 `layers` tree in the weights".into()),
+        ));
+    }
+    let read = v3_weights::read(&tree, config.as_ref(), options.include_optimizer)?;
+    drop(tree);
+    let format = v3_weights::format_of(files.len(), in_archive);
+    let mut model = model(format, read.layers, read.optimizer, read.notes, files);
+    let meta = |key: &str| {
+        metadata
+            .as_ref()
+            .and_then(|m| m.get(key))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    model.keras_version = meta("keras_version");
+    model.date_saved = meta("date_saved");
+    Ok(model)
+}
+
+fn model(
+    format: Format,
+    layers: Vec<crate::model::Layer>,
+    optimizer: Vec<crate::model::Weight>,
+    notes: Vec<String>,
+    stores: Vec<h5::File>,
+) -> Model {
+    Model {
+        format,
+        keras_version: None,
+        backend: None,
+        date_saved: None,
+        layers,
+        optimizer,
+        notes,
+        stores,
+    }
+}
+
+/// The safetensors dtype of a stored weight, or an error naming it.
+pub(crate) fn weight_dtype(
+    path: &Path,
+    info: &h5::DatasetInfo,
+    weight: &str,
+    notes: &mut Vec<String>,
+) -> Result<Dtype> {
+    let unsupported = |detail: String| {
+        Error::new(
+            path,
+            ErrorKind::UnsupportedDtype {
+                weight: weight.to_string(),
+                detail,
+            },
+        )
+    };
+    Ok(match &info.element {
+        Element::Float { size: 2 } => Dtype::F16,
+        Element::Float { size: 4 } => Dtype::F32,
+        Element::Float { size: 8 } => Dtype::F64,
+        Element::Float { size } => return Err(unsupported(format!("{}-bit float", size * 8))),
+        Element::Int { size, signed } => match (size, signed) {
+            (1, true) => Dtype::I8,
+            (2, true) => Dtype::I16,
+            (4, true) => Dtype::I32,
+            (8, true) => Dtype::I64,
+            (1, false) => Dtype::U8,
+            (2, false) => Dtype::U16,
+            (4, false) => Dtype::U32,
+            (8, false) => Dtype::U64,
+            _ => return Err(unsupported(format!("{}-bit integer", size * 8))),
+        },
+        Element::Bool => Dtype::Bool,
+        // Keras writes bfloat16 as 2-byte opaque data: Keras 3 adds a
+        // `dtype` attribute, tf-keras weights-only files mark it nowhere.
+        Element::Opaque { size: 2, .. } => {
+            if info.dtype_attr.as_deref() != Some("bfloat16") {
+                let note = "2-byte opaque weights carry no dtype mark; read as bfloat16, \
+                            the only 2-byte opaque type Keras writes"
+                    .to_string();
+                if !notes.contains(&note) {
+                    notes.push(note);
+                }
+            }
+            Dtype::BF16
+        }
+        Element::Opaque { size, tag } => {
+            return Err(unsupported(format!("opaque {size}-byte `{tag}`")))
+        }
+        Element::Other(what) => return Err(unsupported(what.clone())),
+    })
 }

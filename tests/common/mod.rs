@@ -34,6 +34,37 @@ pub fn keras_fixtures() -> Vec<(PathBuf, Value)> {
     out
 }
 
+/// Read options for a fixture: a bare `.weights.h5` whose config sits
+/// beside it as `<stem>.config.json` is read with that config.
+pub fn read_options(fixture: &Path) -> keras2safetensors::ReadOptions {
+    let name = fixture.file_name().unwrap().to_string_lossy();
+    let config = name
+        .strip_suffix(".weights.h5")
+        .map(|stem| fixture.with_file_name(format!("{stem}.config.json")))
+        .filter(|c| c.exists());
+    keras2safetensors::ReadOptions {
+        include_optimizer: false,
+        config,
+    }
+}
+
+/// The `inspect` format id of a fixture kind in the expected JSON.
+pub fn format_id(kind: &str) -> &'static str {
+    match kind {
+        "full" | "legacy_h5" => "keras-h5-model",
+        "weights" => "keras-h5-weights",
+        "weights_h5" => "keras3-weights-h5",
+        "keras" => "keras-archive",
+        "sharded" => "keras3-sharded-weights",
+        other => panic!("unknown fixture kind {other}"),
+    }
+}
+
+/// Whether the file records layer classes (so inspect must give them).
+pub fn records_classes(kind: &str) -> bool {
+    matches!(kind, "full" | "legacy_h5" | "keras")
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()

@@ -1,0 +1,619 @@
+//! Keras 3 weights: `.weights.h5`, the `model.weights.h5` inside a `.keras`
+//! archive, and the shards of a sharded save.
+//!
+//! The file is an object tree: `layers/<object>/vars/<i>`, where `<object>`
+//! is the layer's class in snake case made unique (`dense`, `dense_1`, ...),
+//! `<i>` the variable's position in `layer.weights` (trainable first), and
+//! since Keras 3.6 each `vars` group has the layer's real name as attribute
+//! `name`. Nothing stores what a variable is: labels come from the class's
+//! label table, the class from the config when there is one.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::h5;
+use crate::keras::config::{snake_case, LayerConfig};
+use crate::keras::weight_dtype;
+use crate::labels;
+use crate::model::{Format, Layer, Weight};
+
+/// Where the layers of a model are listed: `layers` since Keras 3, and
+/// `_layer_checkpoint_dependencies` in the Keras 2.13 `.keras` format.
+const LAYER_LISTS: [&str; 2] = ["layers", "_layer_checkpoint_dependencies"];
+
+/// Classes whose objects hold other objects rather than variables of their own.
+const WRAPPERS: [&str; 2] = ["Bidirectional", "TimeDistributed"];
+
+/// One group of the object tree, merged across shards.
+#[derive(Debug, Default)]
+struct Node {
+    /// (file index, creation rank in its parent) where the group first
+    /// appears: the order Keras wrote the objects in.
+    first_seen: (usize, usize),
+    groups: Vec<String>,
+    /// Dataset names with the file that holds each.
+    datasets: Vec<(String, usize)>,
+    /// The `name` attribute (Keras 3.6+ `vars` groups).
+    name: Option<String>,
+}
+
+/// The object trees of one or more files, merged: a sharded save splits
+/// one model's tree (even one `vars` group) across files.
+pub struct Tree<'a> {
+    path: &'a Path,
+    files: &'a [h5::File],
+    nodes: HashMap<String, Node>,
+}
+
+impl<'a> Tree<'a> {
+    pub fn read(path: &'a Path, files: &'a [h5::File]) -> Result<Tree<'a>> {
+        let mut tree = Tree {
+            path,
+            files,
+            nodes: HashMap::new(),
+        };
+        for (index, file) in files.iter().enumerate() {
+            let root = file.root().map_err(|e| tree.corrupt(e))?;
+            let mut seen = HashSet::new();
+            tree.walk(index, &root, "", 0, 0, &mut seen)?;
+        }
+        Ok(tree)
+    }
+
+    fn corrupt(&self, e: h5::H5Error) -> Error {
+        Error::new(self.path, ErrorKind::CorruptHdf5(e.0))
+    }
+
+    fn walk(
+        &mut self,
+        file_index: usize,
+        group: &h5::Group,
+        path: &str,
+        depth: usize,
+        rank: usize,
+        seen: &mut HashSet<u64>,
+    ) -> Result<()> {
+        let file = &self.files[file_index];
+        // `h5::File::refuse_links` has checked the tree when the file was
+        // opened; these guards only keep a crafted file from looping here.
+        if depth > h5::MAX_GROUP_DEPTH || !seen.insert(group.address()) {
+            return Err(self.corrupt(h5::H5Error(format!("`{path}` loops or nests too deep"))));
+        }
+        let (mut groups, datasets) = group.member_names().map_err(|e| self.corrupt(e))?;
+        if let Some(order) = file.creation_order(group).map_err(|e| self.corrupt(e))? {
+            groups.sort_by_key(|g| order.iter().position(|o| o == g));
+        }
+        let name = group.string_attr("name").ok().flatten();
+        let node = self.nodes.entry(path.to_string()).or_insert_with(|| Node {
+            first_seen: (file_index, rank),
+            ..Node::default()
+        });
+        if node.name.is_none() {
+            node.name = name;
+        }
+        for d in datasets {
+            node.datasets.push((d, file_index));
+        }
+        for g in &groups {
+            if !node.groups.contains(g) {
+                node.groups.push(g.clone());
+            }
+        }
+        for (rank, g) in groups.into_iter().enumerate() {
+            let child = group.group(&g).map_err(|e| self.corrupt(e))?;
+            self.walk(
+                file_index,
+                &child,
+                &format!("{path}/{g}"),
+                depth + 1,
+                rank,
+                seen,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn node(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    fn has(&self, path: &str) -> bool {
+        self.nodes.contains_key(path)
+    }
+
+    /// Child groups in the order Keras wrote them.
+    fn children(&self, path: &str) -> Vec<String> {
+        let Some(node) = self.node(path) else {
+            return Vec::new();
+        };
+        let mut children = node.groups.clone();
+        children.sort_by_key(|c| {
+            self.node(&format!("{path}/{c}"))
+                .map(|n| n.first_seen)
+                .unwrap_or((usize::MAX, usize::MAX))
+        });
+        children
+    }
+
+    /// The variables of a `vars` group, by index (`0`, `1`, ..., `10`).
+    fn vars(&self, object: &str) -> Vec<(String, usize)> {
+        let mut vars = self
+            .node(&format!("{object}/vars"))
+            .map(|n| n.datasets.clone())
+            .unwrap_or_default();
+        vars.sort_by_key(|(name, _)| (name.parse::<u64>().unwrap_or(u64::MAX), name.clone()));
+        vars
+    }
+
+    /// The layer name Keras 3.6+ records on an object's `vars` group.
+    fn recorded_name(&self, object: &str) -> Option<String> {
+        self.node(&format!("{object}/vars"))?.name.clone()
+    }
+
+    /// Whether this looks like a Keras 3 object tree at all.
+    pub fn is_object_tree(&self) -> bool {
+        LAYER_LISTS.iter().any(|l| self.has(&format!("/{l}"))) || self.has("/vars")
+    }
+}
+
+/// What the reader found.
+pub struct Read {
+    pub layers: Vec<Layer>,
+    pub optimizer: Vec<Weight>,
+    pub notes: Vec<String>,
+}
+
+/// Reads the weights of a Keras 3 object tree. `config` (from `config.json`
+/// or `--config`) gives classes, layer options and order.
+pub fn read(
+    tree: &Tree<'_>,
+    config: Option<&LayerConfig>,
+    include_optimizer: bool,
+) -> Result<Read> {
+    let mut reader = Reader {
+        tree,
+        notes: Vec::new(),
+        has_config: config.is_some(),
+    };
+    let mut layers = Vec::new();
+    reader.walk_model("", config, &[], &mut layers)?;
+    let root_vars = reader.tree.vars("");
+    if !root_vars.is_empty() {
+        let weights = reader.weights_by_position("", None, None, &[])?;
+        layers.push(Layer {
+            path: Vec::new(),
+            class: None,
+            weights,
+        });
+    }
+    let mut optimizer = Vec::new();
+    if include_optimizer && reader.tree.has("/optimizer") {
+        for (name, file) in reader.tree.vars("/optimizer") {
+            let dataset = format!("/optimizer/vars/{name}");
+            optimizer.push(reader.weight(&dataset, file, vec!["vars".into()], name)?);
+        }
+    }
+    Ok(Read {
+        layers,
+        optimizer,
+        notes: reader.notes,
+    })
+}
+
+struct Reader<'t, 'a> {
+    tree: &'t Tree<'a>,
+    notes: Vec<String>,
+    has_config: bool,
+}
+
+/// A layer object matched to its config entry.
+struct Object<'c> {
+    key: String,
+    config: Option<&'c LayerConfig>,
+}
+
+impl Reader<'_, '_> {
+    fn path(&self) -> &Path {
+        self.tree.path
+    }
+
+    fn walk_model(
+        &mut self,
+        model: &str,
+        config: Option<&LayerConfig>,
+        prefix: &[String],
+        out: &mut Vec<Layer>,
+    ) -> Result<()> {
+        let Some(list) = LAYER_LISTS
+            .iter()
+            .map(|l| format!("{model}/{l}"))
+            .find(|l| self.tree.has(l))
+        else {
+            return Ok(());
+        };
+        let mut objects: Vec<Vec<Layer>> = Vec::new();
+        for object in self.match_objects(&list, config) {
+            let object_path = format!("{list}/{}", object.key);
+            let name = self
+                .tree
+                .recorded_name(&object_path)
+                .or_else(|| object.config.map(|c| c.name.clone()))
+                .unwrap_or_else(|| object.key.clone());
+            let class = object
+                .config
+                .map(|c| c.class.clone())
+                .or_else(|| class_from_object_key(&object.key).map(str::to_string));
+            let mut path = prefix.to_vec();
+            path.push(name);
+            let mut layers = Vec::new();
+            if LAYER_LISTS
+                .iter()
+                .any(|l| self.tree.has(&format!("{object_path}/{l}")))
+            {
+                self.walk_model(&object_path, object.config, &path, &mut layers)?;
+            } else {
+                let options = object.config.map(|c| &c.config);
+                let weights =
+                    self.object_weights(&object_path, class.as_deref(), options, &path)?;
+                if !weights.is_empty() {
+                    layers.push(Layer {
+                        path,
+                        class,
+                        weights,
+                    });
+                }
+            }
+            objects.push(layers);
+        }
+        out.extend(objects.into_iter().flatten());
+        Ok(())
+    }
+
+    /// Pairs each object under `list` with its config entry, in model order.
+    fn match_objects<'c>(&self, list: &str, config: Option<&'c LayerConfig>) -> Vec<Object<'c>> {
+        let keys = self.tree.children(list);
+        let Some(config) = config else {
+            return keys
+                .into_iter()
+                .map(|key| Object { key, config: None })
+                .collect();
+        };
+        // Object keys Keras gives the config's layers: snake-case class
+        // names made unique in `model.layers` order.
+        let mut used: HashMap<String, usize> = HashMap::new();
+        let mut by_key: HashMap<String, &LayerConfig> = HashMap::new();
+        for child in &config.children {
+            let snake = snake_case(&child.class);
+            let key = match used.get_mut(&snake) {
+                Some(n) => {
+                    *n += 1;
+                    format!("{snake}_{n}")
+                }
+                None => {
+                    used.insert(snake.clone(), 0);
+                    snake
+                }
+            };
+            by_key.insert(key, child);
+        }
+        let mut objects: Vec<(usize, Object<'c>)> = keys
+            .into_iter()
+            .map(|key| {
+                let path = format!("{list}/{key}");
+                let matched = match self.tree.recorded_name(&path) {
+                    Some(name) => config.child(&name),
+                    None => by_key.get(&key).copied(),
+                };
+                let rank = matched
+                    .and_then(|c| config.position(&c.name))
+                    .unwrap_or(usize::MAX);
+                (
+                    rank,
+                    Object {
+                        key,
+                        config: matched,
+                    },
+                )
+            })
+            .collect();
+        objects.sort_by_key(|(rank, _)| *rank);
+        objects.into_iter().map(|(_, o)| o).collect()
+    }
+
+    /// The labelled weights of one layer object and the objects it holds.
+    fn object_weights(
+        &mut self,
+        object: &str,
+        class: Option<&str>,
+        options: Option<&Value>,
+        layer_path: &[String],
+    ) -> Result<Vec<Weight>> {
+        let wrapped = |key: &str| -> (Option<String>, Option<Value>) {
+            let layer = options.and_then(|o| o.get(key));
+            let class = layer
+                .and_then(|l| l.get("class_name"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            (class, layer.and_then(|l| l.get("config")).cloned())
+        };
+        match class {
+            Some("Bidirectional") => {
+                let mut weights = Vec::new();
+                for (direction, key) in
+                    [("forward", "forward_layer"), ("backward", "backward_layer")]
+                {
+                    let child = format!("{object}/{key}");
+                    if !self.tree.has(&child) {
+                        continue;
+                    }
+                    let (mut inner_class, mut inner) = wrapped(key);
+                    if inner_class.is_none() {
+                        (inner_class, inner) = wrapped("layer");
+                    }
+                    let base = inner
+                        .as_ref()
+                        .and_then(|c| c.get("name"))
+                        .and_then(Value::as_str)
+                        .map(|n| n.strip_prefix("forward_").unwrap_or(n).to_string());
+                    let sub = self
+                        .tree
+                        .recorded_name(&child)
+                        .or_else(|| base.map(|b| format!("{direction}_{b}")))
+                        .unwrap_or_else(|| key.to_string());
+                    let inner_class = inner_class.or_else(|| self.guess_wrapped(&child));
+                    for mut w in self.object_weights(
+                        &child,
+                        inner_class.as_deref(),
+                        inner.as_ref(),
+                        layer_path,
+                    )? {
+                        w.sub_path.insert(0, sub.clone());
+                        weights.push(w);
+                    }
+                }
+                Ok(weights)
+            }
+            Some("TimeDistributed") => {
+                let child = format!("{object}/layer");
+                let (inner_class, inner) = wrapped("layer");
+                let inner_class = inner_class.or_else(|| self.guess_wrapped(&child));
+                self.object_weights(&child, inner_class.as_deref(), inner.as_ref(), layer_path)
+            }
+            // A recurrent layer keeps its variables in its cell, which has
+            // the layer's own label table.
+            _ if self.tree.vars(object).is_empty() && self.tree.has(&format!("{object}/cell")) => {
+                let class = class.map(str::to_string).or_else(|| self.guess_rnn(object));
+                self.object_weights(
+                    &format!("{object}/cell"),
+                    class.as_deref(),
+                    options,
+                    layer_path,
+                )
+            }
+            _ => {
+                let mut weights = self.weights_by_position(object, class, options, layer_path)?;
+                // Objects held by a layer we have no wrapper rule for.
+                for child in self.tree.children(object) {
+                    if child == "vars" || LAYER_LISTS.contains(&child.as_str()) {
+                        continue;
+                    }
+                    let child_path = format!("{object}/{child}");
+                    let sub = self.tree.recorded_name(&child_path).unwrap_or(child);
+                    for mut w in self.object_weights(&child_path, None, None, layer_path)? {
+                        w.sub_path.insert(0, sub.clone());
+                        weights.push(w);
+                    }
+                }
+                Ok(weights)
+            }
+        }
+    }
+
+    /// The class of a wrapped layer when no config records it: Keras names
+    /// layers after their class unless told otherwise (`dense`,
+    /// `forward_lstm`), and only RNNs keep their variables in a cell.
+    fn guess_wrapped(&self, object: &str) -> Option<String> {
+        let named = self.tree.recorded_name(object).and_then(|name| {
+            let base = name
+                .strip_prefix("forward_")
+                .or_else(|| name.strip_prefix("backward_"))
+                .unwrap_or(&name)
+                .to_string();
+            class_from_object_key(&base)
+        });
+        named.map(str::to_string).or_else(|| self.guess_rnn(object))
+    }
+
+    /// An RNN object whose class the file does not record.
+    fn guess_rnn(&self, object: &str) -> Option<String> {
+        self.tree
+            .has(&format!("{object}/cell"))
+            .then(|| "RNN".to_string())
+    }
+
+    /// Labels the variables of one `vars` group from the class's table.
+    fn weights_by_position(
+        &mut self,
+        object: &str,
+        class: Option<&str>,
+        options: Option<&Value>,
+        layer_path: &[String],
+    ) -> Result<Vec<Weight>> {
+        let vars = self.tree.vars(object);
+        if vars.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A cell of an RNN whose class is unknown has the recurrent table.
+        let table_class = match class {
+            Some("RNN") => Some("SimpleRNN"),
+            other => other,
+        };
+        let labels = table_class.and_then(|c| labels::by_position(c, options, vars.len()));
+        let layer = if layer_path.is_empty() {
+            "(model)".to_string()
+        } else {
+            layer_path.join("/")
+        };
+        match (&labels, class) {
+            (None, Some(c)) if !WRAPPERS.contains(&c) && labels::table(c).is_some() => {
+                self.notes.push(format!(
+                    "layer `{layer}` ({c}) has {} weights, which its label table does not explain; labelled param_N",
+                    vars.len()
+                ));
+            }
+            (None, Some(c)) => self.notes.push(format!(
+                "layer `{layer}` has class {c}, which has no label table; weights labelled param_N by position"
+            )),
+            (None, None) => self.notes.push(format!(
+                "layer `{layer}`: class unknown, weights labelled param_N by position"
+            )),
+            (Some(list), _) if list.iter().any(Option::is_none) => {
+                let which = if self.has_config {
+                    "its config does not say"
+                } else {
+                    "no config says (pass --config config.json)"
+                };
+                self.notes.push(format!(
+                    "layer `{layer}` ({}): {} weights, and {which} which optional ones exist; uncertain ones labelled param_N",
+                    class.unwrap_or("?"),
+                    vars.len()
+                ));
+            }
+            _ => {}
+        }
+        let mut weights = Vec::with_capacity(vars.len());
+        for (i, (name, file)) in vars.into_iter().enumerate() {
+            let (sub_path, label) = match labels.as_ref().and_then(|l| l[i].clone()) {
+                Some(l) => (l.sub_path, l.label),
+                None => (Vec::new(), format!("param_{i}")),
+            };
+            let dataset = format!("{object}/vars/{name}");
+            let mut w = self.weight(&dataset, file, sub_path, label)?;
+            w.stored_name = dataset;
+            weights.push(w);
+        }
+        Ok(weights)
+    }
+
+    fn weight(
+        &mut self,
+        dataset: &str,
+        file: usize,
+        sub_path: Vec<String>,
+        label: String,
+    ) -> Result<Weight> {
+        let info = self.tree.files[file].dataset(dataset).map_err(|e| {
+            Error::new(
+                self.path(),
+                ErrorKind::InvalidKeras(format!("weight `{dataset}`: {e}")),
+            )
+        })?;
+        let path = self.tree.path;
+        let dtype = weight_dtype(path, &info, dataset, &mut self.notes)?;
+        Ok(Weight {
+            label,
+            sub_path,
+            stored_name: dataset.to_string(),
+            dtype,
+            shape: info.shape,
+            file,
+            location: info.location,
+        })
+    }
+}
+
+/// The class an object key names (`separable_conv2d_4` → `SeparableConv2D`),
+/// for the classes we have label tables for.
+fn class_from_object_key(key: &str) -> Option<&'static str> {
+    let base = match key.rsplit_once('_') {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => key,
+    };
+    labels::TABLES
+        .iter()
+        .map(|t| t.class)
+        .chain(WRAPPERS)
+        .find(|class| snake_case(class) == base)
+}
+
+/// The format a merged tree was read as, for the model.
+pub fn format_of(shards: usize, in_archive: bool) -> Format {
+    match (in_archive, shards) {
+        (true, _) => Format::KerasArchive,
+        (false, 1) => Format::Keras3Weights,
+        _ => Format::Keras3Sharded,
+    }
+}
+
+/// The parts of a sharded save's `.weights.json` index we read.
+#[derive(serde::Deserialize)]
+struct ShardIndex {
+    weight_map: serde_json::Map<String, Value>,
+}
+
+/// The shard files of a sharded save, which sit beside its index.
+pub fn shard_files(index: &Path, json: &str) -> Result<Vec<PathBuf>> {
+    let invalid = |m: String| Error::new(index, ErrorKind::InvalidKeras(m));
+    let parsed: ShardIndex = serde_json::from_str(json)
+        .map_err(|e| invalid(format!("not a sharded-weights index: {e}")))?;
+    let mut names = BTreeSet::new();
+    for entry in parsed.weight_map.values() {
+        let files: Vec<&Value> = match entry {
+            Value::Array(list) => list.iter().collect(),
+            other => vec![other],
+        };
+        for f in files {
+            let name = f
+                .as_str()
+                .ok_or_else(|| invalid("a `weight_map` entry is not a file name".into()))?;
+            // Shards sit beside the index: a name with a folder in it could
+            // point anywhere on the disk.
+            if name.contains('/') || name.contains('\\') || name == ".." || name.is_empty() {
+                return Err(invalid(format!(
+                    "shard name `{name}` is not a plain file name"
+                )));
+            }
+            names.insert(name.to_string());
+        }
+    }
+    let dir = index.parent().unwrap_or(Path::new("."));
+    Ok(names.into_iter().map(|n| dir.join(n)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_keys_name_their_class() {
+        assert_eq!(
+            class_from_object_key("separable_conv2d_4"),
+            Some("SeparableConv2D")
+        );
+        assert_eq!(class_from_object_key("dense"), Some("Dense"));
+        assert_eq!(class_from_object_key("conv2d"), Some("Conv2D"));
+        assert_eq!(
+            class_from_object_key("batch_normalization_12"),
+            Some("BatchNormalization")
+        );
+        assert_eq!(
+            class_from_object_key("bidirectional"),
+            Some("Bidirectional")
+        );
+        assert_eq!(class_from_object_key("my_layer_2"), None);
+    }
+
+    #[test]
+    fn shard_names_must_stay_beside_the_index() {
+        let index = Path::new("/data/model.weights.json");
+        let ok = r#"{"weight_map": {"/layers/dense/vars": ["m_00000.weights.h5", "m_00001.weights.h5"], "/vars": "m_00000.weights.h5"}}"#;
+        let files = shard_files(index, ok).unwrap();
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[0], Path::new("/data/m_00000.weights.h5"));
+        let bad = r#"{"weight_map": {"/layers/dense/vars": "../../etc/passwd"}}"#;
+        assert!(shard_files(index, bad).is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! Keras 3 formats and the files Keras's own loader refuses.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+/// Runs convert into a fresh folder; checks a one-line error containing
+/// `expect`, exit code 1 and nothing left behind.
+fn assert_refused(input: &Path, expect: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.safetensors");
+    let out = run(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{}: {err}", input.display());
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains(&input.display().to_string()), "{err}");
+    assert!(err.contains(expect), "expected `{expect}` in: {err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+fn malicious(name: &str) -> std::path::PathBuf {
+    fixtures_dir().join("malicious").join(name)
+}
+
+#[test]
+fn archives_keras_itself_refuses_are_refused() {
+    assert_refused(
+        &malicious("zip_bomb.keras"),
+        "refused: archive members would expand",
+    );
+    assert_refused(
+        &malicious("path_escape.keras"),
+        "refused: archive member `../../escape.txt`",
+    );
+    assert_refused(
+        &malicious("soft_link.keras"),
+        "refused: group `/layers/separable_conv2d/vars` holds a soft link",
+    );
+    assert_refused(&malicious("soft_link.weights.h5"), "holds a soft link");
+    assert_refused(
+        &malicious("external_link.keras"),
+        "is an external link (to `secret.h5`)",
+    );
+    assert_refused(&malicious("virtual_dataset.keras"), "a virtual dataset");
+    assert_refused(&malicious("no_weights.keras"), "without `model.weights.h5`");
+    assert_refused(&malicious("truncated.keras"), "truncated");
+}
+
+#[test]
+fn formats_are_recognised_by_content_not_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, format) in [
+        ("k3_classic_separable.keras", "keras-archive"),
+        ("k3_classic_separable.weights.h5", "keras3-weights-h5"),
+        ("classic_separable_full.h5", "keras-h5-model"),
+    ] {
+        let renamed = dir.path().join("mystery.bin");
+        std::fs::copy(fixture(name), &renamed).unwrap();
+        let out = run(&["inspect", "--json", renamed.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(got["format"], format);
+        assert_eq!(got["total_params"], 139);
+    }
+    let out = run(&[
+        "inspect",
+        fixture("k3_classic_separable.keras").to_str().unwrap(),
+    ]);
+    let text = stdout(&out);
+    assert!(text.contains("Format: Keras 3 archive (.keras)"), "{text}");
+    assert!(text.contains("Keras 3.15.1"), "{text}");
+    assert!(
+        text.contains("saved 20"),
+        "metadata.json's save date: {text}"
+    );
+}
+
+#[test]
+fn an_archive_is_read_in_place_without_temporary_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let output = out_dir.path().join("model.safetensors");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keras2safetensors"))
+        .args([
+            "convert",
+            fixture("k3_tiny_efficientdet.keras").to_str().unwrap(),
+            "-o",
+        ])
+        .arg(&output)
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "nothing extracted"
+    );
+    assert_eq!(std::fs::read_dir(out_dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn ambiguous_batch_norm_is_labelled_by_what_is_certain_and_said() {
+    let file = fixture("k3_bn_center_false.weights.h5");
+    let out = run(&["inspect", "--json", file.to_str().unwrap()]);
+    assert!(out.status.success());
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let labels: Vec<&str> = got["layers"][0]["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["param_0", "moving_mean", "moving_variance"]);
+    assert!(
+        got["notes"].to_string().contains("--config"),
+        "{}",
+        got["notes"]
+    );
+
+    let config = fixture("k3_bn_center_false.config.json");
+    let out = run(&[
+        "inspect",
+        "--json",
+        file.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let labels: Vec<&str> = got["layers"][0]["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["gamma", "moving_mean", "moving_variance"]);
+    assert_eq!(got["notes"], Value::Array(vec![]));
+}
+
+#[test]
+fn any_shard_reads_the_whole_sharded_save() {
+    let whole = run(&[
+        "inspect",
+        "--json",
+        fixture("k3_tiny_efficientdet_sharded.weights.json")
+            .to_str()
+            .unwrap(),
+    ]);
+    let shard = run(&[
+        "inspect",
+        "--json",
+        fixture("k3_tiny_efficientdet_sharded_00002.weights.h5")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert!(whole.status.success() && shard.status.success());
+    let whole: Value = serde_json::from_slice(&whole.stdout).unwrap();
+    let shard: Value = serde_json::from_slice(&shard.stdout).unwrap();
+    assert_eq!(whole["total_params"], 4490);
+    assert_eq!(whole["layers"], shard["layers"]);
+    assert_eq!(shard["format"], "keras3-sharded-weights");
+}
