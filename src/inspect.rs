@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::dtype::Dtype;
 use crate::error::Result;
-use crate::export::plan::{tensor_name, LAYER_CLASSES_KEY, OPTIMIZER_PREFIX};
+use crate::export::plan::{tensor_name, Layout, LAYER_CLASSES_KEY, LAYOUT_KEY, OPTIMIZER_PREFIX};
 use crate::json_order::ordered_object;
 use crate::keras::{self, FileKind, ReadOptions};
 use crate::labels;
@@ -132,6 +132,12 @@ fn guess(class: &Option<String>, weights: &[WeightSummary]) -> Option<String> {
 pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
     let header = read_header(path)?;
     let meta = header.metadata.metadata().clone().unwrap_or_default();
+    // Names written in PyTorch layout are joined with dots.
+    let sep = if meta.get(LAYOUT_KEY).map(String::as_str) == Some(Layout::PyTorch.id()) {
+        Layout::PyTorch.separator()
+    } else {
+        Layout::Keras.separator()
+    };
     let known_layers: Vec<(String, Option<String>)> = meta
         .get(LAYER_CLASSES_KEY)
         .and_then(|json| ordered_object(json))
@@ -166,17 +172,17 @@ pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
         let layer_path = known_layers
             .iter()
             .map(|(p, _)| p.as_str())
-            .filter(|p| name.starts_with(&format!("{p}/")))
+            .filter(|p| name.starts_with(&format!("{p}{sep}")))
             .max_by_key(|p| p.len())
             .map(str::to_string)
             .unwrap_or_else(|| {
-                name.rsplit_once('/')
+                name.rsplit_once(sep)
                     .map(|(p, _)| p)
                     .unwrap_or("")
                     .to_string()
             });
         let label = name
-            .strip_prefix(&format!("{layer_path}/"))
+            .strip_prefix(&format!("{layer_path}{sep}"))
             .unwrap_or(&name)
             .to_string();
         let weight = WeightSummary {
@@ -186,7 +192,7 @@ pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
             dtype,
         };
         if known_layers.iter().all(|(p, _)| p != &layer_path)
-            && name.starts_with(&format!("{OPTIMIZER_PREFIX}/"))
+            && name.starts_with(&format!("{OPTIMIZER_PREFIX}{sep}"))
         {
             optimizer.push(weight);
             continue;

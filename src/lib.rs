@@ -8,13 +8,12 @@
 //!
 //! ```no_run
 //! use std::path::Path;
-//! use keras2safetensors::{convert_file, ReadOptions};
+//! use keras2safetensors::{convert_file, ConvertOptions};
 //!
 //! let summary = convert_file(
 //!     Path::new("model.h5"),
 //!     Path::new("model.safetensors"),
-//!     &ReadOptions::default(),
-//!     false,
+//!     &ConvertOptions::default(),
 //!     &mut |_bytes| {},
 //! )?;
 //! println!("{} tensors", summary.tensors);
@@ -35,22 +34,30 @@ pub mod safetensors_file;
 use std::path::Path;
 
 pub use error::{Error, ErrorKind, Result};
-pub use export::WriteSummary;
+pub use export::{Layout, PlanOptions, WriteOptions, WriteSummary};
 pub use keras::{open, ReadOptions};
 pub use model::Model;
 
-/// Converts one Keras file to one safetensors file.
+/// Everything `convert` takes besides the input and output paths.
+#[derive(Debug, Clone, Default)]
+pub struct ConvertOptions {
+    pub read: ReadOptions,
+    pub plan: PlanOptions,
+    pub write: WriteOptions,
+}
+
+/// Converts one Keras file to safetensors: one file, or with
+/// `max_shard_bytes` a folder of shards.
 pub fn convert_file(
     input: &Path,
     output: &Path,
-    options: &ReadOptions,
-    force: bool,
+    options: &ConvertOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<WriteSummary> {
-    if !force && output.exists() {
+    if !options.write.force && options.write.max_shard_bytes.is_none() && output.exists() {
         return Err(Error::new(output, ErrorKind::OutputExists));
     }
-    let model = keras::open(input, options)?;
-    let plan = export::plan(&model, input)?;
-    export::write(&plan, &model, output, force, progress)
+    let model = keras::open(input, &options.read)?;
+    let plan = export::plan(&model, input, &options.plan)?;
+    export::write(&plan, &model, output, &options.write, progress)
 }

@@ -71,6 +71,9 @@ pub struct Layer {
     pub path: Vec<String>,
     /// The Keras class name (`SeparableConv2D`) when the file says it.
     pub class: Option<String>,
+    /// The layer's Keras config (`{"filters": 16, "padding": "same", ...}`)
+    /// when the file or `--config` has one.
+    pub config: Option<serde_json::Value>,
     pub weights: Vec<Weight>,
 }
 

@@ -7,9 +7,21 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use common::*;
-use keras2safetensors::{convert_file, ReadOptions};
+use keras2safetensors::{convert_file, ConvertOptions, ReadOptions, WriteOptions};
 use safetensors::SafeTensors;
 use serde_json::Value;
+
+/// Convert options that overwrite, for a test that writes one path twice.
+fn forced(read: ReadOptions) -> ConvertOptions {
+    ConvertOptions {
+        read,
+        write: WriteOptions {
+            force: true,
+            ..WriteOptions::default()
+        },
+        ..ConvertOptions::default()
+    }
+}
 
 fn expected_weights(expected: &Value) -> Vec<&Value> {
     expected["layers"]
@@ -53,7 +65,7 @@ fn every_fixture_converts_bit_exactly() {
             .path()
             .join(fixture.file_name().unwrap())
             .with_extension("safetensors");
-        convert_file(&fixture, &out, &read_options(&fixture), false, &mut |_| {})
+        convert_file(&fixture, &out, &convert_options(&fixture), &mut |_| {})
             .unwrap_or_else(|e| panic!("{e}"));
         let bytes = std::fs::read(&out).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
@@ -104,7 +116,13 @@ fn optimizer_state_is_written_only_when_asked() {
     );
     for (fixture, expected) in with_optimizer {
         let plain = dir.path().join("plain.safetensors");
-        convert_file(&fixture, &plain, &ReadOptions::default(), true, &mut |_| {}).unwrap();
+        convert_file(
+            &fixture,
+            &plain,
+            &forced(ReadOptions::default()),
+            &mut |_| {},
+        )
+        .unwrap();
         let bytes = std::fs::read(&plain).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         assert!(st.names().iter().all(|n| !n.starts_with("optimizer/")));
@@ -114,7 +132,7 @@ fn optimizer_state_is_written_only_when_asked() {
             include_optimizer: true,
             ..ReadOptions::default()
         };
-        convert_file(&fixture, &with, &options, true, &mut |_| {}).unwrap();
+        convert_file(&fixture, &with, &forced(options), &mut |_| {}).unwrap();
         let bytes = std::fs::read(&with).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let names = optimizer_names(&expected);
@@ -135,7 +153,7 @@ fn metadata_records_source_versions_and_classes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sep.safetensors");
     let fixture = fixture("classic_separable_full.h5");
-    convert_file(&fixture, &out, &ReadOptions::default(), false, &mut |_| {}).unwrap();
+    convert_file(&fixture, &out, &ConvertOptions::default(), &mut |_| {}).unwrap();
     let bytes = std::fs::read(&out).unwrap();
     let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta = header.metadata().clone().unwrap();
@@ -151,7 +169,7 @@ fn metadata_records_source_versions_and_classes() {
 fn converted_hashes(fixture: &Path) -> std::collections::BTreeMap<String, String> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.safetensors");
-    convert_file(fixture, &out, &read_options(fixture), false, &mut |_| {})
+    convert_file(fixture, &out, &convert_options(fixture), &mut |_| {})
         .unwrap_or_else(|e| panic!("{e}"));
     let bytes = std::fs::read(&out).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();

@@ -1,8 +1,12 @@
 //! From a [`Model`](crate::model::Model) to safetensors: a plan of output
-//! tensors, then a writer that streams each tensor's bytes into place.
+//! tensors (names, layout, casts), then a writer that streams each tensor's
+//! bytes into place.
 
 pub mod plan;
+pub mod pytorch;
+pub mod rename;
+pub mod transform;
 pub mod writer;
 
-pub use plan::{plan, tensor_name, Plan, PlannedTensor};
-pub use writer::{write, WriteSummary};
+pub use plan::{plan, tensor_name, Layout, Plan, PlanOptions, PlannedTensor};
+pub use writer::{write, WriteOptions, WriteSummary};

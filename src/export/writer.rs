@@ -1,26 +1,48 @@
-//! Writes a [`Plan`] as a safetensors file, streaming.
+//! Writes a [`Plan`] as safetensors: one file, or Hugging Face shards with
+//! an index.
 //!
 //! The header comes from the `safetensors` crate's own types (so its
 //! validation and byte layout are the reference), but the data is copied
-//! here, through one fixed buffer: the crate's `View::data()` would hold a
-//! whole tensor in memory at once, and memory must not grow with the model.
-//! The output appears only when complete: it is written to a temporary file
-//! in the target folder, synced, and renamed into place.
+//! here: the crate's `View::data()` would hold a whole tensor in memory at
+//! once. Tensors that go out as stored are streamed through one fixed
+//! buffer; tensors that change on the way (PyTorch axes, casts) are built in
+//! memory one at a time, on a second thread, while the previous one is
+//! being written. Every output appears only when all are complete: each is
+//! written to a temporary file in the target folder, synced, and renamed
+//! into place at the end.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use safetensors::tensor::{Metadata, TensorInfo};
+use tempfile::NamedTempFile;
 
+use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
-use crate::export::plan::Plan;
+use crate::export::plan::{Plan, PlannedTensor, Source};
+use crate::export::transform;
 use crate::h5;
 use crate::model::Model;
 
 /// The largest header the safetensors format allows (as the crate checks on read).
 pub const MAX_HEADER_BYTES: usize = 100_000_000;
+
+/// Name of the single output file, and of the index, in a sharded save.
+pub const SINGLE_SHARD: &str = "model.safetensors";
+pub const SHARD_INDEX: &str = "model.safetensors.index.json";
+
+/// How to write.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// Replace outputs that exist.
+    pub force: bool,
+    /// Split into Hugging Face shards of at most this many bytes of tensor
+    /// data; the output is then a folder.
+    pub max_shard_bytes: Option<u64>,
+}
 
 /// What a conversion wrote.
 #[derive(Debug, Clone)]
@@ -28,27 +50,169 @@ pub struct WriteSummary {
     pub tensors: usize,
     pub bytes: u64,
     pub elapsed: Duration,
+    /// The files written (shards and index, or the one file).
+    pub files: Vec<PathBuf>,
+    /// Casts that overflowed, one line per tensor.
+    pub warnings: Vec<String>,
 }
 
-/// Writes `plan` (whose data lives in `model`) to `output`.
-///
-/// An existing `output` is refused unless `force`. `progress` is called with
-/// each number of data bytes written.
+/// Writes `plan` (whose data lives in `model`) to `output`: a file, or with
+/// `max_shard_bytes` a folder of shards. `progress` is called with each
+/// number of data bytes written.
 pub fn write(
     plan: &Plan,
     model: &Model,
     output: &Path,
-    force: bool,
+    options: &WriteOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<WriteSummary> {
     let started = Instant::now();
-    let fail = |kind: ErrorKind| Error::new(output, kind);
-    if !force && output.exists() {
-        return Err(fail(ErrorKind::OutputExists));
+    let fail = |path: &Path, kind: ErrorKind| Error::new(path, kind);
+    let shards: Vec<(PathBuf, Vec<usize>)> = match options.max_shard_bytes {
+        None => vec![(output.to_path_buf(), (0..plan.tensors.len()).collect())],
+        Some(max) => {
+            std::fs::create_dir_all(output).map_err(|e| fail(output, e.into()))?;
+            let groups = pack_shards(&plan.tensors, max);
+            let count = groups.len();
+            groups
+                .into_iter()
+                .enumerate()
+                .map(|(i, group)| {
+                    let name = if count == 1 {
+                        SINGLE_SHARD.to_string()
+                    } else {
+                        format!("model-{:05}-of-{count:05}.safetensors", i + 1)
+                    };
+                    (output.join(name), group)
+                })
+                .collect()
+        }
+    };
+    let index = (shards.len() > 1).then(|| output.join(SHARD_INDEX));
+    if !options.force {
+        for path in shards.iter().map(|(p, _)| p).chain(&index) {
+            if path.exists() {
+                return Err(fail(path, ErrorKind::OutputExists));
+            }
+        }
     }
 
+    let mut written: Vec<(PathBuf, NamedTempFile)> = Vec::new();
+    let mut warnings = Vec::new();
+    for (path, members) in &shards {
+        let temp = write_one(plan, members, model, path, progress, &mut warnings)?;
+        written.push((path.clone(), temp));
+    }
+    if let Some(index_path) = &index {
+        let mut weight_map = BTreeMap::new();
+        for (path, members) in &shards {
+            let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
+            for &i in members {
+                weight_map.insert(
+                    plan.tensors[i].name.clone(),
+                    file.clone().unwrap_or_default(),
+                );
+            }
+        }
+        let json = serde_json::json!({
+            "metadata": {"total_size": plan.total_bytes()},
+            "weight_map": weight_map,
+        });
+        let temp = temp_beside(index_path)?;
+        let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+        temp.as_file()
+            .write_all(text.as_bytes())
+            .and_then(|_| temp.as_file().sync_all())
+            .map_err(|e| fail(index_path, e.into()))?;
+        written.push((index_path.clone(), temp));
+    }
+    let mut files = Vec::new();
+    for (path, temp) in written {
+        persist(temp, &path, options.force)?;
+        files.push(path);
+    }
+    Ok(WriteSummary {
+        tensors: plan.tensors.len(),
+        bytes: plan.total_bytes(),
+        elapsed: started.elapsed(),
+        files,
+        warnings,
+    })
+}
+
+/// Hugging Face's packing: tensors in name order, a new shard when the next
+/// tensor would pass `max`; a tensor larger than `max` gets a shard alone.
+pub fn pack_shards(tensors: &[PlannedTensor], max: u64) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by(|&a, &b| tensors[a].name.cmp(&tensors[b].name));
+    let mut shards: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut size = 0u64;
+    for i in order {
+        let len = tensors[i].byte_len;
+        if !current.is_empty() && size + len > max {
+            shards.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        current.push(i);
+        size += len;
+    }
+    if !current.is_empty() || shards.is_empty() {
+        shards.push(current);
+    }
+    shards
+}
+
+fn temp_beside(path: &Path) -> Result<NamedTempFile> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".keras2safetensors-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::new(path, e.into()))
+}
+
+fn persist(temp: NamedTempFile, path: &Path, force: bool) -> Result<()> {
+    let persisted = if force {
+        temp.persist(path).map(|_| ())
+    } else {
+        temp.persist_noclobber(path).map(|_| ())
+    };
+    persisted.map_err(|e| {
+        let kind = if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            ErrorKind::OutputExists
+        } else {
+            e.error.into()
+        };
+        Error::new(path, kind)
+    })
+}
+
+/// A tensor's bytes as the writer receives them.
+enum Chunk {
+    /// Copy the stored bytes straight through.
+    Stream(usize),
+    /// Bytes built in memory, with how many values overflowed in a cast.
+    Built(usize, Vec<u8>, u64),
+    Failed(usize, std::io::Error),
+}
+
+/// Writes the tensors `members` of `plan` into a temporary file beside
+/// `path`, synced, and returns it for renaming.
+fn write_one(
+    plan: &Plan,
+    members: &[usize],
+    model: &Model,
+    path: &Path,
+    progress: &mut dyn FnMut(u64),
+    warnings: &mut Vec<String>,
+) -> Result<NamedTempFile> {
+    let fail = |kind: ErrorKind| Error::new(path, kind);
     // The crate's order: by descending dtype alignment, then by name.
-    let mut order: Vec<usize> = (0..plan.tensors.len()).collect();
+    let mut order: Vec<usize> = members.to_vec();
     order.sort_by(|&a, &b| {
         let (a, b) = (&plan.tensors[a], &plan.tensors[b]);
         b.dtype
@@ -57,72 +221,147 @@ pub fn write(
             .then(a.name.cmp(&b.name))
     });
     let header = header_bytes(plan, &order).map_err(fail)?;
-
-    let dir = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let temp = tempfile::Builder::new()
-        .prefix(".keras2safetensors-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| fail(e.into()))?;
-    {
+    let temp = temp_beside(path)?;
+    std::thread::scope(|scope| -> Result<()> {
+        // One built tensor waits while another is written: two in memory at most.
+        let (sender, receiver) = sync_channel::<Chunk>(1);
+        let order_for_builder = order.clone();
+        scope.spawn(move || {
+            for i in order_for_builder {
+                let tensor = &plan.tensors[i];
+                let chunk = if tensor.is_verbatim() {
+                    Chunk::Stream(i)
+                } else {
+                    match build(model, tensor) {
+                        Ok((bytes, overflow)) => Chunk::Built(i, bytes, overflow),
+                        Err(e) => Chunk::Failed(i, e),
+                    }
+                };
+                if sender.send(chunk).is_err() {
+                    return;
+                }
+            }
+        });
         let mut out = BufWriter::with_capacity(1 << 20, temp.as_file());
         out.write_all(&(header.len() as u64).to_le_bytes())
             .and_then(|_| out.write_all(&header))
             .map_err(|e| fail(e.into()))?;
         let mut buf = vec![0u8; h5::COPY_BUFFER_BYTES];
-        for &i in &order {
-            let tensor = &plan.tensors[i];
-            let mut written = 0u64;
-            model
-                .copy_weight_data(
-                    tensor.file,
-                    &tensor.location,
-                    &mut out,
-                    &mut buf,
-                    &mut |n| {
-                        written += n;
-                        progress(n);
-                    },
-                )
-                .map_err(|e| {
-                    Error::new(
-                        output,
-                        ErrorKind::Io(std::io::Error::new(
-                            e.kind(),
-                            format!("writing tensor `{}`: {e}", tensor.name),
-                        )),
-                    )
-                })?;
-            if written != tensor.byte_len {
-                return Err(fail(ErrorKind::InvalidKeras(format!(
-                    "tensor `{}` gave {written} bytes where its shape needs {}",
-                    tensor.name, tensor.byte_len
-                ))));
+        for chunk in receiver {
+            let (i, result) = match chunk {
+                Chunk::Stream(i) => {
+                    let tensor = &plan.tensors[i];
+                    let Source::Stored { file, location, .. } = &tensor.source else {
+                        unreachable!("only stored tensors stream");
+                    };
+                    let mut written = 0u64;
+                    let result = model
+                        .copy_weight_data(*file, location, &mut out, &mut buf, &mut |n| {
+                            written += n;
+                            progress(n);
+                        })
+                        .and_then(|_| check_len(tensor, written));
+                    (i, result)
+                }
+                Chunk::Built(i, bytes, overflow) => {
+                    let tensor = &plan.tensors[i];
+                    if overflow > 0 {
+                        warnings.push(format!(
+                            "tensor `{}`: {overflow} values too large for {} became infinite",
+                            tensor.name,
+                            tensor.dtype.numpy_name()
+                        ));
+                    }
+                    let result =
+                        check_len(tensor, bytes.len() as u64).and_then(|_| out.write_all(&bytes));
+                    progress(bytes.len() as u64);
+                    (i, result)
+                }
+                Chunk::Failed(i, e) => (i, Err(e)),
+            };
+            result.map_err(|e| {
+                let name = &plan.tensors[i].name;
+                fail(ErrorKind::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("writing tensor `{name}`: {e}"),
+                )))
+            })?;
+        }
+        out.flush().map_err(|e| fail(e.into()))
+    })?;
+    temp.as_file().sync_all().map_err(|e| fail(e.into()))?;
+    Ok(temp)
+}
+
+fn check_len(tensor: &PlannedTensor, written: u64) -> std::io::Result<()> {
+    if written == tensor.byte_len {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "gave {written} bytes where its shape needs {}",
+                tensor.byte_len
+            ),
+        ))
+    }
+}
+
+/// Builds a tensor that changes on the way out: reads it whole, moves its
+/// axes, casts it.
+fn build(model: &Model, tensor: &PlannedTensor) -> std::io::Result<(Vec<u8>, u64)> {
+    match &tensor.source {
+        Source::Stored {
+            file,
+            location,
+            dtype,
+            shape,
+        } => {
+            let mut bytes = Vec::new();
+            let mut buf = vec![0u8; h5::COPY_BUFFER_BYTES.min(1 << 16)];
+            model.copy_weight_data(*file, location, &mut bytes, &mut buf, &mut |_| {})?;
+            let expected: u64 =
+                shape.iter().map(|&d| d as u64).product::<u64>() * dtype.size() as u64;
+            if bytes.len() as u64 != expected {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "read {} bytes where its shape needs {expected}",
+                        bytes.len()
+                    ),
+                ));
+            }
+            let moved = transform::apply(bytes, shape, dtype.size(), &tensor.steps);
+            if *dtype == tensor.dtype {
+                Ok((moved, 0))
+            } else {
+                Ok(transform::cast(&moved, *dtype, tensor.dtype))
             }
         }
-        out.flush().map_err(|e| fail(e.into()))?;
-    }
-    temp.as_file().sync_all().map_err(|e| fail(e.into()))?;
-    let persisted = if force {
-        temp.persist(output).map(|_| ())
-    } else {
-        temp.persist_noclobber(output).map(|_| ())
-    };
-    persisted.map_err(|e| {
-        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            fail(ErrorKind::OutputExists)
-        } else {
-            fail(e.error.into())
+        Source::Fill(value) => {
+            let count: u64 = tensor.shape.iter().map(|&d| d as u64).product();
+            let one = encode(*value, tensor.dtype);
+            Ok((one.repeat(count as usize), 0))
         }
-    })?;
-    Ok(WriteSummary {
-        tensors: plan.tensors.len(),
-        bytes: plan.total_bytes(),
-        elapsed: started.elapsed(),
-    })
+    }
+}
+
+/// One value in a dtype's little-endian bytes.
+fn encode(value: f64, dtype: Dtype) -> Vec<u8> {
+    match dtype {
+        Dtype::F64 => value.to_le_bytes().to_vec(),
+        Dtype::F32 => (value as f32).to_le_bytes().to_vec(),
+        Dtype::F16 => half::f16::from_f64(value).to_le_bytes().to_vec(),
+        Dtype::BF16 => half::bf16::from_f64(value).to_le_bytes().to_vec(),
+        Dtype::I64 => (value as i64).to_le_bytes().to_vec(),
+        Dtype::U64 => (value as u64).to_le_bytes().to_vec(),
+        Dtype::I32 => (value as i32).to_le_bytes().to_vec(),
+        Dtype::U32 => (value as u32).to_le_bytes().to_vec(),
+        Dtype::I16 => (value as i16).to_le_bytes().to_vec(),
+        Dtype::U16 => (value as u16).to_le_bytes().to_vec(),
+        Dtype::I8 => (value as i8).to_le_bytes().to_vec(),
+        Dtype::U8 | Dtype::Bool => vec![value as u8],
+    }
 }
 
 /// The JSON header, padded with spaces to a multiple of 8 bytes.
@@ -156,4 +395,45 @@ fn header_bytes(plan: &Plan, order: &[usize]) -> std::result::Result<Vec<u8>, Er
         )));
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(name: &str, byte_len: u64) -> PlannedTensor {
+        PlannedTensor {
+            name: name.into(),
+            keras_name: name.into(),
+            dtype: Dtype::U8,
+            shape: vec![byte_len as usize],
+            source: Source::Fill(0.0),
+            steps: Vec::new(),
+            byte_len,
+        }
+    }
+
+    #[test]
+    fn shards_pack_greedily_in_name_order() {
+        let tensors = [
+            tensor("c", 4),
+            tensor("a", 3),
+            tensor("b", 3),
+            tensor("d", 20),
+        ];
+        let names = |shards: Vec<Vec<usize>>| -> Vec<Vec<&str>> {
+            shards
+                .iter()
+                .map(|s| s.iter().map(|&i| tensors[i].name.as_str()).collect())
+                .collect()
+        };
+        assert_eq!(
+            names(pack_shards(&tensors, 7)),
+            [vec!["a", "b"], vec!["c"], vec!["d"]]
+        );
+        assert_eq!(
+            names(pack_shards(&tensors, 100)),
+            [vec!["a", "b", "c", "d"]]
+        );
+    }
 }

@@ -94,6 +94,7 @@ pub fn read(path: &Path, file: &h5::File, config: Option<&LayerConfig>) -> Resul
         layers.push(Layer {
             path: vec![name],
             class,
+            config: layer_config.map(|c| c.config.clone()),
             weights,
         });
     }

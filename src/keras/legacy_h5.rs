@@ -177,6 +177,7 @@ impl Reader<'_> {
                 layers.push(Layer {
                     path: Vec::new(),
                     class: None,
+                    config: None,
                     weights: raw.into_iter().map(|w| to_weight(w, Vec::new())).collect(),
                 });
             }
@@ -264,6 +265,7 @@ impl Reader<'_> {
                 path: vec![name.to_string()],
                 weights: canonical(label_layer(raw), class.as_deref()),
                 class,
+                config: config.map(|c| c.config.clone()),
             }]);
         }
 
@@ -290,10 +292,8 @@ impl Reader<'_> {
                 Some(chain) => path.extend(chain.iter().map(|c| c.name.clone())),
                 None => path.push(inner.clone()),
             }
-            let class = chain
-                .as_ref()
-                .and_then(|c| c.last())
-                .map(|c| c.class.clone());
+            let inner_config = chain.as_ref().and_then(|c| c.last());
+            let class = inner_config.map(|c| c.class.clone());
             if let Some(class) = &class {
                 self.note_unknown_class(&path.join("/"), class);
             }
@@ -304,6 +304,7 @@ impl Reader<'_> {
                     path,
                     weights: canonical(label_layer(weights), class.as_deref()),
                     class,
+                    config: inner_config.map(|c| c.config.clone()),
                 },
             ));
         }

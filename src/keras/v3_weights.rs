@@ -186,6 +186,7 @@ pub fn read(
         layers.push(Layer {
             path: Vec::new(),
             class: None,
+            config: None,
             weights,
         });
     }
@@ -262,6 +263,7 @@ impl Reader<'_, '_> {
                     layers.push(Layer {
                         path,
                         class,
+                        config: options.cloned(),
                         weights,
                     });
                 }

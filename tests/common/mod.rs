@@ -48,6 +48,14 @@ pub fn read_options(fixture: &Path) -> keras2safetensors::ReadOptions {
     }
 }
 
+/// Default convert options with the fixture's read options.
+pub fn convert_options(fixture: &Path) -> keras2safetensors::ConvertOptions {
+    keras2safetensors::ConvertOptions {
+        read: read_options(fixture),
+        ..Default::default()
+    }
+}
+
 /// The `inspect` format id of a fixture kind in the expected JSON.
 pub fn format_id(kind: &str) -> &'static str {
     match kind {

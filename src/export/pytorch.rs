@@ -1,0 +1,498 @@
+//! The PyTorch layout: per layer class, which Keras weight becomes which
+//! PyTorch parameter, and how its axes move. One rule per class, as data.
+//!
+//! Names follow torch.nn (`weight`, `bias`, `running_mean`, `weight_ih_l0`)
+//! and, for SeparableConv, the timm / efficientdet-pytorch convention
+//! (`conv_dw.weight`, `conv_pw.weight`, `conv_pw.bias`).
+
+use serde_json::{Map, Value};
+
+use crate::export::transform::{shape_after, Step};
+use crate::labels;
+use crate::model::{Layer, Weight};
+
+/// How a Keras array becomes a PyTorch one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Axes {
+    /// Unchanged.
+    Same,
+    /// Reordered axes: output axis `i` is Keras axis `p[i]`.
+    Permute(&'static [usize]),
+    /// A depthwise kernel (k..., in, m) becomes a grouped convolution's
+    /// (in*m, 1, k...): channel-major, then the multiplier.
+    Depthwise,
+    /// GRU kernels: gate blocks [z, r, h] become [r, z, n], then transposed.
+    GruKernel,
+    /// One row of a GRU reset_after bias (2, 3u), gates reordered.
+    GruBiasRow(usize),
+}
+
+/// A Keras weight and the PyTorch parameter it becomes.
+struct Param {
+    label: &'static str,
+    torch: &'static str,
+    axes: Axes,
+}
+
+/// A parameter PyTorch needs that Keras does not store: filled with
+/// `value`, shaped like the weight labelled `like`.
+struct Fill {
+    torch: &'static str,
+    value: f64,
+    like: &'static str,
+    /// Only when the Keras weight with this label is absent (BatchNorm
+    /// without `center` still needs a zero bias in PyTorch).
+    unless: Option<&'static str>,
+}
+
+struct Rule {
+    classes: &'static [&'static str],
+    params: &'static [Param],
+    fills: &'static [Fill],
+}
+
+const fn p(label: &'static str, torch: &'static str, axes: Axes) -> Param {
+    Param { label, torch, axes }
+}
+
+const CONV1D: &[usize] = &[2, 1, 0];
+const CONV2D: &[usize] = &[3, 2, 0, 1];
+const CONV3D: &[usize] = &[4, 3, 0, 1, 2];
+const TRANSPOSE: &[usize] = &[1, 0];
+
+const NORM_FILLS: &[Fill] = &[
+    Fill {
+        torch: "weight",
+        value: 1.0,
+        like: "moving_mean",
+        unless: Some("gamma"),
+    },
+    Fill {
+        torch: "bias",
+        value: 0.0,
+        like: "moving_mean",
+        unless: Some("beta"),
+    },
+];
+const LAYER_NORM_FILLS: &[Fill] = &[
+    Fill {
+        torch: "weight",
+        value: 1.0,
+        like: "beta",
+        unless: Some("gamma"),
+    },
+    Fill {
+        torch: "bias",
+        value: 0.0,
+        like: "gamma",
+        unless: Some("beta"),
+    },
+];
+/// PyTorch RNNs have a second bias Keras folds into the first.
+const RNN_FILLS: &[Fill] = &[Fill {
+    torch: "bias_hh_l0",
+    value: 0.0,
+    like: "bias",
+    unless: None,
+}];
+
+const RULES: &[Rule] = &[
+    Rule {
+        classes: &["Conv1D", "Conv1DTranspose"],
+        params: &[
+            p("kernel", "weight", Axes::Permute(CONV1D)),
+            p("bias", "bias", Axes::Same),
+        ],
+        fills: &[],
+    },
+    Rule {
+        // Conv2DTranspose kernels are (kh, kw, out, in); ConvTranspose2d
+        // wants (in, out, kh, kw): the same permutation.
+        classes: &["Conv2D", "Conv2DTranspose"],
+        params: &[
+            p("kernel", "weight", Axes::Permute(CONV2D)),
+            p("bias", "bias", Axes::Same),
+        ],
+        fills: &[],
+    },
+    Rule {
+        classes: &["Conv3D", "Conv3DTranspose"],
+        params: &[
+            p("kernel", "weight", Axes::Permute(CONV3D)),
+            p("bias", "bias", Axes::Same),
+        ],
+        fills: &[],
+    },
+    Rule {
+        classes: &["DepthwiseConv1D", "DepthwiseConv2D"],
+        params: &[
+            p("depthwise_kernel", "weight", Axes::Depthwise),
+            p("bias", "bias", Axes::Same),
+        ],
+        fills: &[],
+    },
+    Rule {
+        classes: &["SeparableConv1D"],
+        params: &[
+            p("depthwise_kernel", "conv_dw.weight", Axes::Depthwise),
+            p("pointwise_kernel", "conv_pw.weight", Axes::Permute(CONV1D)),
+            p("bias", "conv_pw.bias", Axes::Same),
+        ],
+        fills: &[],
+    },
+    Rule {
+        classes: &["SeparableConv2D"],
+        params: &[
+            p("depthwise_kernel", "conv_dw.weight", Axes::Depthwise),
+            p("pointwise_kernel", "conv_pw.weight", Axes::Permute(CONV2D)),
+            p("bias", "conv_pw.bias", Axes::Same),
+        ],
+        fills: &[],
+    },
+    Rule {
+        classes: &["Dense"],
+        params: &[
+            p("kernel", "weight", Axes::Permute(TRANSPOSE)),
+            p("bias", "bias", Axes::Same),
+        ],
+        fills: &[],
+    },
+    Rule {
+        classes: &["Embedding"],
+        params: &[p("embeddings", "weight", Axes::Same)],
+        fills: &[],
+    },
+    Rule {
+        classes: &["BatchNormalization", "SyncBatchNormalization"],
+        params: &[
+            p("gamma", "weight", Axes::Same),
+            p("beta", "bias", Axes::Same),
+            p("moving_mean", "running_mean", Axes::Same),
+            p("moving_variance", "running_var", Axes::Same),
+        ],
+        fills: NORM_FILLS,
+    },
+    Rule {
+        classes: &["LayerNormalization", "GroupNormalization"],
+        params: &[
+            p("gamma", "weight", Axes::Same),
+            p("beta", "bias", Axes::Same),
+        ],
+        fills: LAYER_NORM_FILLS,
+    },
+    Rule {
+        // LSTM gates are i, f, c, o in both.
+        classes: &["LSTM", "SimpleRNN"],
+        params: &[
+            p("kernel", "weight_ih_l0", Axes::Permute(TRANSPOSE)),
+            p("recurrent_kernel", "weight_hh_l0", Axes::Permute(TRANSPOSE)),
+            p("bias", "bias_ih_l0", Axes::Same),
+        ],
+        fills: RNN_FILLS,
+    },
+    Rule {
+        classes: &["GRU"],
+        params: &[
+            p("kernel", "weight_ih_l0", Axes::GruKernel),
+            p("recurrent_kernel", "weight_hh_l0", Axes::GruKernel),
+            p("bias", "bias_ih_l0", Axes::GruBiasRow(0)),
+            p("bias", "bias_hh_l0", Axes::GruBiasRow(1)),
+        ],
+        fills: &[],
+    },
+    Rule {
+        classes: &["PReLU"],
+        params: &[p("alpha", "weight", Axes::Same)],
+        fills: &[],
+    },
+    Rule {
+        // No torch.nn module: kept as buffers under their Keras names.
+        classes: &["Normalization"],
+        params: &[
+            p("mean", "mean", Axes::Same),
+            p("variance", "variance", Axes::Same),
+            p("count", "count", Axes::Same),
+        ],
+        fills: &[],
+    },
+];
+
+/// Layer options PyTorch modules take as arguments, copied from the config.
+const OPTION_KEYS: &[&str] = &[
+    "strides",
+    "padding",
+    "dilation_rate",
+    "groups",
+    "depth_multiplier",
+    "data_format",
+    "output_padding",
+    "epsilon",
+    "momentum",
+    "reset_after",
+    "activation",
+    "recurrent_activation",
+    "use_bias",
+    "units",
+    "filters",
+    "kernel_size",
+];
+
+/// Where a PyTorch tensor's bytes come from.
+#[derive(Debug, Clone)]
+pub enum TorchSource<'m> {
+    Weight(&'m Weight),
+    /// A constant, with the dtype and shape of this weight.
+    Fill {
+        value: f64,
+        like: &'m Weight,
+    },
+}
+
+/// One PyTorch tensor of a layer.
+#[derive(Debug, Clone)]
+pub struct TorchTensor<'m> {
+    /// The name within the layer (`weight`, `conv_dw.weight`, `weight_ih_l0_reverse`).
+    pub name: String,
+    pub source: TorchSource<'m>,
+    pub steps: Vec<Step>,
+}
+
+/// Why a layer cannot be written in PyTorch layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoEquivalent(pub String);
+
+/// The PyTorch tensors of one layer.
+pub fn layer_tensors<'m>(
+    layer: &'m Layer,
+    num_batches_tracked: bool,
+) -> Result<Vec<TorchTensor<'m>>, NoEquivalent> {
+    let class = layer_class(layer)?;
+    match class.as_str() {
+        "Bidirectional" => {
+            let inner = wrapped_class(layer)?;
+            let mut out = Vec::new();
+            for (direction, suffix) in [("forward", ""), ("backward", "_reverse")] {
+                let weights: Vec<&Weight> = layer
+                    .weights
+                    .iter()
+                    .filter(|w| w.sub_path.first().is_some_and(|s| s.starts_with(direction)))
+                    .collect();
+                for mut t in class_tensors(&inner, &weights, false)? {
+                    t.name.push_str(suffix);
+                    out.push(t);
+                }
+            }
+            Ok(out)
+        }
+        "TimeDistributed" => {
+            let inner = wrapped_class(layer)?;
+            class_tensors(
+                &inner,
+                &layer.weights.iter().collect::<Vec<_>>(),
+                num_batches_tracked,
+            )
+        }
+        _ => class_tensors(
+            &class,
+            &layer.weights.iter().collect::<Vec<_>>(),
+            num_batches_tracked,
+        ),
+    }
+}
+
+/// The layer's class as the file says, or the one class its weights fit.
+fn layer_class(layer: &Layer) -> Result<String, NoEquivalent> {
+    if let Some(class) = &layer.class {
+        return Ok(class.clone());
+    }
+    let labelled: Vec<(String, Vec<usize>)> = layer
+        .weights
+        .iter()
+        .map(|w| (w.label.clone(), w.shape.clone()))
+        .collect();
+    labels::guess_class(&labelled)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            NoEquivalent(
+                "the file does not record its class, and its weights fit no single class".into(),
+            )
+        })
+}
+
+/// The class a Bidirectional or TimeDistributed wraps: from the config, or
+/// the one class the wrapped weights fit.
+fn wrapped_class(layer: &Layer) -> Result<String, NoEquivalent> {
+    if let Some(class) = layer
+        .config
+        .as_ref()
+        .and_then(|c| c.get("layer"))
+        .and_then(|l| l.get("class_name"))
+        .and_then(Value::as_str)
+    {
+        return Ok(class.to_string());
+    }
+    let forward: Vec<(String, Vec<usize>)> = layer
+        .weights
+        .iter()
+        .filter(|w| {
+            w.sub_path
+                .first()
+                .is_none_or(|s| !s.starts_with("backward"))
+        })
+        .map(|w| (w.label.clone(), w.shape.clone()))
+        .collect();
+    labels::guess_class(&forward)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            NoEquivalent("the file does not record the class of the layer it wraps".into())
+        })
+}
+
+fn class_tensors<'m>(
+    class: &str,
+    weights: &[&'m Weight],
+    num_batches_tracked: bool,
+) -> Result<Vec<TorchTensor<'m>>, NoEquivalent> {
+    let rule = RULES
+        .iter()
+        .find(|r| r.classes.contains(&class))
+        .ok_or_else(|| NoEquivalent(format!("{class} has no PyTorch layout rule")))?;
+    let find = |label: &str| weights.iter().copied().find(|w| w.label == label);
+    if class == "GRU" && find("bias").is_some_and(|b| b.shape.len() != 2) {
+        return Err(NoEquivalent(
+            "GRU with reset_after=False has no exact PyTorch equivalent".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    for param in rule.params {
+        let Some(weight) = find(param.label) else {
+            continue;
+        };
+        out.push(TorchTensor {
+            name: param.torch.to_string(),
+            source: TorchSource::Weight(weight),
+            steps: steps_for(param.axes, &weight.shape)?,
+        });
+    }
+    for fill in rule.fills {
+        if fill.unless.is_some_and(|label| find(label).is_some()) {
+            continue;
+        }
+        if let Some(like) = find(fill.like) {
+            out.push(TorchTensor {
+                name: fill.torch.to_string(),
+                source: TorchSource::Fill {
+                    value: fill.value,
+                    like,
+                },
+                steps: Vec::new(),
+            });
+        }
+    }
+    if num_batches_tracked && rule.classes.contains(&"BatchNormalization") {
+        if let Some(like) = find("moving_mean") {
+            out.push(TorchTensor {
+                name: "num_batches_tracked".into(),
+                // Shape and dtype are set by the planner (an int64 scalar).
+                source: TorchSource::Fill { value: 0.0, like },
+                steps: vec![Step::Reshape(Vec::new())],
+            });
+        }
+    }
+    let mapped = out
+        .iter()
+        .filter_map(|t| match t.source {
+            TorchSource::Weight(w) => Some(w.label.as_str()),
+            TorchSource::Fill { .. } => None,
+        })
+        .collect::<Vec<_>>();
+    if let Some(unmapped) = weights.iter().find(|w| !mapped.contains(&w.label.as_str())) {
+        return Err(NoEquivalent(format!(
+            "{class} weight `{}` has no PyTorch counterpart",
+            unmapped.label
+        )));
+    }
+    Ok(out)
+}
+
+fn steps_for(axes: Axes, shape: &[usize]) -> Result<Vec<Step>, NoEquivalent> {
+    let rank_error = || NoEquivalent(format!("unexpected weight shape {shape:?}"));
+    Ok(match axes {
+        Axes::Same => Vec::new(),
+        Axes::Permute(p) => {
+            if p.len() != shape.len() {
+                return Err(rank_error());
+            }
+            vec![Step::Permute(p.to_vec())]
+        }
+        Axes::Depthwise => {
+            // (k..., in, m) -> (in, m, k...) -> (in*m, 1, k...)
+            let rank = shape.len();
+            if rank < 3 {
+                return Err(rank_error());
+            }
+            let spatial = rank - 2;
+            let mut permute = vec![spatial, spatial + 1];
+            permute.extend(0..spatial);
+            let mut target = vec![shape[spatial] * shape[spatial + 1], 1];
+            target.extend_from_slice(&shape[..spatial]);
+            vec![Step::Permute(permute), Step::Reshape(target)]
+        }
+        Axes::GruKernel => {
+            if shape.len() != 2 || !shape[1].is_multiple_of(3) {
+                return Err(rank_error());
+            }
+            vec![
+                Step::ReorderBlocks {
+                    axis: 1,
+                    order: vec![1, 0, 2],
+                },
+                Step::Permute(vec![1, 0]),
+            ]
+        }
+        Axes::GruBiasRow(row) => {
+            if shape.len() != 2 || shape[0] != 2 || !shape[1].is_multiple_of(3) {
+                return Err(rank_error());
+            }
+            vec![
+                Step::Select {
+                    axis: 0,
+                    index: row,
+                },
+                Step::ReorderBlocks {
+                    axis: 0,
+                    order: vec![1, 0, 2],
+                },
+            ]
+        }
+    })
+}
+
+/// The output shape of a PyTorch tensor.
+pub fn torch_shape(tensor: &TorchTensor<'_>) -> Vec<usize> {
+    match &tensor.source {
+        TorchSource::Weight(w) => shape_after(&w.shape, &tensor.steps),
+        TorchSource::Fill { like, .. } => shape_after(&like.shape, &tensor.steps),
+    }
+}
+
+/// The options a PyTorch module needs that weights do not carry, from the
+/// layer's config (BatchNorm epsilon and momentum, padding, GRU reset_after).
+pub fn layer_options(layer: &Layer) -> Option<Value> {
+    let config = layer.config.as_ref()?.as_object()?;
+    let mut out = Map::new();
+    if let Some(class) = &layer.class {
+        out.insert("class".into(), Value::from(class.clone()));
+    }
+    for key in OPTION_KEYS {
+        if let Some(v) = config.get(*key) {
+            out.insert((*key).into(), v.clone());
+        }
+    }
+    // Keras's moving average keeps `momentum` of the old value; PyTorch's
+    // momentum is the weight of the new one.
+    if let Some(m) = config.get("momentum").and_then(Value::as_f64) {
+        out.insert("torch_momentum".into(), Value::from(1.0 - m));
+    }
+    Some(Value::Object(out))
+}

@@ -1,0 +1,238 @@
+//! Changes a tensor's bytes on the way out: axis permutations, gate
+//! reordering and row selection (PyTorch layout), and dtype casts.
+//!
+//! Transforms work on any element type by treating elements as opaque
+//! fixed-size byte groups, so one code path serves float16 and int64 alike.
+
+use half::{bf16, f16};
+use ndarray::{ArrayD, Axis, IxDyn};
+
+use crate::dtype::Dtype;
+
+/// One step applied to a tensor, in order. Shapes are those of the tensor
+/// as the step receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Reorders axes: output axis `i` is input axis `axes[i]`.
+    Permute(Vec<usize>),
+    /// Splits `axis` into `order.len()` equal blocks and puts them in the
+    /// given order (GRU gates [z, r, h] to PyTorch's [r, z, n]).
+    ReorderBlocks { axis: usize, order: Vec<usize> },
+    /// Keeps one index of `axis`, dropping the axis.
+    Select { axis: usize, index: usize },
+    /// Reinterprets the C-order elements with a new shape.
+    Reshape(Vec<usize>),
+}
+
+/// The shape a tensor has after `steps`.
+pub fn shape_after(shape: &[usize], steps: &[Step]) -> Vec<usize> {
+    let mut shape = shape.to_vec();
+    for step in steps {
+        shape = match step {
+            Step::Permute(axes) => axes.iter().map(|&a| shape[a]).collect(),
+            Step::ReorderBlocks { .. } => shape,
+            Step::Select { axis, .. } => {
+                let mut s = shape;
+                s.remove(*axis);
+                s
+            }
+            Step::Reshape(to) => to.clone(),
+        };
+    }
+    shape
+}
+
+/// Applies `steps` to C-order bytes of elements `element_size` bytes wide.
+pub fn apply(bytes: Vec<u8>, shape: &[usize], element_size: usize, steps: &[Step]) -> Vec<u8> {
+    if steps.is_empty() {
+        return bytes;
+    }
+    match element_size {
+        1 => apply_typed::<1>(bytes, shape, steps),
+        2 => apply_typed::<2>(bytes, shape, steps),
+        4 => apply_typed::<4>(bytes, shape, steps),
+        8 => apply_typed::<8>(bytes, shape, steps),
+        other => unreachable!("no dtype has {other}-byte elements"),
+    }
+}
+
+fn apply_typed<const N: usize>(bytes: Vec<u8>, shape: &[usize], steps: &[Step]) -> Vec<u8> {
+    let elements: Vec<[u8; N]> = bytes
+        .chunks_exact(N)
+        .map(|c| c.try_into().unwrap_or([0; N]))
+        .collect();
+    let mut array = ArrayD::from_shape_vec(IxDyn(shape), elements)
+        .expect("planned shape matches the stored element count");
+    for step in steps {
+        array = match step {
+            Step::Permute(axes) => array.permuted_axes(IxDyn(axes)),
+            Step::ReorderBlocks { axis, order } => {
+                let block = array.len_of(Axis(*axis)) / order.len();
+                let views: Vec<_> = order
+                    .iter()
+                    .map(|&b| {
+                        array.slice_axis(
+                            Axis(*axis),
+                            ndarray::Slice::from(b * block..(b + 1) * block),
+                        )
+                    })
+                    .collect();
+                ndarray::concatenate(Axis(*axis), &views).expect("blocks of equal shape")
+            }
+            Step::Select { axis, index } => array.index_axis(Axis(*axis), *index).to_owned(),
+            Step::Reshape(to) => {
+                let standard = array.as_standard_layout().into_owned();
+                standard
+                    .into_shape_with_order(IxDyn(to))
+                    .expect("planned reshape keeps the element count")
+            }
+        };
+    }
+    let standard = array.as_standard_layout();
+    let mut out = Vec::with_capacity(standard.len() * N);
+    for element in standard.iter() {
+        out.extend_from_slice(element);
+    }
+    out
+}
+
+/// Whether a cast to `to` changes this dtype (only floating types are cast).
+pub fn casts(from: Dtype, to: Option<Dtype>) -> Option<Dtype> {
+    let is_float = |d: Dtype| matches!(d, Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64);
+    match to {
+        Some(to) if is_float(from) && from != to => Some(to),
+        _ => None,
+    }
+}
+
+/// Casts little-endian floats from one dtype to another, rounding to
+/// nearest even. Returns the bytes and how many finite values became
+/// infinite (too large for the target type).
+pub fn cast(bytes: &[u8], from: Dtype, to: Dtype) -> (Vec<u8>, u64) {
+    let values: Vec<f64> = match from {
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect(),
+        _ => return (bytes.to_vec(), 0),
+    };
+    let mut overflow = 0u64;
+    let mut out = Vec::with_capacity(values.len() * to.size());
+    for v in values {
+        // f64 -> f32 -> f16 would round twice; the half crate rounds from
+        // f64 directly, as numpy's astype does.
+        let (encoded, infinite): (Vec<u8>, bool) = match to {
+            Dtype::F16 => {
+                let h = f16::from_f64(v);
+                (h.to_le_bytes().to_vec(), h.is_infinite())
+            }
+            Dtype::BF16 => {
+                let h = bf16::from_f64(v);
+                (h.to_le_bytes().to_vec(), h.is_infinite())
+            }
+            Dtype::F32 => {
+                let f = v as f32;
+                (f.to_le_bytes().to_vec(), f.is_infinite())
+            }
+            _ => ((v).to_le_bytes().to_vec(), v.is_infinite()),
+        };
+        if infinite && v.is_finite() {
+            overflow += 1;
+        }
+        out.extend_from_slice(&encoded);
+    }
+    (out, overflow)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f32_bytes(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn f32_values(bytes: &[u8]) -> Vec<f32> {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+
+    #[test]
+    fn transpose_of_a_dense_kernel() {
+        // (in=2, out=3) -> (3, 2)
+        let k = f32_bytes(&[1., 2., 3., 4., 5., 6.]);
+        let t = apply(k, &[2, 3], 4, &[Step::Permute(vec![1, 0])]);
+        assert_eq!(f32_values(&t), [1., 4., 2., 5., 3., 6.]);
+    }
+
+    #[test]
+    fn gru_gates_are_reordered_by_block() {
+        // one row, gates z=[1,2] r=[3,4] h=[5,6] -> r, z, h
+        let b = f32_bytes(&[1., 2., 3., 4., 5., 6.]);
+        let steps = [Step::ReorderBlocks {
+            axis: 0,
+            order: vec![1, 0, 2],
+        }];
+        assert_eq!(
+            f32_values(&apply(b, &[6], 4, &steps)),
+            [3., 4., 1., 2., 5., 6.]
+        );
+    }
+
+    #[test]
+    fn depthwise_kernel_becomes_grouped_conv_weight() {
+        // (kh=1, kw=2, in=2, m=2) -> permute (2,3,0,1) -> (2,2,1,2) -> (4,1,1,2)
+        let values: Vec<f32> = (0..8).map(|v| v as f32).collect();
+        let steps = [
+            Step::Permute(vec![2, 3, 0, 1]),
+            Step::Reshape(vec![4, 1, 1, 2]),
+        ];
+        assert_eq!(shape_after(&[1, 2, 2, 2], &steps), [4, 1, 1, 2]);
+        let out = f32_values(&apply(f32_bytes(&values), &[1, 2, 2, 2], 4, &steps));
+        // element [c*m + j, 0, 0, w] = kernel[0, w, c, j] = index w*4 + c*2 + j
+        assert_eq!(out, [0., 4., 1., 5., 2., 6., 3., 7.]);
+    }
+
+    #[test]
+    fn selecting_a_row() {
+        let b = f32_bytes(&[1., 2., 3., 4.]);
+        let steps = [Step::Select { axis: 0, index: 1 }];
+        assert_eq!(shape_after(&[2, 2], &steps), [2]);
+        assert_eq!(f32_values(&apply(b, &[2, 2], 4, &steps)), [3., 4.]);
+    }
+
+    #[test]
+    fn casts_round_to_nearest_even_and_count_overflow() {
+        let (out, overflow) = cast(
+            &f32_bytes(&[1.0, 70000.0, -1e-8, f32::INFINITY]),
+            Dtype::F32,
+            Dtype::F16,
+        );
+        let halves: Vec<f16> = out
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        assert_eq!(halves[0], f16::from_f32(1.0));
+        assert!(halves[1].is_infinite());
+        assert_eq!(overflow, 1, "a value already infinite is not an overflow");
+        // 1 + 2^-8 lies halfway between two bfloat16 values: ties go to even.
+        let (out, _) = cast(&f32_bytes(&[1.0 + 1.0 / 256.0]), Dtype::F32, Dtype::BF16);
+        assert_eq!(bf16::from_le_bytes([out[0], out[1]]).to_f32(), 1.0);
+        assert_eq!(casts(Dtype::I64, Some(Dtype::F16)), None);
+        assert_eq!(casts(Dtype::F32, Some(Dtype::F32)), None);
+    }
+}
