@@ -41,7 +41,7 @@ impl Format {
             Format::Keras3Weights => "Keras 3 weights (.weights.h5)",
             Format::Keras3Sharded => "Keras 3 sharded weights (.weights.json + shards)",
             Format::KerasArchive => "Keras 3 archive (.keras)",
-            Format::Keras1H5 => "Keras 1 HDF5",
+            Format::Keras1H5 => "Keras 0.x/1 HDF5 (nb_layers)",
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::export::pytorch::{self, TorchSource};
 use crate::export::transform::{self, Step};
 use crate::h5::Location;
 use crate::json_order::object_in_order;
-use crate::model::{Layer, Model, Weight};
+use crate::model::{Format, Layer, Model, Weight};
 
 /// The `__metadata__` key of the JSON object that maps layer paths to classes.
 pub const LAYER_CLASSES_KEY: &str = "layer_classes";
@@ -171,6 +171,14 @@ impl Draft {
 /// filters, and checks that no two names collide.
 pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan> {
     let fail = |kind: ErrorKind| Error::new(source, kind);
+    if options.layout == Layout::PyTorch && model.format == Format::Keras1H5 {
+        return Err(fail(ErrorKind::Unsupported(
+            "Keras 0.x files keep Theano-ordered, flipped kernels and a BatchNorm standard \
+             deviation instead of a variance; PyTorch layout is not written for them \
+             (the Keras layout is)"
+                .into(),
+        )));
+    }
     let mut drafts = Vec::new();
     let mut notes = Vec::new();
     let mut torch_options: Vec<(String, Value)> = Vec::new();
@@ -192,7 +200,7 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
                 }
             }
             Layout::PyTorch => {
-                drafts.extend(torch_drafts(layer, options, source)?);
+                drafts.extend(torch_drafts(layer, options, source, theano_kernels(model))?);
                 if let Some(o) = pytorch::layer_options(layer) {
                     torch_options.push((layer.path.join("."), o));
                 }
@@ -272,8 +280,28 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
     })
 }
 
+/// Whether convolution kernels were saved by Theano, which convolves
+/// (flipped kernels) where TensorFlow and PyTorch cross-correlate.
+fn theano_kernels(model: &Model) -> bool {
+    model.backend.as_deref() == Some("theano")
+}
+
+/// Classes whose kernels Keras's own loader flips when a Theano file is
+/// loaded into another backend (`convert_kernel`).
+const FLIPPED_WITH_THEANO: &[&str] = &["Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose"];
+
 /// The PyTorch tensors of one layer, or an error naming it.
-fn torch_drafts(layer: &Layer, options: &PlanOptions, source: &Path) -> Result<Vec<Draft>> {
+fn torch_drafts(
+    layer: &Layer,
+    options: &PlanOptions,
+    source: &Path,
+    theano: bool,
+) -> Result<Vec<Draft>> {
+    let flip = theano
+        && layer
+            .class
+            .as_deref()
+            .is_some_and(|c| FLIPPED_WITH_THEANO.contains(&c));
     let path = layer.path_string();
     let tensors = pytorch::layer_tensors(layer, options.num_batches_tracked).map_err(|e| {
         Error::new(
@@ -297,6 +325,13 @@ fn torch_drafts(layer: &Layer, options: &PlanOptions, source: &Path) -> Result<V
         .map(|t| {
             let shape = pytorch::torch_shape(&t);
             match t.source {
+                TorchSource::Weight(w) if flip && w.label == "kernel" => {
+                    // Every axis but the last two (in, out) is spatial.
+                    let spatial = (0..w.shape.len().saturating_sub(2)).collect();
+                    let mut steps = vec![Step::Flip(spatial)];
+                    steps.extend(t.steps);
+                    Draft::stored(joined(&t.name), &layer.path, w, steps)
+                }
                 TorchSource::Weight(w) => Draft::stored(joined(&t.name), &layer.path, w, t.steps),
                 TorchSource::Fill { value, like } => {
                     let counter = t.name == "num_batches_tracked";

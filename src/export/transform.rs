@@ -22,6 +22,9 @@ pub enum Step {
     Select { axis: usize, index: usize },
     /// Reinterprets the C-order elements with a new shape.
     Reshape(Vec<usize>),
+    /// Reverses the order along these axes (Theano's convolution kernels
+    /// are flipped relative to cross-correlation).
+    Flip(Vec<usize>),
 }
 
 /// The shape a tensor has after `steps`.
@@ -37,6 +40,7 @@ pub fn shape_after(shape: &[usize], steps: &[Step]) -> Vec<usize> {
                 s
             }
             Step::Reshape(to) => to.clone(),
+            Step::Flip(_) => shape,
         };
     }
     shape
@@ -80,6 +84,12 @@ fn apply_typed<const N: usize>(bytes: Vec<u8>, shape: &[usize], steps: &[Step]) 
                 ndarray::concatenate(Axis(*axis), &views).expect("blocks of equal shape")
             }
             Step::Select { axis, index } => array.index_axis(Axis(*axis), *index).to_owned(),
+            Step::Flip(axes) => {
+                for &axis in axes {
+                    array.invert_axis(Axis(axis));
+                }
+                array
+            }
             Step::Reshape(to) => {
                 let standard = array.as_standard_layout().into_owned();
                 standard
@@ -205,6 +215,14 @@ mod tests {
         let out = f32_values(&apply(f32_bytes(&values), &[1, 2, 2, 2], 4, &steps));
         // element [c*m + j, 0, 0, w] = kernel[0, w, c, j] = index w*4 + c*2 + j
         assert_eq!(out, [0., 4., 1., 5., 2., 6., 3., 7.]);
+    }
+
+    #[test]
+    fn flipping_spatial_axes() {
+        // (2, 2, 1, 1) kernel [[a, b], [c, d]] -> [[d, c], [b, a]]
+        let k = f32_bytes(&[1., 2., 3., 4.]);
+        let out = apply(k, &[2, 2, 1, 1], 4, &[Step::Flip(vec![0, 1])]);
+        assert_eq!(f32_values(&out), [4., 3., 2., 1.]);
     }
 
     #[test]

@@ -25,6 +25,9 @@ impl LayerConfig {
     }
 
     fn from_value(value: &Value) -> Option<LayerConfig> {
+        if value.get("class_name").is_none() {
+            return Self::from_keras0(value);
+        }
         let class = value.get("class_name")?.as_str()?.to_string();
         let config = value.get("config").cloned().unwrap_or(Value::Null);
         let name = value
@@ -47,6 +50,28 @@ impl LayerConfig {
             name,
             class,
             config,
+            children,
+        })
+    }
+
+    /// Keras 0.x `to_json()`: `{"name": <class>, "custom_name": <name>, ...}`,
+    /// options inline, and a model's layers under `layers`.
+    fn from_keras0(value: &Value) -> Option<LayerConfig> {
+        let class = value.get("name")?.as_str()?.to_string();
+        let name = value
+            .get("custom_name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| class.to_lowercase());
+        let children = value
+            .get("layers")
+            .and_then(Value::as_array)
+            .map(|layers| layers.iter().filter_map(Self::from_keras0).collect())
+            .unwrap_or_default();
+        Some(LayerConfig {
+            name,
+            class,
+            config: value.clone(),
             children,
         })
     }
@@ -114,6 +139,18 @@ mod tests {
         let chain = root.find("stem_conv").unwrap();
         assert_eq!(chain.len(), 2);
         assert_eq!(chain[1].class, "Conv2D");
+    }
+
+    #[test]
+    fn keras_0_configs_name_the_class_and_the_layer_apart() {
+        let json = r#"{"name": "Sequential", "layers": [
+            {"name": "Convolution2D", "custom_name": "conv", "nb_filter": 4},
+            {"name": "BatchNormalization", "custom_name": "batchnormalization"}]}"#;
+        let root = LayerConfig::parse(json).unwrap();
+        assert_eq!(root.class, "Sequential");
+        assert_eq!(root.children[0].class, "Convolution2D");
+        assert_eq!(root.children[0].name, "conv");
+        assert_eq!(root.children[1].name, "batchnormalization");
     }
 
     #[test]

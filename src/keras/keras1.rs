@@ -13,6 +13,13 @@ use crate::keras::weight_dtype;
 use crate::labels;
 use crate::model::{Layer, Weight};
 
+/// Keras 0.x weight orders that differ from later Keras's label tables: its
+/// BatchNormalization stored a running standard deviation, not a variance.
+const KERAS0_LABELS: &[(&str, &[&str])] = &[(
+    "BatchNormalization",
+    &["gamma", "beta", "running_mean", "running_std"],
+)];
+
 /// Upper bound on `nb_layers`, so a crafted count cannot make us loop long.
 const MAX_LAYERS: u64 = 1 << 20;
 
@@ -64,12 +71,32 @@ pub fn read(path: &Path, file: &h5::File, config: Option<&LayerConfig>) -> Resul
         }
         let layer_config = config.and_then(|c| c.children.get(k as usize));
         let class = layer_config.map(|c| c.class.clone());
-        let name = layer_config
-            .map(|c| c.name.clone())
-            .unwrap_or_else(|| key.clone());
-        let positional = class
-            .as_deref()
-            .and_then(|c| labels::by_position(c, layer_config.map(|c| &c.config), params.len()));
+        // Keras 0.x named layers after their class without numbering them,
+        // so a name may repeat: then the index keeps paths apart.
+        let repeats =
+            |n: &str| config.is_some_and(|c| c.children.iter().filter(|x| x.name == n).count() > 1);
+        let name = match layer_config.map(|c| c.name.clone()) {
+            Some(n) if repeats(&n) => format!("{n}_{k}"),
+            Some(n) => n,
+            None => key.clone(),
+        };
+        let positional =
+            class
+                .as_deref()
+                .and_then(|c| match KERAS0_LABELS.iter().find(|(k, _)| *k == c) {
+                    Some((_, names)) if names.len() == params.len() => Some(
+                        names
+                            .iter()
+                            .map(|n| {
+                                Some(labels::PositionalLabel {
+                                    sub_path: Vec::new(),
+                                    label: n.to_string(),
+                                })
+                            })
+                            .collect(),
+                    ),
+                    _ => labels::by_position(c, layer_config.map(|c| &c.config), params.len()),
+                });
         let mut weights = Vec::with_capacity(params.len());
         for (p, param) in params.iter().enumerate() {
             let dataset = format!("/{key}/{param}");

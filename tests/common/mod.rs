@@ -17,20 +17,30 @@ pub fn fixture(name: &str) -> PathBuf {
     fixtures_dir().join(name)
 }
 
-/// Every Keras fixture that has an expected-values file, with that file parsed.
+/// Every Keras fixture that has an expected-values file in the common
+/// schema, with that file parsed: the fixtures folder and its `numerics/`
+/// and `old_keras/` folders (Keras 0.x files have a schema of their own).
 pub fn keras_fixtures() -> Vec<(PathBuf, Value)> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(fixtures_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if let Some(fixture) = name.strip_suffix(".expected.json") {
-            let expected: Value =
-                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-            out.push((fixtures_dir().join(fixture), expected));
+    for dir in [
+        fixtures_dir(),
+        fixtures_dir().join("numerics"),
+        fixtures_dir().join("old_keras"),
+    ] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if let Some(fixture) = name.strip_suffix(".expected.json") {
+                let expected: Value =
+                    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+                if expected["kind"] != "keras1" {
+                    out.push((dir.join(fixture), expected));
+                }
+            }
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(out.len() >= 10, "fixtures are missing: found {}", out.len());
+    assert!(out.len() >= 40, "fixtures are missing: found {}", out.len());
     out
 }
 
