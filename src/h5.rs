@@ -5,6 +5,8 @@
 //! Swapping the backend means rewriting this file and nothing else.
 
 use std::fs::File as FsFile;
+
+use crate::pread::read_exact_at;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -471,6 +473,27 @@ impl File {
         }
     }
 
+    /// Fills `buf` with the bytes of a contiguous dataset from `offset`
+    /// within it; `false` for data stored otherwise.
+    pub fn read_contiguous_at(
+        &self,
+        location: &Location,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> std::io::Result<bool> {
+        match location {
+            Location::Contiguous { offset: start, len } => {
+                if offset + buf.len() as u64 > *len {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                self.bytes.read_exact_at(buf, start + offset)?;
+                Ok(true)
+            }
+            Location::Empty => Ok(buf.is_empty()),
+            Location::Decoded { .. } => Ok(false),
+        }
+    }
+
     fn decoded_bytes(&self, path: &str, swap_bytes: Option<usize>) -> Result<Vec<u8>> {
         let mut bytes = self.h5.dataset(path)?.read_raw_bytes()?;
         if let Some(size) = swap_bytes {
@@ -480,26 +503,6 @@ impl File {
         }
         Ok(bytes)
     }
-}
-
-#[cfg(unix)]
-fn read_exact_at(file: &FsFile, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-}
-
-#[cfg(windows)]
-fn read_exact_at(file: &FsFile, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
-    use std::os::windows::fs::FileExt;
-    while !buf.is_empty() {
-        match file.seek_read(buf, offset)? {
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            n => {
-                buf = &mut buf[n..];
-                offset += n as u64;
-            }
-        }
-    }
-    Ok(())
 }
 
 fn element_of(dtype: &Datatype) -> Element {

@@ -9,12 +9,16 @@ use serde::Serialize;
 
 use crate::dtype::Dtype;
 use crate::error::Result;
+use crate::export::plan::PlanOptions;
 use crate::export::plan::{tensor_name, Layout, LAYER_CLASSES_KEY, LAYOUT_KEY, OPTIMIZER_PREFIX};
 use crate::json_order::ordered_object;
 use crate::keras::{self, FileKind, ReadOptions};
 use crate::labels;
 use crate::model::{Layer, Model, Weight};
-use crate::safetensors_file::read_header;
+use crate::safetensors_file::{SafetensorsSet, INDEX_SUFFIX};
+use crate::stats::Stats;
+use crate::tensors::{read_error, TensorFile};
+use crate::values::parallel_map;
 
 /// What `inspect --json` prints.
 #[derive(Debug, Clone, Serialize)]
@@ -57,10 +61,70 @@ pub struct WeightSummary {
     pub shape: Vec<usize>,
     /// Spelled as safetensors spells it: `F32`, `BF16`, `I64`.
     pub dtype: String,
+    /// With `--stats`: statistics of the values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<Stats>,
+}
+
+impl Summary {
+    /// Keeps only the weights whose tensor name passes `keep`, and the
+    /// layers that still have weights. Totals stay those of the file.
+    pub fn retain_weights(&mut self, keep: impl Fn(&str) -> bool) {
+        for layer in &mut self.layers {
+            layer.weights.retain(|w| keep(&w.name));
+        }
+        self.layers.retain(|l| !l.weights.is_empty());
+        self.optimizer.retain(|w| keep(&w.name));
+    }
+}
+
+/// Reads every value of the summarised file once (in parallel across
+/// tensors, streaming within each) and adds statistics to each weight.
+pub fn add_stats(summary: &mut Summary, path: &Path, options: &ReadOptions) -> Result<()> {
+    let file = TensorFile::open(path, options, &PlanOptions::default())?;
+    let tensors = file.tensors();
+    let wanted: Vec<usize> = {
+        let shown: std::collections::HashSet<&str> = summary
+            .layers
+            .iter()
+            .flat_map(|l| &l.weights)
+            .chain(&summary.optimizer)
+            .map(|w| w.name.as_str())
+            .collect();
+        (0..tensors.len())
+            .filter(|&i| shown.contains(tensors[i].name.as_str()))
+            .collect()
+    };
+    let results = parallel_map(wanted.len(), |k| {
+        let i = wanted[k];
+        let mut stats = Stats::default();
+        file.visit(i, &mut |chunk| {
+            stats.add(chunk, tensors[i].dtype);
+            Ok(())
+        })
+        .map(|_| stats)
+    });
+    let mut by_name = std::collections::HashMap::new();
+    for (&i, result) in wanted.iter().zip(results) {
+        let stats = result.map_err(|e| read_error(path, &tensors[i].name, e))?;
+        by_name.insert(tensors[i].name.clone(), stats);
+    }
+    for w in summary
+        .layers
+        .iter_mut()
+        .flat_map(|l| l.weights.iter_mut())
+        .chain(summary.optimizer.iter_mut())
+    {
+        w.stats = by_name.remove(&w.name);
+    }
+    Ok(())
 }
 
 /// Describes any file we read, choosing the reader by content.
 pub fn inspect(path: &Path, options: &ReadOptions) -> Result<Summary> {
+    if path.to_string_lossy().ends_with(INDEX_SUFFIX) {
+        return summarize_safetensors(path);
+    }
     match keras::detect(path)? {
         FileKind::Safetensors => summarize_safetensors(path),
         FileKind::Hdf5 | FileKind::Zip | FileKind::Json => {
@@ -77,6 +141,7 @@ fn weight_summary(layer_path: &[String], w: &Weight) -> WeightSummary {
         label: label.join("/"),
         shape: w.shape.clone(),
         dtype: w.dtype.to_string(),
+        stats: None,
     }
 }
 
@@ -130,8 +195,8 @@ fn guess(class: &Option<String>, weights: &[WeightSummary]) -> Option<String> {
 /// layers by the layer paths `convert` records in `__metadata__`; without
 /// them, by the name up to its last `/`.
 pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
-    let header = read_header(path)?;
-    let meta = header.metadata.metadata().clone().unwrap_or_default();
+    let set = SafetensorsSet::open(path)?;
+    let meta = &set.metadata;
     // Names written in PyTorch layout are joined with dots.
     let sep = if meta.get(LAYOUT_KEY).map(String::as_str) == Some(Layout::PyTorch.id()) {
         Layout::PyTorch.separator()
@@ -146,9 +211,18 @@ pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
         .map(|(path, class)| (path, class.as_str().map(str::to_string)))
         .collect();
 
-    let mut tensors: Vec<(String, &safetensors::tensor::TensorInfo)> =
-        header.metadata.tensors().into_iter().collect();
+    // File order: by dtype, then name, as writers lay tensors out.
+    let mut tensors: Vec<(String, &safetensors::tensor::TensorInfo)> = set
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), &t.info))
+        .collect();
     tensors.sort_by_key(|(_, info)| info.data_offsets);
+    let total_bytes: u64 = set
+        .tensors
+        .iter()
+        .map(|t| (t.info.data_offsets.1 - t.info.data_offsets.0) as u64)
+        .sum();
 
     let mut layers: Vec<LayerSummary> = known_layers
         .iter()
@@ -190,6 +264,7 @@ pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
             label,
             shape: info.shape.clone(),
             dtype,
+            stats: None,
         };
         if known_layers.iter().all(|(p, _)| p != &layer_path)
             && name.starts_with(&format!("{OPTIMIZER_PREFIX}{sep}"))
@@ -230,7 +305,7 @@ pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
         backend: meta.get("backend").cloned(),
         date_saved: None,
         total_params,
-        total_bytes: header.metadata.data_len() as u64,
+        total_bytes,
         layers,
         optimizer,
         notes,
@@ -324,8 +399,62 @@ pub fn render_table(s: &Summary) -> String {
             let _ = writeln!(out, "  {}  {}  {}", w.name, shape_string(&w.shape), w.dtype);
         }
     }
+    let with_stats: Vec<&WeightSummary> = s
+        .layers
+        .iter()
+        .flat_map(|l| &l.weights)
+        .chain(&s.optimizer)
+        .filter(|w| w.stats.is_some())
+        .collect();
+    if !with_stats.is_empty() {
+        out.push_str(&stats_table(&with_stats));
+    }
     for note in &s.notes {
         let _ = writeln!(out, "note: {note}");
+    }
+    out
+}
+
+fn stats_table(weights: &[&WeightSummary]) -> String {
+    let number = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.6e}"));
+    let rows: Vec<[String; 8]> = weights
+        .iter()
+        .filter_map(|w| {
+            let st = w.stats.as_ref()?;
+            Some([
+                w.name.clone(),
+                number(st.min),
+                number(st.max),
+                number(st.mean),
+                number(st.std),
+                st.nan.to_string(),
+                st.inf.to_string(),
+                st.zero.to_string(),
+            ])
+        })
+        .collect();
+    let head = ["Tensor", "Min", "Max", "Mean", "Std", "NaN", "Inf", "Zero"];
+    let mut widths = head.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::from("\nStatistics\n");
+    let line = |cells: &[String]| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i == 0 {
+                let _ = write!(text, "{cell:<w$}");
+            } else {
+                let _ = write!(text, "  {cell:>w$}");
+            }
+        }
+        text + "\n"
+    };
+    out.push_str(&line(&head.map(String::from)));
+    for row in &rows {
+        out.push_str(&line(row));
     }
     out
 }

@@ -20,6 +20,7 @@
 //! # Ok::<(), keras2safetensors::Error>(())
 //! ```
 
+pub mod compare;
 pub mod dtype;
 pub mod error;
 pub mod export;
@@ -28,8 +29,13 @@ pub mod inspect;
 pub mod json_order;
 pub mod keras;
 pub mod labels;
+pub mod manifest;
 pub mod model;
+mod pread;
 pub mod safetensors_file;
+pub mod stats;
+pub mod tensors;
+pub mod values;
 
 use std::path::Path;
 

@@ -115,6 +115,20 @@ impl Layer {
 }
 
 impl Model {
+    /// Reads part of a weight stored contiguously; `false` when it is not.
+    pub fn read_weight_at(
+        &self,
+        file: usize,
+        location: &h5::Location,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> std::io::Result<bool> {
+        match self.stores.get(file) {
+            Some(store) => store.read_contiguous_at(location, offset, buf),
+            None => Ok(false),
+        }
+    }
+
     /// Copies the bytes of one weight (little-endian, C order) into `out`.
     pub fn copy_weight_data(
         &self,

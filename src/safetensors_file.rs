@@ -45,3 +45,102 @@ pub fn read_header(path: &Path) -> Result<Header> {
     }
     Ok(Header { metadata, file_len })
 }
+
+/// The Hugging Face index of a sharded safetensors save.
+pub const INDEX_SUFFIX: &str = ".safetensors.index.json";
+
+/// One tensor of a safetensors set: where its bytes are.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub name: String,
+    pub info: safetensors::tensor::TensorInfo,
+    /// Index into [`SafetensorsSet::files`].
+    pub file: usize,
+    /// Absolute offset of the first byte in that file.
+    pub offset: u64,
+}
+
+/// A safetensors file, or the shards of a Hugging Face sharded save, with
+/// random access to tensor bytes (no mapping, no whole-file reads).
+pub struct SafetensorsSet {
+    pub files: Vec<File>,
+    pub tensors: Vec<Located>,
+    /// `__metadata__` of the (first) file.
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+impl SafetensorsSet {
+    /// Opens a `.safetensors` file or a `model.safetensors.index.json`.
+    pub fn open(path: &Path) -> Result<SafetensorsSet> {
+        let shards = match shard_files(path)? {
+            Some(shards) => shards,
+            None => vec![path.to_path_buf()],
+        };
+        let mut set = SafetensorsSet {
+            files: Vec::new(),
+            tensors: Vec::new(),
+            metadata: Default::default(),
+        };
+        for (index, shard) in shards.iter().enumerate() {
+            let header = read_header(shard)?;
+            let file = File::open(shard).map_err(|e| Error::new(shard, e.into()))?;
+            let data_start = header.file_len - header.metadata.data_len() as u64;
+            if index == 0 {
+                set.metadata = header
+                    .metadata
+                    .metadata()
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
+            }
+            for (name, info) in header.metadata.tensors() {
+                set.tensors.push(Located {
+                    name,
+                    offset: data_start + info.data_offsets.0 as u64,
+                    info: info.clone(),
+                    file: index,
+                });
+            }
+            set.files.push(file);
+        }
+        set.tensors.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(twice) = set.tensors.windows(2).find(|w| w[0].name == w[1].name) {
+            return Err(Error::new(
+                path,
+                ErrorKind::InvalidSafetensors(format!(
+                    "tensor `{}` is in two shards",
+                    twice[0].name
+                )),
+            ));
+        }
+        Ok(set)
+    }
+}
+
+/// The shard files named by a Hugging Face index, or `None` when `path` is
+/// not an index.
+fn shard_files(path: &Path) -> Result<Option<Vec<std::path::PathBuf>>> {
+    let is_index = path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().ends_with(INDEX_SUFFIX));
+    if !is_index {
+        return Ok(None);
+    }
+    let invalid = |m: String| Error::new(path, ErrorKind::InvalidSafetensors(m));
+    let text = std::fs::read_to_string(path).map_err(|e| Error::new(path, e.into()))?;
+    let index: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| invalid(format!("index is not JSON: {e}")))?;
+    let map = index
+        .get("weight_map")
+        .and_then(serde_json::Value::as_object)
+        .ok_or_else(|| invalid("the index has no `weight_map`".into()))?;
+    let mut names: Vec<&str> = map.values().filter_map(serde_json::Value::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.iter().any(|n| n.contains('/') || n.contains('\\')) {
+        return Err(invalid("a shard name has a folder in it".into()));
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    Ok(Some(names.into_iter().map(|n| dir.join(n)).collect()))
+}

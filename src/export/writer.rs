@@ -309,7 +309,7 @@ fn check_len(tensor: &PlannedTensor, written: u64) -> std::io::Result<()> {
 
 /// Builds a tensor that changes on the way out: reads it whole, moves its
 /// axes, casts it.
-fn build(model: &Model, tensor: &PlannedTensor) -> std::io::Result<(Vec<u8>, u64)> {
+pub(crate) fn build(model: &Model, tensor: &PlannedTensor) -> std::io::Result<(Vec<u8>, u64)> {
     match &tensor.source {
         Source::Stored {
             file,

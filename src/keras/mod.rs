@@ -216,6 +216,11 @@ fn read_config(path: &Path) -> Result<LayerConfig> {
     LayerConfig::parse(&text).map_err(|e| Error::new(path, ErrorKind::InvalidKeras(e)))
 }
 
+/// Whether `path` is one shard of a sharded save whose index sits beside it.
+pub fn is_shard_of_index(path: &Path) -> bool {
+    shard_index_of(path).is_some()
+}
+
 /// `<base>_00001.weights.h5` belongs to the save indexed by `<base>.weights.json`.
 fn shard_index_of(path: &Path) -> Option<PathBuf> {
     let name = path.file_name()?.to_str()?;

@@ -1,0 +1,239 @@
+//! Command-line flags, and one file per subcommand. No logic beyond wiring
+//! and printing: the work is in the library.
+
+mod check;
+mod convert;
+mod inspect;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use regex::Regex;
+
+use keras2safetensors::dtype::Dtype;
+use keras2safetensors::export::{rename, Layout, PlanOptions};
+use keras2safetensors::{Error, ErrorKind, ReadOptions, Result};
+
+/// Convert Keras weight files to safetensors, see what is inside a saved
+/// model, and check files in CI.
+///
+/// Exit codes: 0 success (or: the files match), 1 a mismatch, or an input or
+/// output that could not be handled (one line on stderr says which and
+/// why), 2 the command line is wrong.
+#[derive(Parser, Debug)]
+#[command(name = "keras2safetensors", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    Convert(convert::Args),
+    Inspect(inspect::Args),
+    Verify(check::VerifyArgs),
+    Diff(check::DiffArgs),
+    Manifest(check::ManifestArgs),
+    Check(check::CheckArgs),
+}
+
+/// What a command found: whether everything matched.
+pub enum Outcome {
+    Success,
+    Mismatch,
+}
+
+pub fn run(cli: Cli) -> Result<Outcome> {
+    match cli.command {
+        Command::Convert(args) => convert::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Verify(args) => check::verify(args),
+        Command::Diff(args) => check::diff(args),
+        Command::Manifest(args) => check::manifest(args),
+        Command::Check(args) => check::check(args),
+    }
+}
+
+/// How to read the input, for every command that reads Keras files.
+#[derive(clap::Args, Debug, Clone)]
+struct ReadArgs {
+    /// Also read the optimizer state (Adam moments, iteration count), named
+    /// `optimizer/<stored name>`. Skipped by default: it is not part of the
+    /// model.
+    #[arg(long)]
+    include_optimizer: bool,
+    /// A model config (the `config.json` of a `.keras` archive, or
+    /// `model.to_json()`) for files that carry none, such as a Keras 3
+    /// `.weights.h5`: it gives each layer's class, name and options, so
+    /// weights stored by position get their labels.
+    #[arg(long, value_name = "CONFIG_JSON")]
+    config: Option<PathBuf>,
+}
+
+impl ReadArgs {
+    fn options(&self) -> ReadOptions {
+        ReadOptions {
+            include_optimizer: self.include_optimizer,
+            config: self.config.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LayoutArg {
+    /// Keras names (`conv/kernel`) and the bytes of `get_weights()`.
+    Keras,
+    /// torch.nn names (`conv.weight`) and axes: conv kernels permuted,
+    /// Dense transposed, BatchNorm as running_mean/running_var, RNN gates
+    /// reordered.
+    Pytorch,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DtypeArg {
+    F16,
+    Bf16,
+    F32,
+}
+
+/// What to write, for `convert`.
+#[derive(clap::Args, Debug)]
+struct PlanArgs {
+    /// Tensor names and axes.
+    #[arg(long, value_enum, default_value = "keras")]
+    layout: LayoutArg,
+    /// Cast floating tensors to this type (round to nearest even; integer
+    /// tensors are left alone; values too large become infinite, and each
+    /// tensor where that happens is reported).
+    #[arg(long, value_enum)]
+    dtype: Option<DtypeArg>,
+    /// A file of `regex => replacement` lines applied in order to every
+    /// output name (replacements take `$1`, `${name}`); `#` starts a comment.
+    #[arg(long, value_name = "RULES")]
+    rename: Option<PathBuf>,
+    /// Keep only tensors whose output name matches this regex.
+    #[arg(long, value_name = "REGEX")]
+    include: Option<Regex>,
+    /// Leave out tensors whose output name matches this regex.
+    #[arg(long, value_name = "REGEX")]
+    exclude: Option<Regex>,
+    /// Leave out this layer (its path as `inspect` shows it), e.g. one with
+    /// no exact PyTorch equivalent. Repeat for several.
+    #[arg(long, value_name = "LAYER")]
+    skip: Vec<String>,
+    /// With `--layout pytorch`: add a zero `num_batches_tracked` to each
+    /// BatchNorm, as torch.nn.BatchNorm2d's state dict has.
+    #[arg(long)]
+    num_batches_tracked: bool,
+}
+
+impl PlanArgs {
+    fn options(self) -> Result<PlanOptions> {
+        let rename = match &self.rename {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| Error::new(path, e.into()))?;
+                rename::parse_rules(&text).map_err(|e| {
+                    Error::new(path, ErrorKind::Unsupported(format!("rename rules: {e}")))
+                })?
+            }
+            None => Vec::new(),
+        };
+        Ok(PlanOptions {
+            layout: match self.layout {
+                LayoutArg::Keras => Layout::Keras,
+                LayoutArg::Pytorch => Layout::PyTorch,
+            },
+            dtype: self.dtype.map(|d| match d {
+                DtypeArg::F16 => Dtype::F16,
+                DtypeArg::Bf16 => Dtype::BF16,
+                DtypeArg::F32 => Dtype::F32,
+            }),
+            rename,
+            include: self.include,
+            exclude: self.exclude,
+            skip: self.skip,
+            num_batches_tracked: self.num_batches_tracked,
+        })
+    }
+}
+
+/// Parses `5GB`, `500MB`, `2GiB`, `1000` into bytes.
+fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 5GB or 500MB"))?;
+    let scale: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        "KIB" => 1 << 10,
+        "MIB" => 1 << 20,
+        "GIB" => 1 << 30,
+        "TIB" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` (use B, KB, MB, GB, TB or KiB, MiB, GiB)"
+            ))
+        }
+    };
+    let bytes = (number * scale as f64).round();
+    if bytes < 1.0 {
+        return Err(format!("`{text}` is less than one byte"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Writes human output to stdout; a closed pipe comes back as an error
+/// that `main` treats as a quiet end, never a panic.
+fn print_out(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .map_err(|e| Error::new("<stdout>", e.into()))
+}
+
+/// Prints a value as pretty JSON.
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    print_out(&(serde_json::to_string_pretty(value).unwrap_or_default() + "\n"))
+}
+
+/// Whether an error is stdout closing under us (`... | head`).
+pub fn is_broken_pipe(e: &Error) -> bool {
+    matches!(&e.kind, ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+fn progress_bar(total_bytes: u64) -> ProgressBar {
+    let bar =
+        ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr_with_hz(10));
+    if let Ok(style) = ProgressStyle::with_template(
+        "{bar:40} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_hugging_face_writes_them() {
+        assert_eq!(parse_size("5GB"), Ok(5_000_000_000));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("1.5 GB"), Ok(1_500_000_000));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5XB").is_err());
+    }
+}
