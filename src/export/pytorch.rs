@@ -489,6 +489,13 @@ pub fn layer_options(layer: &Layer) -> Option<Value> {
             out.insert((*key).into(), v.clone());
         }
     }
+    // Keras's `groups` is 1 for depthwise convolutions, which PyTorch runs
+    // as grouped ones: one group per input channel.
+    if let Some(kernel) = layer.weights.iter().find(|w| w.label == "depthwise_kernel") {
+        if let Some(&channels) = kernel.shape.get(kernel.shape.len().saturating_sub(2)) {
+            out.insert("groups".into(), Value::from(channels));
+        }
+    }
     // Keras's moving average keeps `momentum` of the old value; PyTorch's
     // momentum is the weight of the new one.
     if let Some(m) = config.get("momentum").and_then(Value::as_f64) {
