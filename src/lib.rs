@@ -20,6 +20,7 @@
 //! # Ok::<(), keras2safetensors::Error>(())
 //! ```
 
+pub mod cancel;
 pub mod compare;
 pub mod dtype;
 pub mod error;

@@ -15,11 +15,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use safetensors::tensor::{Metadata, TensorInfo};
 use tempfile::NamedTempFile;
 
+use crate::cancel::{self, Stoppable};
 use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
 use crate::export::plan::{Plan, PlannedTensor, Source};
@@ -237,17 +239,18 @@ fn write_one(
                         Err(e) => Chunk::Failed(i, e),
                     }
                 };
-                if sender.send(chunk).is_err() {
+                if sender.send(chunk).is_err() || cancel::requested() {
                     return;
                 }
             }
         });
-        let mut out = BufWriter::with_capacity(1 << 20, temp.as_file());
+        let mut out = Stoppable(BufWriter::with_capacity(1 << 20, temp.as_file()));
         out.write_all(&(header.len() as u64).to_le_bytes())
             .and_then(|_| out.write_all(&header))
             .map_err(|e| fail(e.into()))?;
         let mut buf = vec![0u8; h5::COPY_BUFFER_BYTES];
         for chunk in receiver {
+            pause_for_tests();
             let (i, result) = match chunk {
                 Chunk::Stream(i) => {
                     let tensor = &plan.tensors[i];
@@ -287,10 +290,28 @@ fn write_one(
                 )))
             })?;
         }
+        if cancel::requested() {
+            return Err(fail(cancel::interrupted().into()));
+        }
         out.flush().map_err(|e| fail(e.into()))
     })?;
     temp.as_file().sync_all().map_err(|e| fail(e.into()))?;
     Ok(temp)
+}
+
+/// A pause between tensors, only when the environment asks for it, so that
+/// the interrupt tests can land a signal in the middle of a write.
+fn pause_for_tests() {
+    static PAUSE: OnceLock<Option<Duration>> = OnceLock::new();
+    let pause = PAUSE.get_or_init(|| {
+        std::env::var("KERAS2SAFETENSORS_TEST_PAUSE_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map(Duration::from_millis)
+    });
+    if let Some(pause) = pause {
+        std::thread::sleep(*pause);
+    }
 }
 
 fn check_len(tensor: &PlannedTensor, written: u64) -> std::io::Result<()> {

@@ -1,0 +1,183 @@
+//! Damaged input never panics, hangs or leaves files behind; interrupted
+//! and failing writes leave nothing either.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use keras2safetensors::{convert_file, ConvertOptions};
+
+/// A fixed xorshift stream, so every run damages files the same way.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Converts `bytes` (saved as `name`) in a worker thread: Ok(true) when it
+/// converted, Ok(false) on a clean error, Err on a panic or after 20 s.
+fn try_convert(dir: &Path, name: &str, bytes: Vec<u8>) -> Result<bool, String> {
+    let input = dir.join(name);
+    std::fs::write(&input, bytes).unwrap();
+    let out_dir = dir.join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let output = out_dir.join("model.safetensors");
+    let (send, receive) = mpsc::channel();
+    let (i, o) = (input.clone(), output.clone());
+    std::thread::spawn(move || {
+        let result = std::panic::catch_unwind(|| {
+            convert_file(&i, &o, &ConvertOptions::default(), &mut |_| {}).is_ok()
+        });
+        let _ = send.send(result);
+    });
+    let outcome = match receive.recv_timeout(Duration::from_secs(20)) {
+        Ok(Ok(converted)) => Ok(converted),
+        Ok(Err(_)) => Err(format!("{name}: panicked")),
+        Err(_) => Err(format!("{name}: hung")),
+    }?;
+    let left: Vec<PathBuf> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    if outcome {
+        assert_eq!(left, [output.clone()], "{name}: exactly the output");
+    } else {
+        assert!(left.is_empty(), "{name}: a failed conversion left {left:?}");
+    }
+    std::fs::remove_dir_all(&out_dir).unwrap();
+    Ok(outcome)
+}
+
+#[test]
+fn truncated_and_bit_flipped_fixtures_fail_cleanly() {
+    let mut files: Vec<PathBuf> = keras_fixtures().into_iter().map(|(p, _)| p).collect();
+    files.extend(
+        ["k3_classic_separable.keras", "k3_text_model.keras"]
+            .iter()
+            .map(|f| fixture(f)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut failures = Vec::new();
+    let (mut converted, mut refused) = (0, 0);
+    for file in &files {
+        let original = std::fs::read(file).unwrap();
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+        for k in 1..=20u64 {
+            let len = (original.len() as u64 * k / 21) as usize;
+            cases.push((format!("cut{k}-{name}"), original[..len].to_vec()));
+        }
+        for k in 0..50 {
+            let mut damaged = original.clone();
+            let at = (rng.next() % damaged.len() as u64) as usize;
+            damaged[at] ^= (rng.next() % 255 + 1) as u8;
+            cases.push((format!("flip{k}-{name}"), damaged));
+        }
+        for (case, bytes) in cases {
+            match try_convert(dir.path(), &case, bytes) {
+                Ok(true) => converted += 1,
+                Ok(false) => refused += 1,
+                Err(e) => failures.push(e),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(
+        refused > 0 && converted > 0,
+        "{refused} refused, {converted} converted"
+    );
+}
+
+/// Runs the binary under bash with `setup` (shell commands) before it.
+fn shell(setup: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let bin = env!("CARGO_BIN_EXE_keras2safetensors");
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let mut command = std::process::Command::new("bash");
+    command.args(["-c", &format!("{setup}; exec '{bin}' {}", quoted.join(" "))]);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn a_full_disk_gives_a_clear_error_and_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.safetensors");
+    // The file-size limit makes writes past 8 KiB fail as a full disk does;
+    // SIGXFSZ is ignored so the write reports the error instead of killing us.
+    let out = shell(
+        "trap '' XFSZ; ulimit -f 16",
+        &[
+            "convert",
+            fixture("tiny_efficientdet_full.h5").to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(
+        err.contains("out.safetensors") || err.contains(".keras2safetensors-"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "temporary file removed"
+    );
+}
+
+#[test]
+fn ctrl_c_during_a_conversion_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.safetensors");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_keras2safetensors"))
+        .args([
+            "convert",
+            fixture("chunked_names_full.h5").to_str().unwrap(),
+            "-o",
+        ])
+        .arg(&output)
+        // 334 tensors at 30 ms each: the signal lands mid-write.
+        .env("KERAS2SAFETENSORS_TEST_PAUSE_MS", "30")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the temporary file exists, then interrupt.
+    let started = std::time::Instant::now();
+    while std::fs::read_dir(dir.path()).unwrap().count() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the write never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    let left: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
