@@ -133,6 +133,14 @@ pub fn write(
         persist(temp, &path, options.force)?;
         files.push(path);
     }
+    // The renames themselves are durable once the folder is synced.
+    #[cfg(unix)]
+    if let Some(dir) = files.first().and_then(|f| f.parent()) {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        if let Ok(handle) = std::fs::File::open(dir) {
+            let _ = handle.sync_all();
+        }
+    }
     Ok(WriteSummary {
         tensors: plan.tensors.len(),
         bytes: plan.total_bytes(),
