@@ -17,11 +17,17 @@ use hdf5_reader::messages::link::LinkTarget;
 use hdf5_reader::messages::symbol_table_msg::SymbolTableMessage;
 use hdf5_reader::messages::HdfMessage;
 use hdf5_reader::symbol_table::SymbolTableNode;
-use hdf5_reader::{ByteOrder, Datatype, Hdf5File, Storage, StorageBuffer, StringSize};
+use hdf5_reader::{
+    BlockCacheStorage, ByteOrder, Datatype, Hdf5File, Storage, StorageBuffer, StringSize,
+};
 
 /// Size of the buffer used to copy contiguous dataset bytes: the memory a
 /// conversion needs does not grow with the size of a tensor.
 pub const COPY_BUFFER_BYTES: usize = 4 << 20;
+
+/// The metadata cache: 512 blocks of 16 KiB, 8 MiB at most.
+const METADATA_BLOCK_BYTES: usize = 16 << 10;
+const METADATA_BLOCKS: usize = 512;
 
 /// Deepest group nesting we follow; Keras files nest a few levels.
 pub const MAX_GROUP_DEPTH: usize = 64;
@@ -190,7 +196,11 @@ impl File {
             base,
             len,
         };
-        let h5 = Hdf5File::from_storage(Arc::new(storage))?;
+        // Metadata is read in many small pieces (about ten per dataset);
+        // a small block cache turns them into few reads.
+        let cached =
+            BlockCacheStorage::new(Arc::new(storage), METADATA_BLOCK_BYTES, METADATA_BLOCKS);
+        let h5 = Hdf5File::from_storage(Arc::new(cached))?;
         File::checked(h5, Bytes::Window { file, base }, len)
     }
 
@@ -471,6 +481,29 @@ impl File {
                 Ok(())
             }
         }
+    }
+
+    /// Copies a contiguous dataset straight into `out` at its current
+    /// position, file to file, so the kernel can move the bytes without
+    /// passing them through user space (`copy_file_range` on Linux).
+    /// `false` when the data is not a contiguous run in a file on disk.
+    pub fn copy_contiguous_to(&self, location: &Location, out: &FsFile) -> std::io::Result<bool> {
+        use std::io::{Read, Seek, SeekFrom};
+        let (Location::Contiguous { offset, len }, Bytes::Window { file, base }) =
+            (location, &self.bytes)
+        else {
+            return Ok(false);
+        };
+        // Nothing else reads this handle by position: all other reads are
+        // positional (pread), so moving its cursor is safe.
+        let mut input: &FsFile = file;
+        input.seek(SeekFrom::Start(base + offset))?;
+        let mut out = out;
+        let copied = std::io::copy(&mut input.take(*len), &mut out)?;
+        if copied != *len {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(true)
     }
 
     /// Fills `buf` with the bytes of a contiguous dataset from `offset`

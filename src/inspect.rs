@@ -234,6 +234,16 @@ pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
             weights: Vec::new(),
         })
         .collect();
+    let known_paths: std::collections::HashMap<&str, usize> = known_layers
+        .iter()
+        .enumerate()
+        .map(|(i, (p, _))| (p.as_str(), i))
+        .collect();
+    let mut layer_index: std::collections::HashMap<String, usize> = known_layers
+        .iter()
+        .enumerate()
+        .map(|(i, (p, _))| (p.clone(), i))
+        .collect();
     let mut optimizer = Vec::new();
     let mut total_params = 0u64;
     let mut notes = Vec::new();
@@ -243,18 +253,9 @@ pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
             None => format!("{:?}", info.dtype),
         };
         let count: u64 = info.shape.iter().map(|&d| d as u64).product();
-        let layer_path = known_layers
-            .iter()
-            .map(|(p, _)| p.as_str())
-            .filter(|p| name.starts_with(&format!("{p}{sep}")))
-            .max_by_key(|p| p.len())
-            .map(str::to_string)
-            .unwrap_or_else(|| {
-                name.rsplit_once(sep)
-                    .map(|(p, _)| p)
-                    .unwrap_or("")
-                    .to_string()
-            });
+        let layer_path = longest_known_prefix(&name, sep, &known_paths)
+            .unwrap_or_else(|| name.rsplit_once(sep).map(|(p, _)| p).unwrap_or(""))
+            .to_string();
         let label = name
             .strip_prefix(&format!("{layer_path}{sep}"))
             .unwrap_or(&name)
@@ -266,25 +267,28 @@ pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
             dtype,
             stats: None,
         };
-        if known_layers.iter().all(|(p, _)| p != &layer_path)
+        if !known_paths.contains_key(layer_path.as_str())
             && name.starts_with(&format!("{OPTIMIZER_PREFIX}{sep}"))
         {
             optimizer.push(weight);
             continue;
         }
         total_params += count;
-        match layers.iter_mut().find(|l| l.path == layer_path) {
-            Some(l) => {
-                l.params += count;
-                l.weights.push(weight);
+        match layer_index.get(&layer_path) {
+            Some(&i) => {
+                layers[i].params += count;
+                layers[i].weights.push(weight);
             }
-            None => layers.push(LayerSummary {
-                path: layer_path,
-                class: None,
-                class_guess: None,
-                params: count,
-                weights: vec![weight],
-            }),
+            None => {
+                layer_index.insert(layer_path.clone(), layers.len());
+                layers.push(LayerSummary {
+                    path: layer_path,
+                    class: None,
+                    class_guess: None,
+                    params: count,
+                    weights: vec![weight],
+                });
+            }
         }
     }
     layers.retain(|l| !l.weights.is_empty());
@@ -310,6 +314,19 @@ pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
         optimizer,
         notes,
     })
+}
+
+/// The longest known layer path that `name` starts with, followed by the
+/// separator: tried at each separator from the end, so a model with
+/// thousands of layers is grouped in linear time.
+fn longest_known_prefix<'a>(
+    name: &'a str,
+    sep: &str,
+    known: &std::collections::HashMap<&str, usize>,
+) -> Option<&'a str> {
+    name.rmatch_indices(sep)
+        .map(|(at, _)| &name[..at])
+        .find(|prefix| known.contains_key(prefix))
 }
 
 /// The table a person reads.

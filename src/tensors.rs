@@ -115,10 +115,12 @@ impl TensorFile {
                         unreachable!("verbatim tensors are stored");
                     };
                     let mut sink = Visitor(visit);
-                    let mut buf = vec![0u8; COPY_BUFFER_BYTES];
+                    // Small tensors get small buffers: a model can have
+                    // thousands of 256-byte BatchNorm vectors.
+                    let mut buf = vec![0u8; COPY_BUFFER_BYTES.min(tensor.byte_len as usize)];
                     model.copy_weight_data(*file, location, &mut sink, &mut buf, &mut |_| {})
                 } else {
-                    let (bytes, _) = writer::build(model, tensor)?;
+                    let (bytes, _) = writer::build(model, tensor, &mut writer::Scratch::default())?;
                     visit(&bytes)
                 }
             }

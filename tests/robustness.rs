@@ -48,7 +48,8 @@ fn try_convert(dir: &Path, name: &str, bytes: Vec<u8>) -> Result<bool, String> {
         .map(|e| e.unwrap().path())
         .collect();
     if outcome {
-        assert_eq!(left, [output.clone()], "{name}: exactly the output");
+        assert_eq!(left.len(), 1, "{name}: exactly the output, found {left:?}");
+        assert_eq!(left[0], output, "{name}: exactly the output");
     } else {
         assert!(left.is_empty(), "{name}: a failed conversion left {left:?}");
     }

@@ -8,6 +8,7 @@ use half::{bf16, f16};
 use ndarray::{ArrayD, Axis, IxDyn};
 
 use crate::dtype::Dtype;
+use crate::values::for_each_value;
 
 /// One step applied to a tensor, in order. Shapes are those of the tensor
 /// as the step receives it.
@@ -47,9 +48,34 @@ pub fn shape_after(shape: &[usize], steps: &[Step]) -> Vec<usize> {
 }
 
 /// Applies `steps` to C-order bytes of elements `element_size` bytes wide.
-pub fn apply(bytes: Vec<u8>, shape: &[usize], element_size: usize, steps: &[Step]) -> Vec<u8> {
+/// `out` is an allocation to reuse for the result (its contents are
+/// replaced): big tensors then cost no fresh pages each time.
+pub fn apply(
+    bytes: &[u8],
+    shape: &[usize],
+    element_size: usize,
+    steps: &[Step],
+    mut out: Vec<u8>,
+) -> Vec<u8> {
+    out.clear();
     if steps.is_empty() {
-        return bytes;
+        out.extend_from_slice(bytes);
+        return out;
+    }
+    // Dense kernels are the big ones: a tiled transpose keeps both sides
+    // in cache, where a strided walk over a 256 MiB matrix would not.
+    if let ([rows, cols], [Step::Permute(axes)]) = (shape, steps) {
+        if axes[..] == [1, 0] {
+            out.resize(bytes.len(), 0);
+            match element_size {
+                1 => transpose::<1>(bytes, *rows, *cols, &mut out),
+                2 => transpose::<2>(bytes, *rows, *cols, &mut out),
+                4 => transpose::<4>(bytes, *rows, *cols, &mut out),
+                8 => transpose::<8>(bytes, *rows, *cols, &mut out),
+                other => unreachable!("no dtype has {other}-byte elements"),
+            }
+            return out;
+        }
     }
     match element_size {
         1 => apply_typed::<1>(bytes, shape, steps),
@@ -60,7 +86,47 @@ pub fn apply(bytes: Vec<u8>, shape: &[usize], element_size: usize, steps: &[Step
     }
 }
 
-fn apply_typed<const N: usize>(bytes: Vec<u8>, shape: &[usize], steps: &[Step]) -> Vec<u8> {
+/// A row-major (rows, cols) matrix of N-byte elements, transposed in tiles,
+/// the output split by column ranges across the cores.
+fn transpose<const N: usize>(bytes: &[u8], rows: usize, cols: usize, out: &mut [u8]) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cols_per_part = cols.div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for (part, out_part) in out.chunks_mut(cols_per_part * rows * N).enumerate() {
+            let first_col = part * cols_per_part;
+            scope.spawn(move || transpose_columns::<N>(bytes, rows, cols, first_col, out_part));
+        }
+    });
+}
+
+/// Writes output rows `first_col..` (input columns) of the transpose into `out`.
+fn transpose_columns<const N: usize>(
+    bytes: &[u8],
+    rows: usize,
+    cols: usize,
+    first_col: usize,
+    out: &mut [u8],
+) {
+    const TILE: usize = 64;
+    let last_col = first_col + out.len() / (rows * N);
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (first_col..last_col).step_by(TILE) {
+            let c1 = (c0 + TILE).min(last_col);
+            for r in r0..(r0 + TILE).min(rows) {
+                let row = &bytes[(r * cols + c0) * N..(r * cols + c1) * N];
+                for (k, element) in row.chunks_exact(N).enumerate() {
+                    let to = ((c0 + k - first_col) * rows + r) * N;
+                    out[to..to + N].copy_from_slice(element);
+                }
+            }
+        }
+    }
+}
+
+fn apply_typed<const N: usize>(bytes: &[u8], shape: &[usize], steps: &[Step]) -> Vec<u8> {
     let elements: Vec<[u8; N]> = bytes
         .chunks_exact(N)
         .map(|c| c.try_into().unwrap_or([0; N]))
@@ -119,50 +185,47 @@ pub fn casts(from: Dtype, to: Option<Dtype>) -> Option<Dtype> {
 /// nearest even. Returns the bytes and how many finite values became
 /// infinite (too large for the target type).
 pub fn cast(bytes: &[u8], from: Dtype, to: Dtype) -> (Vec<u8>, u64) {
-    let values: Vec<f64> = match from {
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f64())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f64())
-            .collect(),
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
-            .collect(),
-        Dtype::F64 => bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect(),
-        _ => return (bytes.to_vec(), 0),
-    };
+    cast_into(bytes, from, to, Vec::new())
+}
+
+/// [`cast`], reusing `out`'s allocation.
+pub fn cast_into(bytes: &[u8], from: Dtype, to: Dtype, mut out: Vec<u8>) -> (Vec<u8>, u64) {
+    out.clear();
+    let is_float = |d: Dtype| matches!(d, Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64);
+    if !is_float(from) || !is_float(to) {
+        out.extend_from_slice(bytes);
+        return (out, 0);
+    }
     let mut overflow = 0u64;
-    let mut out = Vec::with_capacity(values.len() * to.size());
-    for v in values {
-        // f64 -> f32 -> f16 would round twice; the half crate rounds from
-        // f64 directly, as numpy's astype does.
-        let (encoded, infinite): (Vec<u8>, bool) = match to {
+    out.reserve(bytes.len() / from.size() * to.size());
+    // Each value is rounded once, from its own precision: f64 -> f16 goes
+    // straight, as numpy's astype does, not through f32.
+    for_each_value(bytes, from, |v| {
+        let infinite = match to {
             Dtype::F16 => {
                 let h = f16::from_f64(v);
-                (h.to_le_bytes().to_vec(), h.is_infinite())
+                out.extend_from_slice(&h.to_le_bytes());
+                h.is_infinite()
             }
             Dtype::BF16 => {
                 let h = bf16::from_f64(v);
-                (h.to_le_bytes().to_vec(), h.is_infinite())
+                out.extend_from_slice(&h.to_le_bytes());
+                h.is_infinite()
             }
             Dtype::F32 => {
                 let f = v as f32;
-                (f.to_le_bytes().to_vec(), f.is_infinite())
+                out.extend_from_slice(&f.to_le_bytes());
+                f.is_infinite()
             }
-            _ => ((v).to_le_bytes().to_vec(), v.is_infinite()),
+            _ => {
+                out.extend_from_slice(&v.to_le_bytes());
+                v.is_infinite()
+            }
         };
         if infinite && v.is_finite() {
             overflow += 1;
         }
-        out.extend_from_slice(&encoded);
-    }
+    });
     (out, overflow)
 }
 
@@ -185,8 +248,28 @@ mod tests {
     fn transpose_of_a_dense_kernel() {
         // (in=2, out=3) -> (3, 2)
         let k = f32_bytes(&[1., 2., 3., 4., 5., 6.]);
-        let t = apply(k, &[2, 3], 4, &[Step::Permute(vec![1, 0])]);
+        let t = apply(&k, &[2, 3], 4, &[Step::Permute(vec![1, 0])], Vec::new());
         assert_eq!(f32_values(&t), [1., 4., 2., 5., 3., 6.]);
+    }
+
+    #[test]
+    fn tiled_transpose_matches_the_general_one() {
+        let (rows, cols) = (70, 131);
+        let values: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
+        let tiled = apply(
+            &f32_bytes(&values),
+            &[rows, cols],
+            4,
+            &[Step::Permute(vec![1, 0])],
+            vec![7; 3],
+        );
+        let general = apply_typed::<4>(
+            &f32_bytes(&values),
+            &[rows, cols],
+            &[Step::Permute(vec![1, 0])],
+        );
+        assert_eq!(tiled, general);
+        assert_eq!(f32_values(&tiled)[1], cols as f32);
     }
 
     #[test]
@@ -198,7 +281,7 @@ mod tests {
             order: vec![1, 0, 2],
         }];
         assert_eq!(
-            f32_values(&apply(b, &[6], 4, &steps)),
+            f32_values(&apply(&b, &[6], 4, &steps, Vec::new())),
             [3., 4., 1., 2., 5., 6.]
         );
     }
@@ -212,7 +295,13 @@ mod tests {
             Step::Reshape(vec![4, 1, 1, 2]),
         ];
         assert_eq!(shape_after(&[1, 2, 2, 2], &steps), [4, 1, 1, 2]);
-        let out = f32_values(&apply(f32_bytes(&values), &[1, 2, 2, 2], 4, &steps));
+        let out = f32_values(&apply(
+            &f32_bytes(&values),
+            &[1, 2, 2, 2],
+            4,
+            &steps,
+            Vec::new(),
+        ));
         // element [c*m + j, 0, 0, w] = kernel[0, w, c, j] = index w*4 + c*2 + j
         assert_eq!(out, [0., 4., 1., 5., 2., 6., 3., 7.]);
     }
@@ -221,7 +310,7 @@ mod tests {
     fn flipping_spatial_axes() {
         // (2, 2, 1, 1) kernel [[a, b], [c, d]] -> [[d, c], [b, a]]
         let k = f32_bytes(&[1., 2., 3., 4.]);
-        let out = apply(k, &[2, 2, 1, 1], 4, &[Step::Flip(vec![0, 1])]);
+        let out = apply(&k, &[2, 2, 1, 1], 4, &[Step::Flip(vec![0, 1])], Vec::new());
         assert_eq!(f32_values(&out), [4., 3., 2., 1.]);
     }
 
@@ -230,7 +319,10 @@ mod tests {
         let b = f32_bytes(&[1., 2., 3., 4.]);
         let steps = [Step::Select { axis: 0, index: 1 }];
         assert_eq!(shape_after(&[2, 2], &steps), [2]);
-        assert_eq!(f32_values(&apply(b, &[2, 2], 4, &steps)), [3., 4.]);
+        assert_eq!(
+            f32_values(&apply(&b, &[2, 2], 4, &steps, Vec::new())),
+            [3., 4.]
+        );
     }
 
     #[test]

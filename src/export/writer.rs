@@ -32,6 +32,10 @@ use crate::model::Model;
 /// The largest header the safetensors format allows (as the crate checks on read).
 pub const MAX_HEADER_BYTES: usize = 100_000_000;
 
+/// Tensors this large are copied file to file by the kernel; smaller ones
+/// go through the write buffer, where a system call each would cost more.
+const KERNEL_COPY_MIN_BYTES: u64 = 1 << 20;
+
 /// Name of the single output file, and of the index, in a sharded save.
 pub const SINGLE_SHARD: &str = "model.safetensors";
 pub const SHARD_INDEX: &str = "model.safetensors.index.json";
@@ -136,7 +140,11 @@ pub fn write(
     // The renames themselves are durable once the folder is synced.
     #[cfg(unix)]
     if let Some(dir) = files.first().and_then(|f| f.parent()) {
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         if let Ok(handle) = std::fs::File::open(dir) {
             let _ = handle.sync_all();
         }
@@ -235,14 +243,20 @@ fn write_one(
     std::thread::scope(|scope| -> Result<()> {
         // One built tensor waits while another is written: two in memory at most.
         let (sender, receiver) = sync_channel::<Chunk>(1);
+        // Written buffers come back to be filled again.
+        let (recycle, recycled) = std::sync::mpsc::channel::<Vec<u8>>();
         let order_for_builder = order.clone();
         scope.spawn(move || {
+            let mut scratch = Scratch::default();
             for i in order_for_builder {
                 let tensor = &plan.tensors[i];
                 let chunk = if tensor.is_verbatim() {
                     Chunk::Stream(i)
                 } else {
-                    match build(model, tensor) {
+                    if let Ok(spare) = recycled.try_recv() {
+                        scratch.spare = spare;
+                    }
+                    match build(model, tensor, &mut scratch) {
                         Ok((bytes, overflow)) => Chunk::Built(i, bytes, overflow),
                         Err(e) => Chunk::Failed(i, e),
                     }
@@ -262,16 +276,8 @@ fn write_one(
             let (i, result) = match chunk {
                 Chunk::Stream(i) => {
                     let tensor = &plan.tensors[i];
-                    let Source::Stored { file, location, .. } = &tensor.source else {
-                        unreachable!("only stored tensors stream");
-                    };
-                    let mut written = 0u64;
-                    let result = model
-                        .copy_weight_data(*file, location, &mut out, &mut buf, &mut |n| {
-                            written += n;
-                            progress(n);
-                        })
-                        .and_then(|_| check_len(tensor, written));
+                    let result =
+                        stream_tensor(model, tensor, &mut out, temp.as_file(), &mut buf, progress);
                     (i, result)
                 }
                 Chunk::Built(i, bytes, overflow) => {
@@ -286,6 +292,7 @@ fn write_one(
                     let result =
                         check_len(tensor, bytes.len() as u64).and_then(|_| out.write_all(&bytes));
                     progress(bytes.len() as u64);
+                    let _ = recycle.send(bytes);
                     (i, result)
                 }
                 Chunk::Failed(i, e) => (i, Err(e)),
@@ -305,6 +312,39 @@ fn write_one(
     })?;
     temp.as_file().sync_all().map_err(|e| fail(e.into()))?;
     Ok(temp)
+}
+
+/// Copies one stored tensor into the output: file to file through the
+/// kernel where it can (big tensors), else through `buf`.
+fn stream_tensor(
+    model: &Model,
+    tensor: &PlannedTensor,
+    out: &mut Stoppable<BufWriter<&std::fs::File>>,
+    raw_out: &std::fs::File,
+    buf: &mut [u8],
+    progress: &mut dyn FnMut(u64),
+) -> std::io::Result<()> {
+    let Source::Stored { file, location, .. } = &tensor.source else {
+        unreachable!("only stored tensors stream");
+    };
+    let file = *file;
+    if tensor.byte_len >= KERNEL_COPY_MIN_BYTES {
+        if cancel::requested() {
+            return Err(cancel::interrupted());
+        }
+        // The buffered bytes must reach the file before the kernel appends.
+        out.flush()?;
+        if model.copy_weight_to_file(file, location, raw_out)? {
+            progress(tensor.byte_len);
+            return Ok(());
+        }
+    }
+    let mut written = 0u64;
+    model.copy_weight_data(file, location, out, buf, &mut |n| {
+        written += n;
+        progress(n);
+    })?;
+    check_len(tensor, written)
 }
 
 /// A pause between tensors, only when the environment asks for it, so that
@@ -338,7 +378,23 @@ fn check_len(tensor: &PlannedTensor, written: u64) -> std::io::Result<()> {
 
 /// Builds a tensor that changes on the way out: reads it whole, moves its
 /// axes, casts it.
-pub(crate) fn build(model: &Model, tensor: &PlannedTensor) -> std::io::Result<(Vec<u8>, u64)> {
+/// Allocations kept from one built tensor to the next: a 256 MiB kernel
+/// costs page faults the first time only.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    input: Vec<u8>,
+    /// An output buffer the writer has finished with.
+    pub spare: Vec<u8>,
+}
+
+/// Builds a tensor that changes on the way out: reads it whole, moves its
+/// axes, casts it.
+pub(crate) fn build(
+    model: &Model,
+    tensor: &PlannedTensor,
+    scratch: &mut Scratch,
+) -> std::io::Result<(Vec<u8>, u64)> {
+    let spare = std::mem::take(&mut scratch.spare);
     match &tensor.source {
         Source::Stored {
             file,
@@ -346,25 +402,34 @@ pub(crate) fn build(model: &Model, tensor: &PlannedTensor) -> std::io::Result<(V
             dtype,
             shape,
         } => {
-            let mut bytes = Vec::new();
-            let mut buf = vec![0u8; h5::COPY_BUFFER_BYTES.min(1 << 16)];
-            model.copy_weight_data(*file, location, &mut bytes, &mut buf, &mut |_| {})?;
-            let expected: u64 =
-                shape.iter().map(|&d| d as u64).product::<u64>() * dtype.size() as u64;
-            if bytes.len() as u64 != expected {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!(
-                        "read {} bytes where its shape needs {expected}",
-                        bytes.len()
-                    ),
-                ));
+            let expected = shape.iter().map(|&d| d as u64).product::<u64>() * dtype.size() as u64;
+            let input = &mut scratch.input;
+            // One read where the data is one run; else the general copy.
+            input.resize(expected as usize, 0);
+            if !model.read_weight_at(*file, location, 0, input)? {
+                input.clear();
+                let mut buf = vec![0u8; h5::COPY_BUFFER_BYTES.min(1 << 16)];
+                model.copy_weight_data(*file, location, input, &mut buf, &mut |_| {})?;
+                if input.len() as u64 != expected {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "read {} bytes where its shape needs {expected}",
+                            input.len()
+                        ),
+                    ));
+                }
             }
-            let moved = transform::apply(bytes, shape, dtype.size(), &tensor.steps);
             if *dtype == tensor.dtype {
-                Ok((moved, 0))
+                Ok((
+                    transform::apply(input, shape, dtype.size(), &tensor.steps, spare),
+                    0,
+                ))
+            } else if tensor.steps.is_empty() {
+                Ok(transform::cast_into(input, *dtype, tensor.dtype, spare))
             } else {
-                Ok(transform::cast(&moved, *dtype, tensor.dtype))
+                let moved = transform::apply(input, shape, dtype.size(), &tensor.steps, Vec::new());
+                Ok(transform::cast_into(&moved, *dtype, tensor.dtype, spare))
             }
         }
         Source::Fill(value) => {
