@@ -125,3 +125,36 @@ pub fn stderr(out: &Output) -> String {
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Converts `input` into a fresh folder and checks the failure: exit 1, one
+/// line on stderr that starts `error: `, names the file and contains
+/// `expect`, no panic, nothing written; `inspect` fails cleanly too.
+pub fn assert_clean_failure(input: &Path, expect: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.safetensors");
+    let out = run(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{}: {err}", input.display());
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(
+        err.contains(&input.display().to_string()),
+        "names the file: {err}"
+    );
+    assert!(err.contains(expect), "expected `{expect}` in: {err}");
+    let left: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    let inspect = run(&["inspect", input.to_str().unwrap()]);
+    assert_eq!(inspect.status.code(), Some(1));
+    assert!(!stderr(&inspect).contains("panicked"));
+}
