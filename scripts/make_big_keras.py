@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Write a large synthetic Keras 2 weights-only HDF5 file for benchmarks.
+
+Usage:
+    make_big_keras.py OUT.h5 [--gb 2.16] [--dense N] [--dim D] [--bn M] [--bn-size S]
+
+Needs: pip install h5py numpy   (run it with ${PYTHON:-python3})
+
+The layout is the one tf-keras's `model.save_weights("x.h5")` writes (compare
+with fixtures/classic_conv2d_weights.h5): root attributes `layer_names`
+(variable-length ASCII strings), `backend`, `keras_version`; one group per
+layer with a `weight_names` attribute (`dense/kernel:0`, ...); each weight a
+contiguous little-endian float32 dataset at `<layer>/<layer>/kernel:0`; and a
+`top_level_model_weights` group with an empty float64 `weight_names` array.
+
+Layers, in this order: N Dense layers (`dense`, `dense_1`, ...) with a DxD
+kernel and a D bias, then M BatchNormalization layers (`batch_normalization`,
+`batch_normalization_1`, ...) with gamma, beta, moving_mean and
+moving_variance of S elements each. Default: 8 Dense 8192x8192 + 1000 BN of
+64, about 2.16 GB. `--gb` picks N (when --dense is not given) so that the
+Dense kernels fill about that many gigabytes (10^9 bytes).
+
+Content is a formula, so a test can compute the expected bytes at any
+offset without reading the input. Datasets are numbered t = 0, 1, 2, ... in
+the order they are written (dense kernel, dense bias, dense_1 kernel, ...);
+element i (C order) of dataset t is the float32 whose bit pattern is
+
+    0x30000000 | ((i * 2654435761 + t * 40503) mod 2^28)
+
+a positive normal number in [2^-31, 2): no NaN, Inf, zero or subnormal, and
+all elements of a dataset (up to 2^28 of them) are distinct, so a shifted or
+misplaced copy is caught by any sample. It is generated in chunks of at most
+16 MiB, so memory stays small whatever the file size.
+
+Next to OUT.h5 it writes OUT.h5.json: the formula, the file size, and each
+dataset's name, shape, id t and byte offset in the file (from h5py), which
+tests/large_file.rs uses.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+try:
+    import h5py
+    import numpy as np
+except ImportError as e:  # pragma: no cover
+    sys.exit(f"make_big_keras.py needs h5py and numpy (pip install h5py numpy): {e}")
+
+MULT = 2654435761
+STEP = 40503
+MASK = (1 << 28) - 1
+BASE = 0x30000000
+CHUNK_ELEMENTS = 4 << 20  # 16 MiB of float32
+
+
+def formula_chunk(t, start, stop):
+    """Elements start..stop of dataset t, as float32."""
+    i = np.arange(start, stop, dtype=np.uint64)
+    bits = ((i * np.uint64(MULT) + np.uint64(t * STEP)) & np.uint64(MASK)) | np.uint64(BASE)
+    return bits.astype("<u4").view("<f4")
+
+
+def write_dataset(group, name, shape, t):
+    ds = group.create_dataset(name, shape=shape, dtype="<f4")  # contiguous, no filters
+    count = int(np.prod(shape))
+    if len(shape) == 1:
+        ds[...] = formula_chunk(t, 0, count)
+        return ds
+    row = int(np.prod(shape[1:]))
+    rows_per_chunk = max(1, CHUNK_ELEMENTS // row)
+    for r0 in range(0, shape[0], rows_per_chunk):
+        r1 = min(shape[0], r0 + rows_per_chunk)
+        ds[r0:r1] = formula_chunk(t, r0 * row, r1 * row).reshape((r1 - r0,) + tuple(shape[1:]))
+    return ds
+
+
+def layer_name(base, k):
+    return base if k == 0 else f"{base}_{k}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("out")
+    ap.add_argument("--gb", type=float, default=2.16, help="approximate size in 10^9 bytes (sets --dense)")
+    ap.add_argument("--dense", type=int, default=None, help="number of Dense layers")
+    ap.add_argument("--dim", type=int, default=8192, help="Dense kernels are DIM x DIM")
+    ap.add_argument("--bn", type=int, default=1000, help="number of BatchNormalization layers")
+    ap.add_argument("--bn-size", type=int, default=64, help="elements per BatchNormalization weight")
+    args = ap.parse_args()
+
+    dense = args.dense
+    if dense is None:
+        dense = max(1, round(args.gb * 1e9 / (args.dim * args.dim * 4)))
+
+    layers = []  # (layer name, [(weight label, shape)])
+    for k in range(dense):
+        layers.append((layer_name("dense", k), [("kernel", (args.dim, args.dim)), ("bias", (args.dim,))]))
+    for k in range(args.bn):
+        labels = ["gamma", "beta", "moving_mean", "moving_variance"]
+        layers.append((layer_name("batch_normalization", k), [(w, (args.bn_size,)) for w in labels]))
+
+    started = time.time()
+    tmp = args.out + ".part"
+    listing = []
+    with h5py.File(tmp, "w") as f:
+        # As tf-keras writes them: bytes, which h5py stores as variable-length ASCII.
+        f.attrs["layer_names"] = [name.encode("utf8") for name, _ in layers]
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.21.0"
+        t = 0
+        for name, weights in layers:
+            g = f.create_group(name)
+            g.attrs["weight_names"] = [f"{name}/{w}:0".encode("utf8") for w, _ in weights]
+            for w, shape in weights:
+                ds = write_dataset(g, f"{name}/{w}:0", shape, t)
+                listing.append(
+                    {
+                        "dataset": f"{name}/{name}/{w}:0",
+                        "name": f"{name}/{w}",
+                        "shape": list(shape),
+                        "dtype": "F32",
+                        "id": t,
+                        "offset": ds.id.get_offset(),
+                    }
+                )
+                t += 1
+        top = f.create_group("top_level_model_weights")
+        top.attrs["weight_names"] = np.array([], dtype=np.float64)
+    os.replace(tmp, args.out)
+    size = os.path.getsize(args.out)
+    meta = {
+        "generator": "scripts/make_big_keras.py",
+        "formula": "f32::from_bits(0x30000000 | ((i * 2654435761 + id * 40503) mod 2^28))",
+        "file_size": size,
+        "tensors": listing,
+    }
+    with open(args.out + ".json", "w") as fh:
+        json.dump(meta, fh, indent=1)
+    print(
+        f"wrote {args.out}: {size:,} bytes, {dense} Dense {args.dim}x{args.dim}, "
+        f"{args.bn} BatchNormalization, {len(listing)} datasets in {time.time() - started:.1f} s",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    main()
