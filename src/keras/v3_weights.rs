@@ -355,17 +355,29 @@ impl Reader<'_, '_> {
                     if inner_class.is_none() {
                         (inner_class, inner) = wrapped("layer");
                     }
+                    // The wrapped layer's own name without a direction:
+                    // configs say `lstm` (tf-keras) or `forward_lstm` /
+                    // `backward_lstm` (Keras 3).
                     let base = inner
                         .as_ref()
                         .and_then(|c| c.get("name"))
                         .and_then(Value::as_str)
-                        .map(|n| n.strip_prefix("forward_").unwrap_or(n).to_string());
+                        .map(|n| without_direction(n).to_string());
+                    let inner_class = inner_class.or_else(|| self.guess_wrapped(&child));
+                    // Keras names the halves `forward_<layer>`: without a name
+                    // or config, the layer's class in snake case is its
+                    // default name.
+                    let base = base.or_else(|| {
+                        inner_class
+                            .as_deref()
+                            .filter(|c| *c != "RNN")
+                            .map(snake_case)
+                    });
                     let sub = self
                         .tree
                         .recorded_name(&child)
                         .or_else(|| base.map(|b| format!("{direction}_{b}")))
                         .unwrap_or_else(|| key.to_string());
-                    let inner_class = inner_class.or_else(|| self.guess_wrapped(&child));
                     for mut w in self.object_weights(
                         &child,
                         inner_class.as_deref(),
@@ -419,21 +431,46 @@ impl Reader<'_, '_> {
     /// `forward_lstm`), and only RNNs keep their variables in a cell.
     fn guess_wrapped(&self, object: &str) -> Option<String> {
         let named = self.tree.recorded_name(object).and_then(|name| {
-            let base = name
-                .strip_prefix("forward_")
-                .or_else(|| name.strip_prefix("backward_"))
-                .unwrap_or(&name)
-                .to_string();
+            let base = without_direction(&name).to_string();
             class_from_object_key(&base)
         });
         named.map(str::to_string).or_else(|| self.guess_rnn(object))
     }
 
-    /// An RNN object whose class the file does not record.
+    /// An RNN object whose class the file does not record: LSTM, GRU or
+    /// SimpleRNN by how many gates wide its cell's kernel is.
     fn guess_rnn(&self, object: &str) -> Option<String> {
-        self.tree
-            .has(&format!("{object}/cell"))
-            .then(|| "RNN".to_string())
+        let cell = format!("{object}/cell");
+        if !self.tree.has(&cell) {
+            return None;
+        }
+        let shapes: Vec<Vec<usize>> = self
+            .tree
+            .vars(&cell)
+            .iter()
+            .take(2)
+            .filter_map(|(name, file)| {
+                let dataset = format!("{cell}/vars/{name}");
+                self.tree.files[*file]
+                    .dataset(&dataset)
+                    .ok()
+                    .map(|d| d.shape)
+            })
+            .collect();
+        let class = match shapes.as_slice() {
+            [kernel, recurrent, ..]
+                if kernel.len() == 2 && recurrent.len() == 2 && recurrent[0] > 0 =>
+            {
+                match kernel[1] / recurrent[0] {
+                    4 => "LSTM",
+                    3 => "GRU",
+                    1 => "SimpleRNN",
+                    _ => "RNN",
+                }
+            }
+            _ => "RNN",
+        };
+        Some(class.to_string())
     }
 
     /// Labels the variables of one `vars` group from the class's table.
@@ -525,6 +562,13 @@ impl Reader<'_, '_> {
             location: info.location,
         })
     }
+}
+
+/// A Bidirectional half's name without its direction (`forward_lstm` → `lstm`).
+fn without_direction(name: &str) -> &str {
+    name.strip_prefix("forward_")
+        .or_else(|| name.strip_prefix("backward_"))
+        .unwrap_or(name)
 }
 
 /// The class an object key names (`separable_conv2d_4` → `SeparableConv2D`),

@@ -18,8 +18,9 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 /// Every Keras fixture that has an expected-values file in the common
-/// schema, with that file parsed: the fixtures folder and its `numerics/`
-/// and `old_keras/` folders (Keras 0.x files have a schema of their own).
+/// schema, with that file parsed: the fixtures folder and its `numerics/`,
+/// `old_keras/` and `older_keras3/` folders (Keras 0.x files have a schema
+/// of their own).
 pub fn keras_fixtures() -> Vec<(PathBuf, Value)> {
     let mut out = Vec::new();
     for dir in [
