@@ -378,6 +378,15 @@ impl File {
             .iter()
             .map(|&d| usize::try_from(d).map_err(|_| H5Error(format!("dimension {d} too large"))))
             .collect::<Result<Vec<usize>>>()?;
+        // Every later size computation multiplies these dimensions: refuse
+        // a shape whose element count does not fit in 64 bits (only a
+        // crafted file has one, often with a zero dimension hiding it).
+        shape
+            .iter()
+            .filter(|&&d| d != 0)
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+            .and_then(|n| n.checked_mul(16))
+            .ok_or_else(|| H5Error(format!("dataset {path} has an impossible shape {shape:?}")))?;
         let element = element_of(ds.dtype());
         let dtype_attr = ds
             .attribute("dtype")
