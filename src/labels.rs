@@ -210,7 +210,9 @@ pub fn guess_class(weights: &[(String, Vec<usize>)]) -> Option<&'static str> {
             }
         }
         Guess::Gates(gates) => match (shape_of("kernel"), shape_of("recurrent_kernel")) {
-            (Some(k), Some(r)) if k.len() == 2 && r.len() == 2 => k[1] == gates * r[0],
+            (Some(k), Some(r)) if k.len() == 2 && r.len() == 2 => {
+                r[0].checked_mul(gates) == Some(k[1])
+            }
             _ => false,
         },
     };

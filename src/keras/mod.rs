@@ -353,7 +353,9 @@ pub(crate) fn weight_dtype(
         Element::Float { size: 2 } => Dtype::F16,
         Element::Float { size: 4 } => Dtype::F32,
         Element::Float { size: 8 } => Dtype::F64,
-        Element::Float { size } => return Err(unsupported(format!("{}-bit float", size * 8))),
+        Element::Float { size } => {
+            return Err(unsupported(format!("{}-bit float", u32::from(*size) * 8)))
+        }
         Element::Int { size, signed } => match (size, signed) {
             (1, true) => Dtype::I8,
             (2, true) => Dtype::I16,
@@ -363,7 +365,7 @@ pub(crate) fn weight_dtype(
             (2, false) => Dtype::U16,
             (4, false) => Dtype::U32,
             (8, false) => Dtype::U64,
-            _ => return Err(unsupported(format!("{}-bit integer", size * 8))),
+            _ => return Err(unsupported(format!("{}-bit integer", u32::from(*size) * 8))),
         },
         Element::Bool => Dtype::Bool,
         // Keras writes bfloat16 as 2-byte opaque data: Keras 3 adds a
