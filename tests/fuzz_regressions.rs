@@ -189,7 +189,8 @@ macro_rules! regression {
 // input; the fuzzer had not reached it): `inspect` guesses the class of a
 // layer with `kernel` and `recurrent_kernel`, and src/labels.rs:213
 // (`k[1] == gates * r[0]`) overflows on an empty `recurrent_kernel` of shape
-// [2^62, 0]. Panics in debug builds; wraps silently in release.
+// [2^62, 0]. Panicked in debug builds; wrapped silently in release (a wrong
+// guess). Passes since 355db74 (`checked_mul`).
 regression!(
     inspect_guess_class_gates_overflow,
     Target::SafetensorsReader,
@@ -253,7 +254,8 @@ regression!(
 // `dtype_zoo/empty:0` changed from 4 to 32 bytes). The error message for an
 // unsupported float size, src/keras/mod.rs:356 (`size * 8` on a u8), overflows
 // in debug builds; release builds say "0-bit float". The integer arm a few
-// lines below (`{}-bit integer`, `size * 8`) has the same overflow.
+// lines below (`{}-bit integer`, `size * 8`) had the same overflow. Passes
+// since 355db74 (both widen to u32 first).
 regression!(
     unsupported_float_size_message_overflow,
     Target::KerasFile,
