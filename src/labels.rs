@@ -160,22 +160,40 @@ pub fn table(class: &str) -> Option<&'static [Slot]> {
     TABLES.iter().find(|t| t.class == class).map(|t| t.slots)
 }
 
-/// Every list of labels a table allows, one per on/off choice of its flags.
-fn label_lists(slots: &[Slot]) -> Vec<Vec<&'static str>> {
-    let mut flags: Vec<&str> = slots.iter().filter_map(|s| s.flag).collect();
-    flags.sort_unstable();
-    flags.dedup();
-    (0u32..(1 << flags.len()))
+/// The items present under every on/off choice of the flags that `fixed`
+/// does not settle (flags are true by default in Keras, so a settled flag
+/// is its config value).
+fn flag_choices<T>(
+    items: &[T],
+    flag_of: impl Fn(&T) -> Option<&'static str>,
+    fixed: impl Fn(&str) -> Option<bool>,
+) -> Vec<Vec<&T>> {
+    let mut open: Vec<&str> = items
+        .iter()
+        .filter_map(&flag_of)
+        .filter(|f| fixed(f).is_none())
+        .collect();
+    open.sort_unstable();
+    open.dedup();
+    (0u32..(1 << open.len()))
         .map(|mask| {
-            slots
+            let is_on = |flag: &str| match fixed(flag) {
+                Some(v) => v,
+                None => mask & (1 << open.iter().position(|f| *f == flag).unwrap_or(0)) != 0,
+            };
+            items
                 .iter()
-                .filter(|s| match s.flag {
-                    None => true,
-                    Some(f) => mask & (1 << flags.iter().position(|x| *x == f).unwrap_or(0)) != 0,
-                })
-                .map(|s| s.label)
+                .filter(|item| flag_of(item).is_none_or(is_on))
                 .collect()
         })
+        .collect()
+}
+
+/// Every list of labels a table allows, one per on/off choice of its flags.
+fn label_lists(slots: &[Slot]) -> Vec<Vec<&'static str>> {
+    flag_choices(slots, |s| s.flag, |_| None)
+        .into_iter()
+        .map(|present| present.iter().map(|s| s.label).collect())
         .collect()
 }
 
@@ -288,31 +306,18 @@ pub fn by_position(
     count: usize,
 ) -> Option<Vec<Option<PositionalLabel>>> {
     let slots = slots_of(class, config)?;
-    let mut flags: Vec<&str> = slots.iter().filter_map(|(_, s)| s.flag).collect();
-    flags.sort_unstable();
-    flags.dedup();
     let flag_value = |flag: &str| -> Option<bool> { config?.get(flag)?.as_bool() };
-    // Try every on/off combination of the flags the config does not settle.
-    let open: Vec<&str> = flags
-        .iter()
-        .copied()
-        .filter(|f| flag_value(f).is_none())
+    // Every on/off combination of the flags the config does not settle.
+    let candidates: Vec<Vec<PositionalLabel>> = flag_choices(&slots, |(_, s)| s.flag, flag_value)
+        .into_iter()
+        .filter(|present| present.len() == count)
+        .map(|present| {
+            present
+                .iter()
+                .map(|(prefix, s)| split_label(prefix, s.label))
+                .collect()
+        })
         .collect();
-    let mut candidates: Vec<Vec<PositionalLabel>> = Vec::new();
-    for mask in 0u32..(1 << open.len()) {
-        let is_on = |flag: &str| match flag_value(flag) {
-            Some(v) => v,
-            None => mask & (1 << open.iter().position(|f| *f == flag).unwrap_or(0)) != 0,
-        };
-        let present: Vec<PositionalLabel> = slots
-            .iter()
-            .filter(|(_, s)| s.flag.is_none_or(is_on))
-            .map(|(prefix, s)| split_label(prefix, s.label))
-            .collect();
-        if present.len() == count {
-            candidates.push(present);
-        }
-    }
     let first = candidates.first()?;
     Some(
         (0..count)
