@@ -131,7 +131,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         }
     }
     if args.dry_run {
-        return dry_run(&jobs, batch);
+        return dry_run(jobs, batch);
     }
 
     let total: u64 = jobs
@@ -142,19 +142,18 @@ pub fn run(args: Args) -> Result<Outcome> {
     let bar =
         (!args.quiet && !args.json && std::io::stderr().is_terminal()).then(|| progress_bar(total));
     let bar = Mutex::new(bar);
-    let results = parallel_map(jobs.len(), |i| {
+    // Inputs that failed to open are not written; their error is taken
+    // from the job below.
+    let written = parallel_map(jobs.len(), |i| {
         let job = &jobs[i];
-        let outcome = match &job.prepared {
-            Ok((model, plan)) => export::write(plan, model, &job.output, &write, &mut |n| {
-                if let Ok(guard) = bar.lock() {
-                    if let Some(bar) = guard.as_ref() {
-                        bar.inc(n);
-                    }
+        let (model, plan) = job.prepared.as_ref().ok()?;
+        Some(export::write(plan, model, &job.output, &write, &mut |n| {
+            if let Ok(guard) = bar.lock() {
+                if let Some(bar) = guard.as_ref() {
+                    bar.inc(n);
                 }
-            }),
-            Err(e) => Err(Error::new(e.path.clone(), clone_kind(&e.kind))),
-        };
-        (job, outcome)
+            }
+        }))
     });
     if let Ok(guard) = bar.lock() {
         if let Some(bar) = guard.as_ref() {
@@ -164,7 +163,12 @@ pub fn run(args: Args) -> Result<Outcome> {
 
     let mut reports = Vec::new();
     let mut failures = Vec::new();
-    for (job, outcome) in results {
+    for (job, written) in jobs.into_iter().zip(written) {
+        let outcome = match (written, job.prepared) {
+            (Some(outcome), _) => outcome,
+            (None, Err(e)) => Err(e),
+            (None, Ok(_)) => unreachable!("every prepared job is written"),
+        };
         let mut report = Converted {
             input: job.input.display().to_string(),
             output: job.output.display().to_string(),
@@ -234,16 +238,11 @@ fn prepare(
     Ok((model, plan))
 }
 
-/// An error kind again, for reporting a failure seen while preparing.
-fn clone_kind(kind: &ErrorKind) -> ErrorKind {
-    ErrorKind::Unsupported(kind.to_string())
-}
-
-fn dry_run(jobs: &[Job], batch: bool) -> Result<Outcome> {
+fn dry_run(jobs: Vec<Job>, batch: bool) -> Result<Outcome> {
     let mut text = String::new();
     let mut failed = None;
     for job in jobs {
-        match &job.prepared {
+        match job.prepared {
             Ok((_, plan)) => {
                 if batch {
                     text.push_str(&format!(
@@ -262,7 +261,7 @@ fn dry_run(jobs: &[Job], batch: bool) -> Result<Outcome> {
                     ));
                 }
             }
-            Err(e) => failed = Some(Error::new(e.path.clone(), clone_kind(&e.kind))),
+            Err(e) => failed = Some(e),
         }
     }
     print_out(&text)?;
