@@ -47,6 +47,13 @@ pub enum ErrorKind {
         first: String,
         second: String,
     },
+    /// A dataset of the input that no reader claimed and nothing set aside:
+    /// writing the rest would drop it silently.
+    #[error("not every array would be written: {0}")]
+    Unclaimed(String),
+    /// Nothing would be written: every tensor was skipped or filtered out.
+    #[error("no tensor to write: {0}")]
+    NothingToWrite(String),
     /// The output file is there already and `--force` was not given.
     #[error("output exists already (pass --force to overwrite it)")]
     OutputExists,

@@ -73,6 +73,8 @@ pub struct File {
     h5: Hdf5File,
     bytes: Bytes,
     len: u64,
+    /// Every dataset's absolute path, found by [`File::refuse_links`]'s walk.
+    datasets: std::sync::OnceLock<Vec<String>>,
 }
 
 /// Where an HDF5 file's bytes are: a file on disk, or a window of one (a
@@ -219,7 +221,12 @@ impl File {
                 "it has {len} bytes but its HDF5 header says {claimed} (cut short?)"
             )));
         }
-        Ok(File { h5, bytes, len })
+        Ok(File {
+            h5,
+            bytes,
+            len,
+            datasets: std::sync::OnceLock::new(),
+        })
     }
 
     pub fn root(&self) -> Result<Group> {
@@ -236,10 +243,29 @@ impl File {
     }
 
     /// Walks every group and refuses soft and external links and objects
-    /// reached twice (see [`File::check_links`]).
+    /// reached twice (see [`File::check_links`]); notes the path of every
+    /// dataset on the way, for [`File::dataset_paths`].
     pub fn refuse_links(&self) -> Result<()> {
         let mut seen = std::collections::HashSet::new();
-        self.refuse_links_below(&self.root()?, "", 0, &mut seen)
+        let mut datasets = Vec::new();
+        self.refuse_links_below(&self.root()?, "", 0, &mut seen, &mut datasets)?;
+        let _ = self.datasets.set(datasets);
+        Ok(())
+    }
+
+    /// The absolute path of every dataset in the file (walking the file
+    /// first if [`File::refuse_links`] has not).
+    pub fn dataset_paths(&self) -> Result<&[String]> {
+        if self.datasets.get().is_none() {
+            self.refuse_links()?;
+        }
+        Ok(self.datasets.get().map(Vec::as_slice).unwrap_or_default())
+    }
+
+    /// The address of a dataset's object header: two paths with the same
+    /// address are two links to one dataset.
+    pub fn dataset_address(&self, path: &str) -> Result<u64> {
+        Ok(self.h5.dataset(path)?.address())
     }
 
     fn refuse_links_below(
@@ -248,6 +274,7 @@ impl File {
         path: &str,
         depth: usize,
         seen: &mut std::collections::HashSet<u64>,
+        datasets: &mut Vec<String>,
     ) -> Result<()> {
         if depth > MAX_GROUP_DEPTH {
             return Err(H5Error(format!(
@@ -260,10 +287,11 @@ impl File {
             )));
         }
         self.check_links(group, path)?;
-        let (groups, _) = group.member_names()?;
+        let (groups, members) = group.member_names()?;
+        datasets.extend(members.iter().map(|name| format!("{path}/{name}")));
         for name in groups {
             let child = group.group(&name)?;
-            self.refuse_links_below(&child, &format!("{path}/{name}"), depth + 1, seen)?;
+            self.refuse_links_below(&child, &format!("{path}/{name}"), depth + 1, seen, datasets)?;
         }
         Ok(())
     }

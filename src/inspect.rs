@@ -9,12 +9,12 @@ use serde::Serialize;
 
 use crate::dtype::Dtype;
 use crate::error::Result;
-use crate::export::plan::PlanOptions;
+use crate::export::plan::{skip_reasons, PlanOptions};
 use crate::export::plan::{tensor_name, Layout, LAYER_CLASSES_KEY, LAYOUT_KEY, OPTIMIZER_PREFIX};
 use crate::json_order::ordered_object;
 use crate::keras::{self, FileKind, ReadOptions};
 use crate::labels;
-use crate::model::{Layer, Model, Weight};
+use crate::model::{Layer, Model, Skipped, Weight};
 use crate::safetensors_file::{SafetensorsSet, INDEX_SUFFIX};
 use crate::stats::Stats;
 use crate::tensors::{read_error, TensorFile};
@@ -37,6 +37,8 @@ pub struct Summary {
     pub layers: Vec<LayerSummary>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub optimizer: Vec<WeightSummary>,
+    /// Datasets of the input that `convert` does not write, with why.
+    pub skipped: Vec<Skipped>,
     pub notes: Vec<String>,
 }
 
@@ -176,6 +178,7 @@ pub fn summarize_model(path: &Path, model: &Model) -> Summary {
             .iter()
             .map(|w| weight_summary(&optimizer_path, w))
             .collect(),
+        skipped: model.skipped.clone(),
         notes: model.notes.clone(),
     }
 }
@@ -312,6 +315,7 @@ pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
         total_bytes,
         layers,
         optimizer,
+        skipped: Vec::new(),
         notes,
     })
 }
@@ -425,6 +429,16 @@ pub fn render_table(s: &Summary) -> String {
         .collect();
     if !with_stats.is_empty() {
         out.push_str(&stats_table(&with_stats));
+    }
+    if !s.skipped.is_empty() {
+        let _ = writeln!(
+            out,
+            "Not written by convert: {} dataset(s)",
+            s.skipped.len()
+        );
+        for reason in skip_reasons(&s.skipped) {
+            let _ = writeln!(out, "  {reason}");
+        }
     }
     for note in &s.notes {
         let _ = writeln!(out, "note: {note}");

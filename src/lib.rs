@@ -20,6 +20,7 @@
 //! # Ok::<(), keras2safetensors::Error>(())
 //! ```
 
+pub mod accounting;
 pub mod cancel;
 pub mod compare;
 pub mod dtype;
@@ -66,5 +67,6 @@ pub fn convert_file(
     }
     let model = keras::open(input, &options.read)?;
     let plan = export::plan(&model, input, &options.plan)?;
+    export::plan::ensure_tensors(&plan, &model, input)?;
     export::write(&plan, &model, output, &options.write, progress)
 }

@@ -60,8 +60,33 @@ pub struct Model {
     pub optimizer: Vec<Weight>,
     /// Things a person should know about how the file was read.
     pub notes: Vec<String>,
+    /// Groups a reader leaves out on purpose, and why (optimizer state
+    /// that was not asked for): the accounting step skips every dataset
+    /// under them with that reason.
+    pub skipped_groups: Vec<SkippedGroup>,
+    /// Every dataset of the input that is not written, and why; filled by
+    /// the accounting step after reading ([`crate::accounting`]).
+    pub skipped: Vec<Skipped>,
     /// The HDF5 files the weight bytes are read from (several for shards).
     pub(crate) stores: Vec<h5::File>,
+}
+
+/// A group whose datasets a reader leaves out on purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedGroup {
+    pub file: usize,
+    /// Absolute HDF5 path of the group (`/optimizer_weights`).
+    pub group: String,
+    pub reason: String,
+}
+
+/// A dataset of the input that is not written.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Skipped {
+    /// Absolute HDF5 path of the dataset (in the weights member of a
+    /// `.keras` archive, or in one shard of a sharded save).
+    pub dataset: String,
+    pub reason: String,
 }
 
 /// One layer that holds weights.
@@ -91,6 +116,8 @@ pub struct Weight {
     pub shape: Vec<usize>,
     /// Which of the model's files holds the bytes, and where.
     pub file: usize,
+    /// The absolute HDF5 path of the dataset, for the accounting step.
+    pub dataset: String,
     pub location: h5::Location,
 }
 

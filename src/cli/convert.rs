@@ -128,6 +128,9 @@ pub fn run(args: Args) -> Result<Outcome> {
             for note in model.notes.iter().chain(&plan.notes) {
                 eprintln!("note: {}: {note}", job.input.display());
             }
+            for reason in export::plan::skip_reasons(&plan.skipped) {
+                eprintln!("note: {}: not written: {reason}", job.input.display());
+            }
         }
     }
     if args.dry_run {
@@ -235,6 +238,7 @@ fn prepare(
     }
     let model = open(input, read)?;
     let plan = export::plan(&model, input, plan_options)?;
+    export::plan::ensure_tensors(&plan, &model, input)?;
     Ok((model, plan))
 }
 

@@ -70,6 +70,12 @@ struct ReadArgs {
     /// weights stored by position get their labels.
     #[arg(long, value_name = "CONFIG_JSON")]
     config: Option<PathBuf>,
+    /// Write what was understood even when some datasets of the input
+    /// belong to no layer the reader knows; each is reported as skipped.
+    /// Without it such a file is refused, naming the first such dataset,
+    /// so that no array is ever dropped silently.
+    #[arg(long)]
+    allow_unclaimed: bool,
 }
 
 impl ReadArgs {
@@ -77,6 +83,7 @@ impl ReadArgs {
         ReadOptions {
             include_optimizer: self.include_optimizer,
             config: self.config.clone(),
+            allow_unclaimed: self.allow_unclaimed,
         }
     }
 }

@@ -15,13 +15,16 @@ use crate::export::pytorch::{self, TorchSource};
 use crate::export::transform::{self, Step};
 use crate::h5::Location;
 use crate::json_order::object_in_order;
-use crate::model::{Format, Layer, Model, Weight};
+use crate::model::{Format, Layer, Model, Skipped, Weight};
 
 /// The `__metadata__` key of the JSON object that maps layer paths to classes.
 pub const LAYER_CLASSES_KEY: &str = "layer_classes";
 
 /// The `__metadata__` key saying how names are joined (`keras` or `pytorch`).
 pub const LAYOUT_KEY: &str = "layout";
+
+/// The header key safetensors keeps for metadata: no tensor may have it.
+pub const RESERVED_NAME: &str = "__metadata__";
 
 /// Prefix of optimizer state in output names, apart from the model's layers.
 pub const OPTIMIZER_PREFIX: &str = "optimizer";
@@ -115,6 +118,9 @@ pub struct Plan {
     pub metadata: BTreeMap<String, String>,
     /// Things a person should know (layers skipped, ...).
     pub notes: Vec<String>,
+    /// Every dataset of the input that is not written, and why: what the
+    /// reader set aside ([`Model::skipped`]) and what the options leave out.
+    pub skipped: Vec<Skipped>,
 }
 
 impl Plan {
@@ -142,6 +148,8 @@ struct Draft {
     keras_name: String,
     /// Where the weight is in the file, for messages.
     origin: String,
+    /// The dataset it is read from; `None` for a filled-in tensor.
+    dataset: Option<String>,
     source: Source,
     source_dtype: Dtype,
     source_shape: Vec<usize>,
@@ -154,6 +162,7 @@ impl Draft {
             name,
             keras_name: tensor_name(layer_path, weight),
             origin: weight.stored_name.clone(),
+            dataset: Some(weight.dataset.clone()),
             source: Source::Stored {
                 file: weight.file,
                 location: weight.location.clone(),
@@ -181,11 +190,16 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
     }
     let mut drafts = Vec::new();
     let mut notes = Vec::new();
+    let mut skipped = model.skipped.clone();
     let mut torch_options: Vec<(String, Value)> = Vec::new();
     for layer in &model.layers {
         let path = layer.path_string();
         if options.skip.contains(&path) {
             notes.push(format!("layer `{path}` skipped (--skip)"));
+            skipped.extend(layer.weights.iter().map(|w| Skipped {
+                dataset: w.dataset.clone(),
+                reason: format!("layer `{path}` left out (--skip)"),
+            }));
             continue;
         }
         match options.layout {
@@ -240,7 +254,21 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
                 .as_ref()
                 .is_some_and(|re| re.is_match(&name))
         {
+            if let Some(dataset) = draft.dataset {
+                skipped.push(Skipped {
+                    dataset,
+                    reason: format!("`{name}` left out by --include/--exclude"),
+                });
+            }
             continue;
+        }
+        if name == RESERVED_NAME {
+            return Err(fail(ErrorKind::Unsupported(format!(
+                "weight `{}` would be written as a tensor named `{RESERVED_NAME}`, the key \
+                 safetensors reserves for metadata (every reader would reject the file); \
+                 give it another name with --rename",
+                draft.origin
+            ))));
         }
         if let Some(first) = seen.insert(name.clone(), draft.origin.clone()) {
             return Err(fail(ErrorKind::NameClash {
@@ -277,7 +305,46 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
         tensors,
         metadata,
         notes,
+        skipped,
     })
+}
+
+/// Refuses a plan that writes nothing: an empty output is never what a
+/// user asked for, and exit 0 would hide that the input held no weights
+/// we could read.
+pub fn ensure_tensors(plan: &Plan, model: &Model, source: &Path) -> Result<()> {
+    if !plan.tensors.is_empty() {
+        return Ok(());
+    }
+    let weights: usize =
+        model.layers.iter().map(|l| l.weights.len()).sum::<usize>() + model.optimizer.len();
+    let why = if weights > 0 {
+        format!("all {weights} weights were left out by --include, --exclude or --skip")
+    } else if plan.skipped.is_empty() {
+        "the file holds no weights".to_string()
+    } else {
+        format!(
+            "the file holds no model weights; its {} dataset(s) are all skipped ({})",
+            plan.skipped.len(),
+            skip_reasons(&plan.skipped).join("; ")
+        )
+    };
+    Err(Error::new(source, ErrorKind::NothingToWrite(why)))
+}
+
+/// Each distinct skip reason with how many datasets it covers, in first-seen order.
+pub fn skip_reasons(skipped: &[Skipped]) -> Vec<String> {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for s in skipped {
+        match counts.iter_mut().find(|(r, _)| *r == s.reason) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((&s.reason, 1)),
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(reason, n)| format!("{n} x {reason}"))
+        .collect()
 }
 
 /// Whether convolution kernels were saved by Theano, which convolves
@@ -338,6 +405,7 @@ fn torch_drafts(
                     Draft {
                         keras_name: format!("{}/({})", path, t.name),
                         origin: format!("a {} filled in for layer `{path}`", t.name),
+                        dataset: None,
                         name: joined(&t.name),
                         source: Source::Fill(value),
                         source_dtype: if counter { Dtype::I64 } else { like.dtype },

@@ -111,10 +111,11 @@ pub fn read(path: &Path, file: &h5::File, config: Option<&LayerConfig>) -> Resul
             weights.push(Weight {
                 label,
                 sub_path,
-                stored_name: dataset,
+                stored_name: dataset.clone(),
                 dtype,
                 shape: info.shape,
                 file: 0,
+                dataset,
                 location: info.location,
             });
         }

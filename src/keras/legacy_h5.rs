@@ -10,13 +10,14 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::accounting::{self, OPTIMIZER_SKIPPED};
 use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
 use crate::h5;
 use crate::keras::config::LayerConfig;
 use crate::keras::{weight_dtype, ReadOptions};
 use crate::labels;
-use crate::model::{Format, Layer, Model, Weight};
+use crate::model::{Format, Layer, Model, SkippedGroup, Weight};
 
 /// Layers that never hold weights, so a missing label table is no surprise.
 const WRAPPERS: &[&str] = &["Bidirectional", "TimeDistributed"];
@@ -32,9 +33,11 @@ pub fn read(
         path,
         file: &file,
         notes: Vec::new(),
+        skipped_groups: Vec::new(),
     };
     let (format, layers, optimizer, keras_version, backend) = reader.read_all(options, config)?;
     let notes = reader.notes;
+    let skipped_groups = reader.skipped_groups;
     Ok(Model {
         format,
         keras_version,
@@ -43,6 +46,8 @@ pub fn read(
         layers,
         optimizer,
         notes,
+        skipped_groups,
+        skipped: Vec::new(),
         stores: vec![file],
     })
 }
@@ -51,11 +56,14 @@ struct Reader<'a> {
     path: &'a Path,
     file: &'a h5::File,
     notes: Vec<String>,
+    skipped_groups: Vec<SkippedGroup>,
 }
 
 /// A stored weight before it is assigned to a layer.
 struct RawWeight {
     stored_name: String,
+    /// The dataset's absolute path.
+    dataset: String,
     /// The stored name split on `/`, without the `:0` suffix.
     parts: Vec<String>,
     dtype: Dtype,
@@ -184,7 +192,15 @@ impl Reader<'_> {
         }
 
         let mut optimizer = Vec::new();
-        if options.include_optimizer && groups.iter().any(|g| g == "optimizer_weights") {
+        let has_optimizer = groups.iter().any(|g| g == "optimizer_weights");
+        if has_optimizer && !options.include_optimizer {
+            self.skipped_groups.push(SkippedGroup {
+                file: 0,
+                group: "/optimizer_weights".into(),
+                reason: OPTIMIZER_SKIPPED.into(),
+            });
+        }
+        if options.include_optimizer && has_optimizer {
             let group = root
                 .group("optimizer_weights")
                 .map_err(|e| self.corrupt(e))?;
@@ -228,6 +244,7 @@ impl Reader<'_> {
                 return Err(self.invalid(format!("layer `{layer}` has an empty weight name")));
             }
             weights.push(RawWeight {
+                dataset: accounting::normalize(&dataset_path),
                 stored_name,
                 parts,
                 dtype,
@@ -392,6 +409,7 @@ fn to_weight(w: RawWeight, sub_path: Vec<String>) -> Weight {
         dtype: w.dtype,
         shape: w.shape,
         file: 0,
+        dataset: w.dataset,
         location: w.location,
     }
 }
@@ -453,6 +471,7 @@ mod tests {
     fn raw(name: &str) -> RawWeight {
         RawWeight {
             stored_name: name.into(),
+            dataset: format!("/{name}"),
             parts: name
                 .trim_end_matches(":0")
                 .split('/')
@@ -486,6 +505,7 @@ mod tests {
             path,
             file: &file,
             notes: Vec::new(),
+            skipped_groups: Vec::new(),
         };
         let info = |element| h5::DatasetInfo {
             shape: vec![2],

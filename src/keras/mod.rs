@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::accounting;
 use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
 use crate::h5::{self, Element};
@@ -25,6 +26,10 @@ pub struct ReadOptions {
     /// `model.to_json()`) for files that carry none: it gives classes,
     /// layer options and order.
     pub config: Option<PathBuf>,
+    /// Write what the readers understood even when some datasets belong
+    /// to no layer they know (each is reported as skipped); without it such
+    /// a file is refused, naming the first.
+    pub allow_unclaimed: bool,
 }
 
 /// What a file is, judged from its first bytes (never from its extension).
@@ -139,8 +144,15 @@ fn layout(path: &Path, file: &h5::File) -> Result<Layout> {
 }
 
 /// Opens a Keras weight file of any format we read, and reads its
-/// structure (not its data).
+/// structure (not its data). Every dataset of the input is then accounted
+/// for: claimed by a layer, or skipped for a reason the model records.
 pub fn open(path: &Path, options: &ReadOptions) -> Result<Model> {
+    let mut model = read_model(path, options)?;
+    accounting::account(&mut model, path, options.allow_unclaimed)?;
+    Ok(model)
+}
+
+fn read_model(path: &Path, options: &ReadOptions) -> Result<Model> {
     let config = match &options.config {
         Some(config_path) => Some(read_config(config_path)?),
         None => None,
@@ -302,6 +314,7 @@ fn open_tree(
     drop(tree);
     let format = v3_weights::format_of(files.len(), in_archive);
     let mut model = model(format, read.layers, read.optimizer, read.notes, files);
+    model.skipped_groups = read.skipped_groups;
     let meta = |key: &str| {
         metadata
             .as_ref()
@@ -329,6 +342,8 @@ fn model(
         layers,
         optimizer,
         notes,
+        skipped_groups: Vec::new(),
+        skipped: Vec::new(),
         stores,
     }
 }

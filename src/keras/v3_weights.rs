@@ -13,16 +13,26 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::accounting::{METRICS_SKIPPED, OPTIMIZER_SKIPPED};
 use crate::error::{Error, ErrorKind, Result};
 use crate::h5;
 use crate::keras::config::{snake_case, LayerConfig};
 use crate::keras::weight_dtype;
 use crate::labels;
-use crate::model::{Format, Layer, Weight};
+use crate::model::{Format, Layer, SkippedGroup, Weight};
 
 /// Where the layers of a model are listed: `layers` since Keras 3, and
 /// `_layer_checkpoint_dependencies` in the Keras 2.13 `.keras` format.
 const LAYER_LISTS: [&str; 2] = ["layers", "_layer_checkpoint_dependencies"];
+
+/// Children of a model object that are not layers it holds: its own
+/// variables, its optimizer, and its layer lists.
+const NOT_ATTRIBUTES: [&str; 4] = [
+    "vars",
+    "optimizer",
+    "layers",
+    "_layer_checkpoint_dependencies",
+];
 
 /// Classes whose objects hold other objects rather than variables of their own.
 const WRAPPERS: [&str; 2] = ["Bidirectional", "TimeDistributed"];
@@ -164,6 +174,7 @@ pub struct Read {
     pub layers: Vec<Layer>,
     pub optimizer: Vec<Weight>,
     pub notes: Vec<String>,
+    pub skipped_groups: Vec<SkippedGroup>,
 }
 
 /// Reads the weights of a Keras 3 object tree. `config` (from `config.json`
@@ -191,6 +202,21 @@ pub fn read(
         });
     }
     let mut optimizer = Vec::new();
+    let mut skipped_groups = Vec::new();
+    if reader.tree.has("/metrics") {
+        skipped_groups.extend((0..reader.tree.files.len()).map(|file| SkippedGroup {
+            file,
+            group: "/metrics".into(),
+            reason: METRICS_SKIPPED.into(),
+        }));
+    }
+    if !include_optimizer && reader.tree.has("/optimizer") {
+        skipped_groups.extend((0..reader.tree.files.len()).map(|file| SkippedGroup {
+            file,
+            group: "/optimizer".into(),
+            reason: OPTIMIZER_SKIPPED.into(),
+        }));
+    }
     if include_optimizer && reader.tree.has("/optimizer") {
         for (name, file) in reader.tree.vars("/optimizer") {
             let dataset = format!("/optimizer/vars/{name}");
@@ -201,6 +227,7 @@ pub fn read(
         layers,
         optimizer,
         notes: reader.notes,
+        skipped_groups,
     })
 }
 
@@ -228,49 +255,110 @@ impl Reader<'_, '_> {
         prefix: &[String],
         out: &mut Vec<Layer>,
     ) -> Result<()> {
-        let Some(list) = LAYER_LISTS
+        let list = LAYER_LISTS
             .iter()
             .map(|l| format!("{model}/{l}"))
-            .find(|l| self.tree.has(l))
-        else {
-            return Ok(());
-        };
-        let mut objects: Vec<Vec<Layer>> = Vec::new();
-        for object in self.match_objects(&list, config) {
-            let object_path = format!("{list}/{}", object.key);
-            let name = self
-                .tree
-                .recorded_name(&object_path)
-                .or_else(|| object.config.map(|c| c.name.clone()))
-                .unwrap_or_else(|| object.key.clone());
-            let class = object
-                .config
-                .map(|c| c.class.clone())
-                .or_else(|| class_from_object_key(&object.key).map(str::to_string));
-            let mut path = prefix.to_vec();
-            path.push(name);
-            let mut layers = Vec::new();
-            if LAYER_LISTS
-                .iter()
-                .any(|l| self.tree.has(&format!("{object_path}/{l}")))
-            {
-                self.walk_model(&object_path, object.config, &path, &mut layers)?;
-            } else {
-                let options = object.config.map(|c| &c.config);
-                let weights =
-                    self.object_weights(&object_path, class.as_deref(), options, &path)?;
-                if !weights.is_empty() {
-                    layers.push(Layer {
-                        path,
-                        class,
-                        config: options.cloned(),
-                        weights,
-                    });
+            .find(|l| self.tree.has(l));
+        if let Some(list) = list {
+            for object in self.match_objects(&list, config) {
+                let object_path = format!("{list}/{}", object.key);
+                let name = self
+                    .tree
+                    .recorded_name(&object_path)
+                    .or_else(|| object.config.map(|c| c.name.clone()))
+                    .unwrap_or_else(|| object.key.clone());
+                let class = object
+                    .config
+                    .map(|c| c.class.clone())
+                    .or_else(|| class_from_object_key(&object.key).map(str::to_string));
+                let mut path = prefix.to_vec();
+                path.push(name);
+                if self.is_model(&object_path) {
+                    self.walk_model(&object_path, object.config, &path, out)?;
+                } else {
+                    let options = object.config.map(|c| &c.config);
+                    let weights =
+                        self.object_weights(&object_path, class.as_deref(), options, &path)?;
+                    if !weights.is_empty() {
+                        out.push(Layer {
+                            path,
+                            class,
+                            config: options.cloned(),
+                            weights,
+                        });
+                    }
                 }
             }
-            objects.push(layers);
         }
-        out.extend(objects.into_iter().flatten());
+        // A subclassed model keeps the layers it holds as attributes under
+        // the attribute's name, beside (or instead of) a layer list.
+        // The top model's `metrics` holds compiled metrics' state.
+        let not_attribute =
+            |key: &str| NOT_ATTRIBUTES.contains(&key) || (model.is_empty() && key == "metrics");
+        for key in self.tree.children(model) {
+            if !not_attribute(&key) {
+                self.walk_attribute(&format!("{model}/{key}"), &key, prefix, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether an object holds a layer list: a nested model.
+    fn is_model(&self, object: &str) -> bool {
+        LAYER_LISTS
+            .iter()
+            .any(|l| self.tree.has(&format!("{object}/{l}")))
+    }
+
+    /// An object a subclassed model or layer holds as an attribute: a
+    /// layer, a model, or a list of layers (whose items are keyed by class).
+    /// Every object that holds variables becomes a layer named by its path
+    /// of object keys, each key replaced by the layer name Keras recorded
+    /// on its `vars` group where there is one.
+    fn walk_attribute(
+        &mut self,
+        object: &str,
+        key: &str,
+        prefix: &[String],
+        out: &mut Vec<Layer>,
+    ) -> Result<()> {
+        let recorded = self.tree.recorded_name(object);
+        let mut path = prefix.to_vec();
+        path.push(recorded.clone().unwrap_or_else(|| key.to_string()));
+        if self.is_model(object) {
+            return self.walk_model(object, None, &path, out);
+        }
+        let class = recorded
+            .as_deref()
+            .and_then(class_from_object_key)
+            .or_else(|| class_from_object_key(key));
+        if class.is_some() {
+            let weights = self.object_weights(object, class, None, &path)?;
+            if !weights.is_empty() {
+                out.push(Layer {
+                    path,
+                    class: class.map(str::to_string),
+                    config: None,
+                    weights,
+                });
+            }
+            return Ok(());
+        }
+        // A custom layer: its own variables, then each object it holds.
+        let own = self.weights_by_position(object, None, None, &path)?;
+        if !own.is_empty() {
+            out.push(Layer {
+                path: path.clone(),
+                class: None,
+                config: None,
+                weights: own,
+            });
+        }
+        for child in self.tree.children(object) {
+            if child != "vars" {
+                self.walk_attribute(&format!("{object}/{child}"), &child, &path, out)?;
+            }
+        }
         Ok(())
     }
 
@@ -559,6 +647,7 @@ impl Reader<'_, '_> {
             dtype,
             shape: info.shape,
             file,
+            dataset: dataset.to_string(),
             location: info.location,
         })
     }

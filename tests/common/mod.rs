@@ -56,6 +56,7 @@ pub fn read_options(fixture: &Path) -> keras2safetensors::ReadOptions {
     keras2safetensors::ReadOptions {
         include_optimizer: false,
         config,
+        ..Default::default()
     }
 }
 

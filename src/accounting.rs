@@ -1,0 +1,130 @@
+//! The accounting rule: every dataset of the input is written or skipped
+//! for a reason the user can see, whatever reader read the file.
+//!
+//! Readers claim datasets by turning them into weights, and may set whole
+//! groups aside on purpose (optimizer state not asked for). This one step,
+//! run after every reader, walks every dataset of every file the model
+//! reads and checks that nothing fell between the two: a dataset no reader
+//! claimed is an error, so a layout a reader does not understand can never
+//! come out as a file that silently lacks weights.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{Model, Skipped};
+
+/// Why optimizer state is not written by default.
+pub const OPTIMIZER_SKIPPED: &str = "optimizer state (pass --include-optimizer to write it)";
+
+/// Why the running totals of compiled metrics are not written.
+pub const METRICS_SKIPPED: &str = "metric state (running totals of compiled metrics, not weights)";
+
+/// Why a dataset is skipped under `--allow-unclaimed`.
+pub const UNCLAIMED_ALLOWED: &str = "part of no layer the reader knows (--allow-unclaimed)";
+
+/// An HDF5 path as the file walk spells it: `/a/b`, no empty parts.
+pub fn normalize(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    format!("/{}", parts.join("/"))
+}
+
+/// Checks that every dataset of the model's files is claimed by a weight
+/// or skipped on purpose, and records the skipped ones in `model.skipped`.
+pub fn account(model: &mut Model, path: &Path, allow_unclaimed: bool) -> Result<()> {
+    let corrupt = |e: crate::h5::H5Error| Error::new(path, ErrorKind::CorruptHdf5(e.0));
+    let claimed: HashSet<(usize, String)> = model
+        .layers
+        .iter()
+        .flat_map(|l| &l.weights)
+        .chain(&model.optimizer)
+        .map(|w| (w.file, normalize(&w.dataset)))
+        .collect();
+    let mut skipped = Vec::new();
+    let mut unclaimed: Vec<(usize, String)> = Vec::new();
+    for (file, store) in model.stores.iter().enumerate() {
+        for dataset in store.dataset_paths().map_err(corrupt)? {
+            if claimed.contains(&(file, dataset.clone())) {
+                continue;
+            }
+            let set_aside = model.skipped_groups.iter().find(|g| {
+                g.file == file
+                    && dataset
+                        .strip_prefix(g.group.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            });
+            match set_aside {
+                Some(group) => skipped.push(Skipped {
+                    dataset: dataset.clone(),
+                    reason: group.reason.clone(),
+                }),
+                None => unclaimed.push((file, dataset.clone())),
+            }
+        }
+    }
+    if !unclaimed.is_empty() {
+        // A second hard link to a dataset that is written is no loss:
+        // look up addresses only now, when there is something to explain.
+        let mut addresses: HashMap<(usize, u64), String> = HashMap::new();
+        for (file, dataset) in &claimed {
+            if unclaimed.iter().any(|(f, _)| f == file) {
+                let address = model.stores[*file]
+                    .dataset_address(dataset)
+                    .map_err(corrupt)?;
+                addresses.insert((*file, address), dataset.clone());
+            }
+        }
+        let mut still = Vec::new();
+        for (file, dataset) in unclaimed {
+            let address = model.stores[file]
+                .dataset_address(&dataset)
+                .map_err(corrupt)?;
+            match addresses.get(&(file, address)) {
+                Some(twin) => skipped.push(Skipped {
+                    reason: format!("a second link to `{twin}`, which is written once"),
+                    dataset,
+                }),
+                None => still.push(dataset),
+            }
+        }
+        if let Some(first) = still.first() {
+            if !allow_unclaimed {
+                let more = match still.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more)", n - 1),
+                };
+                return Err(Error::new(
+                    path,
+                    ErrorKind::Unclaimed(format!(
+                        "dataset `{first}`{more} belongs to no layer the reader understands; \
+                         pass --allow-unclaimed to write the rest"
+                    )),
+                ));
+            }
+            model.notes.push(format!(
+                "{} dataset(s) belong to no layer the reader understands and are not written (--allow-unclaimed), first `{first}`",
+                still.len()
+            ));
+            skipped.extend(still.into_iter().map(|dataset| Skipped {
+                dataset,
+                reason: UNCLAIMED_ALLOWED.into(),
+            }));
+        }
+    }
+    model.skipped = skipped;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_compared_in_one_spelling() {
+        assert_eq!(
+            normalize("/model_weights/dense//dense/kernel:0"),
+            "/model_weights/dense/dense/kernel:0"
+        );
+        assert_eq!(normalize("layers/dense/vars/0"), "/layers/dense/vars/0");
+    }
+}
