@@ -45,8 +45,12 @@ pub enum Guess {
     /// The transpose of [`Guess::Conv`].
     ConvTranspose(usize),
     /// A recurrent layer whose kernel is this many times wider than its
-    /// recurrent kernel is tall (LSTM 4 gates, GRU 3, SimpleRNN 1).
+    /// recurrent kernel is tall (LSTM 4 gates, GRU 3, SimpleRNN 1), with one
+    /// bias per gate (a GRU with reset_after has two rows of them).
     Gates(usize),
+    /// A cuDNN recurrent layer: gates as [`Guess::Gates`], and one bias
+    /// vector holding input and recurrent biases, twice as long.
+    CudnnGates(usize),
     /// Its weights look like another class's (GroupNormalization like
     /// LayerNormalization): never guessed.
     Never,
@@ -86,6 +90,7 @@ const RECURRENT: &[Slot] = &[
     always("recurrent_kernel"),
     when("use_bias", "bias"),
 ];
+const CUDNN_RECURRENT: &[Slot] = &[always("kernel"), always("recurrent_kernel"), always("bias")];
 const MULTI_HEAD_ATTENTION: &[Slot] = &[
     always("query/kernel"),
     when("use_bias", "query/bias"),
@@ -115,9 +120,10 @@ pub const TABLES: &[ClassLabels] = &[
     row("Embedding", &[always("embeddings")], Guess::Always),
     row("BatchNormalization", BATCH_NORM, Guess::Always),
     row("SyncBatchNormalization", BATCH_NORM, Guess::Never),
-    // LayerNormalization and GroupNormalization hold the same two arrays.
-    row("LayerNormalization", NORMALIZATION_AFFINE, Guess::Never),
-    row("GroupNormalization", NORMALIZATION_AFFINE, Guess::Never),
+    // LayerNormalization and GroupNormalization hold the same two arrays:
+    // both are candidates, so neither is ever the one guess.
+    row("LayerNormalization", NORMALIZATION_AFFINE, Guess::Always),
+    row("GroupNormalization", NORMALIZATION_AFFINE, Guess::Always),
     row("PReLU", &[always("alpha")], Guess::Always),
     row(
         "Normalization",
@@ -127,6 +133,9 @@ pub const TABLES: &[ClassLabels] = &[
     row("LSTM", RECURRENT, Guess::Gates(4)),
     row("GRU", RECURRENT, Guess::Gates(3)),
     row("SimpleRNN", RECURRENT, Guess::Gates(1)),
+    // tf.compat.v1.keras.layers: always a bias, of input and recurrent halves.
+    row("CuDNNLSTM", CUDNN_RECURRENT, Guess::CudnnGates(4)),
+    row("CuDNNGRU", CUDNN_RECURRENT, Guess::CudnnGates(3)),
     row("LSTMCell", RECURRENT, Guess::Never),
     row("GRUCell", RECURRENT, Guess::Never),
     row("SimpleRNNCell", RECURRENT, Guess::Never),
@@ -201,6 +210,24 @@ fn label_lists(slots: &[Slot]) -> Vec<Vec<&'static str>> {
 /// one class whose table gives exactly these labels and whose shapes fit.
 /// `weights` are (label with sub-object, shape).
 pub fn guess_class(weights: &[(String, Vec<usize>)]) -> Option<&'static str> {
+    match class_candidates(weights)[..] {
+        [one] => Some(one),
+        _ => None,
+    }
+}
+
+/// Every class whose table gives exactly these labels and whose shapes fit,
+/// likeliest first (table order: Conv2D before Conv2DTranspose). A layer
+/// whose weights come in `forward_*` and `backward_*` halves with the same
+/// labels is a Bidirectional wrapper when its halves fit some class.
+pub fn class_candidates(weights: &[(String, Vec<usize>)]) -> Vec<&'static str> {
+    if let Some(forward) = bidirectional_half(weights) {
+        return if class_candidates(&forward).is_empty() {
+            Vec::new()
+        } else {
+            vec!["Bidirectional"]
+        };
+    }
     // Compared as sorted lists: a safetensors file keeps no weight order.
     let mut labels: Vec<&str> = weights.iter().map(|(l, _)| l.as_str()).collect();
     labels.sort_unstable();
@@ -216,33 +243,66 @@ pub fn guess_class(weights: &[(String, Vec<usize>)]) -> Option<&'static str> {
             let transposed = matches!(guess, Guess::ConvTranspose(_));
             match (shape_of("kernel"), shape_of("bias")) {
                 (Some(k), Some(b)) if k.len() == rank && b.len() == 1 => {
-                    let (out, other) = (k[rank - 1], k[rank - 2]);
-                    let (out, other) = if transposed {
-                        (other, out)
-                    } else {
-                        (out, other)
+                    let out = if transposed { k[rank - 2] } else { k[rank - 1] };
+                    b[0] == out
+                }
+                (Some(k), None) => k.len() == rank,
+                _ => false,
+            }
+        }
+        Guess::Gates(gates) | Guess::CudnnGates(gates) => {
+            let cudnn = matches!(guess, Guess::CudnnGates(_));
+            match (shape_of("kernel"), shape_of("recurrent_kernel")) {
+                (Some(k), Some(r)) if k.len() == 2 && r.len() == 2 => {
+                    let width = r[0].checked_mul(gates);
+                    let bias_fits = match (shape_of("bias").map(Vec::as_slice), width) {
+                        (None, _) => !cudnn,
+                        (Some(&[n]), Some(w)) => Some(n) == w.checked_mul(1 + usize::from(cudnn)),
+                        (Some(&[2, n]), Some(w)) => !cudnn && n == w,
+                        _ => false,
                     };
-                    b[0] == out && out != other
+                    width == Some(k[1]) && bias_fits
                 }
                 _ => false,
             }
         }
-        Guess::Gates(gates) => match (shape_of("kernel"), shape_of("recurrent_kernel")) {
-            (Some(k), Some(r)) if k.len() == 2 && r.len() == 2 => {
-                r[0].checked_mul(gates) == Some(k[1])
-            }
-            _ => false,
-        },
     };
-    let mut matches = TABLES.iter().filter(|t| {
-        fits(t.guess)
-            && label_lists(t.slots).into_iter().any(|mut list| {
-                list.sort_unstable();
-                list == labels
-            })
-    });
-    let first = matches.next()?;
-    matches.next().is_none().then_some(first.class)
+    TABLES
+        .iter()
+        .filter(|t| {
+            fits(t.guess)
+                && label_lists(t.slots).into_iter().any(|mut list| {
+                    list.sort_unstable();
+                    list == labels
+                })
+        })
+        .map(|t| t.class)
+        .collect()
+}
+
+/// The forward half of a layer's weights, labels without the direction,
+/// when the layer is split into `forward_*` and `backward_*` halves that
+/// hold the same labels.
+fn bidirectional_half(weights: &[(String, Vec<usize>)]) -> Option<Vec<(String, Vec<usize>)>> {
+    let mut halves: [Vec<(String, Vec<usize>)>; 2] = Default::default();
+    for (label, shape) in weights {
+        let (direction, rest) = label.split_once('/')?;
+        let half = if direction.starts_with("forward_") {
+            0
+        } else if direction.starts_with("backward_") {
+            1
+        } else {
+            return None;
+        };
+        halves[half].push((rest.to_string(), shape.clone()));
+    }
+    let [forward, backward] = halves;
+    let sorted = |half: &[(String, Vec<usize>)]| {
+        let mut h = half.to_vec();
+        h.sort();
+        h.into_iter().map(|(l, _)| l).collect::<Vec<_>>()
+    };
+    (!forward.is_empty() && sorted(&forward) == sorted(&backward)).then_some(forward)
 }
 
 /// A label found by position: the sub-object path and the label.
@@ -455,6 +515,55 @@ mod tests {
         // gamma and beta alone could be LayerNormalization or GroupNormalization.
         assert_eq!(guess_class(&w(&[("gamma", &[4]), ("beta", &[4])])), None);
         assert_eq!(guess_class(&w(&[("kernel", &[2, 2, 2, 2, 2, 2])])), None);
+        // Without a bias, both convolutions remain, likeliest first.
+        assert_eq!(
+            class_candidates(&w(&[("kernel", &[1, 1, 16, 32])])),
+            ["Conv2D", "Conv2DTranspose"]
+        );
+        assert_eq!(
+            class_candidates(&w(&[("gamma", &[4]), ("beta", &[4])])),
+            ["LayerNormalization", "GroupNormalization"]
+        );
+    }
+
+    #[test]
+    fn cudnn_layers_are_told_from_plain_ones_by_the_bias() {
+        let w = |bias: &[usize]| {
+            vec![
+                ("kernel".to_string(), vec![4, 20]),
+                ("recurrent_kernel".to_string(), vec![5, 20]),
+                ("bias".to_string(), bias.to_vec()),
+            ]
+        };
+        assert_eq!(guess_class(&w(&[20])), Some("LSTM"));
+        assert_eq!(guess_class(&w(&[40])), Some("CuDNNLSTM"));
+        let gru = |bias: &[usize]| {
+            vec![
+                ("kernel".to_string(), vec![4, 15]),
+                ("recurrent_kernel".to_string(), vec![5, 15]),
+                ("bias".to_string(), bias.to_vec()),
+            ]
+        };
+        assert_eq!(guess_class(&gru(&[2, 15])), Some("GRU"));
+        assert_eq!(guess_class(&gru(&[30])), Some("CuDNNGRU"));
+        assert_eq!(guess_class(&gru(&[31])), None);
+    }
+
+    #[test]
+    fn halves_named_forward_and_backward_are_a_bidirectional_layer() {
+        let half = |d: &str| {
+            [
+                ("kernel", vec![4, 20]),
+                ("recurrent_kernel", vec![5, 20]),
+                ("bias", vec![20]),
+            ]
+            .map(|(l, s)| (format!("{d}_lstm/{l}"), s))
+        };
+        let mut both: Vec<_> = half("forward").into();
+        both.extend(half("backward"));
+        assert_eq!(class_candidates(&both), ["Bidirectional"]);
+        both.pop();
+        assert!(class_candidates(&both).is_empty(), "halves must match");
     }
 
     #[test]

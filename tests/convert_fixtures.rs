@@ -157,7 +157,10 @@ fn metadata_records_source_versions_and_classes() {
     let bytes = std::fs::read(&out).unwrap();
     let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta = header.metadata().clone().unwrap();
-    assert_eq!(meta["format"], "keras");
+    assert_eq!(
+        meta["format"], "tf",
+        "Keras layout: TensorFlow-layout arrays"
+    );
     assert_eq!(meta["source"], "classic_separable_full.h5");
     assert_eq!(meta["keras_version"], "2.21.0");
     assert_eq!(meta["backend"], "tensorflow");

@@ -240,36 +240,45 @@ fn shards_follow_the_hugging_face_convention() {
 }
 
 #[test]
-fn layers_without_a_pytorch_equivalent_are_named_or_skipped() {
-    let input = fixture("zoo_weights.h5");
-    let out = run(&[
-        "convert",
-        input.to_str().unwrap(),
-        "--layout",
-        "pytorch",
-        "--dry-run",
-    ]);
+fn layers_without_a_pytorch_equivalent_are_written_as_stored_or_refused_with_strict() {
+    // A custom layer (class DtypeZoo, no PyTorch rule).
+    let input = fixture("dtypes_full.h5");
+    let dry_run = |extra: &[&str]| {
+        let mut args = vec![
+            "convert",
+            input.to_str().unwrap(),
+            "--layout",
+            "pytorch",
+            "--dry-run",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let out = dry_run(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: ")
+            && stderr(&out).contains("layer `dtype_zoo` has no PyTorch layout"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("dtype_zoo/w_float64 -> dtype_zoo.w_float64"),
+        "as stored, under its Keras label: {}",
+        stdout(&out)
+    );
+
+    let out = dry_run(&["--strict"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
-        err.contains("layer `conv2d_no_bias` cannot be written in PyTorch layout"),
+        err.contains("layer `dtype_zoo` cannot be written in PyTorch layout"),
         "{err}"
     );
-    assert!(err.contains("--skip conv2d_no_bias"), "{err}");
-    let out = run(&[
-        "convert",
-        input.to_str().unwrap(),
-        "--layout",
-        "pytorch",
-        "--dry-run",
-        "--skip",
-        "conv2d_no_bias",
-        "--skip",
-        "dense_no_bias",
-        "--skip",
-        "dense_aux",
-    ]);
+    assert!(err.contains("--skip dtype_zoo"), "{err}");
+
+    let out = dry_run(&["--strict", "--skip", "dtype_zoo"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(!stdout(&out).contains("conv2d_no_bias"));
-    assert!(stderr(&out).contains("layer `conv2d_no_bias` skipped"));
+    assert!(!stdout(&out).contains("dtype_zoo"));
+    assert!(stderr(&out).contains("layer `dtype_zoo` skipped"));
 }

@@ -204,7 +204,7 @@ fn converts_a_file_larger_than_4_gib() {
         .metadata()
         .as_ref()
         .and_then(|m| m.get("format").cloned());
-    assert_eq!(format.as_deref(), Some("keras"));
+    assert_eq!(format.as_deref(), Some("tf"));
 
     // Samples: formula == input dataset == output tensor.
     let input_file = File::open(&input).unwrap();

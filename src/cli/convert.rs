@@ -128,6 +128,9 @@ pub fn run(args: Args) -> Result<Outcome> {
             for note in model.notes.iter().chain(&plan.notes) {
                 eprintln!("note: {}: {note}", job.input.display());
             }
+            for warning in &plan.warnings {
+                eprintln!("warning: {}: {warning}", job.input.display());
+            }
             for reason in export::plan::skip_reasons(&plan.skipped) {
                 eprintln!("note: {}: not written: {reason}", job.input.display());
             }

@@ -134,6 +134,29 @@ struct PlanArgs {
     /// BatchNorm, as torch.nn.BatchNorm2d's state dict has.
     #[arg(long)]
     num_batches_tracked: bool,
+    /// With `--layout pytorch`: take layer LAYER (its path as `inspect`
+    /// shows it) as class CLASS, e.g. `--class stem_conv=Conv2D`, where the
+    /// file records no class and its weights fit several. Repeat for
+    /// several layers.
+    #[arg(long = "class", value_name = "LAYER=CLASS", value_parser = parse_class)]
+    classes: Vec<(String, String)>,
+    /// With `--layout pytorch`: refuse a layer that has no PyTorch
+    /// equivalent (a custom layer, an unknown class) instead of writing its
+    /// weights as stored under their Keras labels, with a warning.
+    #[arg(long)]
+    strict: bool,
+}
+
+/// Parses `--class LAYER=CLASS`.
+fn parse_class(text: &str) -> std::result::Result<(String, String), String> {
+    match text.rsplit_once('=') {
+        Some((layer, class)) if !layer.is_empty() && !class.is_empty() => {
+            Ok((layer.to_string(), class.to_string()))
+        }
+        _ => Err(format!(
+            "`{text}` is not LAYER=CLASS (e.g. stem_conv=Conv2D)"
+        )),
+    }
 }
 
 impl PlanArgs {
@@ -162,6 +185,8 @@ impl PlanArgs {
             exclude: self.exclude,
             skip: self.skip,
             num_batches_tracked: self.num_batches_tracked,
+            classes: self.classes,
+            strict: self.strict,
         })
     }
 }

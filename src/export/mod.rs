@@ -2,6 +2,7 @@
 //! tensors (names, layout, casts), then a writer that streams each tensor's
 //! bytes into place.
 
+pub mod metadata;
 pub mod plan;
 pub mod pytorch;
 pub mod rename;

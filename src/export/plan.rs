@@ -7,14 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use regex::Regex;
-use serde_json::Value;
 
 use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
+use crate::export::metadata::{self, TorchMetadata};
 use crate::export::pytorch::{self, TorchSource};
 use crate::export::transform::{self, Step};
 use crate::h5::Location;
-use crate::json_order::object_in_order;
 use crate::model::{Format, Layer, Model, Skipped, Weight};
 
 /// The `__metadata__` key of the JSON object that maps layer paths to classes.
@@ -72,6 +71,12 @@ pub struct PlanOptions {
     pub skip: Vec<String>,
     /// Add a zero `num_batches_tracked` to BatchNorm layers (PyTorch layout).
     pub num_batches_tracked: bool,
+    /// `(layer path, class)`: take the layer as this class in PyTorch
+    /// layout, whatever the file says or its weights suggest.
+    pub classes: Vec<(String, String)>,
+    /// PyTorch layout: refuse a layer with no PyTorch equivalent instead
+    /// of writing it in Keras layout.
+    pub strict: bool,
 }
 
 /// Where a tensor's bytes come from.
@@ -118,6 +123,9 @@ pub struct Plan {
     pub metadata: BTreeMap<String, String>,
     /// Things a person should know (layers skipped, ...).
     pub notes: Vec<String>,
+    /// Things a person should check: a class chosen among several, a layer
+    /// written in Keras layout, a rename rule that matched nothing.
+    pub warnings: Vec<String>,
     /// Every dataset of the input that is not written, and why: what the
     /// reader set aside ([`Model::skipped`]) and what the options leave out.
     pub skipped: Vec<Skipped>,
@@ -150,6 +158,10 @@ struct Draft {
     origin: String,
     /// The dataset it is read from; `None` for a filled-in tensor.
     dataset: Option<String>,
+    /// The model layer it belongs to (`None` for optimizer state) and its
+    /// name within the layer, so metadata can follow renamed layers.
+    layer: Option<usize>,
+    within: String,
     source: Source,
     source_dtype: Dtype,
     source_shape: Vec<usize>,
@@ -163,6 +175,8 @@ impl Draft {
             keras_name: tensor_name(layer_path, weight),
             origin: weight.stored_name.clone(),
             dataset: Some(weight.dataset.clone()),
+            layer: None,
+            within: String::new(),
             source: Source::Stored {
                 file: weight.file,
                 location: weight.location.clone(),
@@ -190,9 +204,11 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
     }
     let mut drafts = Vec::new();
     let mut notes = Vec::new();
+    let mut warnings = Vec::new();
     let mut skipped = model.skipped.clone();
-    let mut torch_options: Vec<(String, Value)> = Vec::new();
-    for layer in &model.layers {
+    let mut torch = TorchMetadata::default();
+    let separator = options.layout.separator();
+    for (index, layer) in model.layers.iter().enumerate() {
         let path = layer.path_string();
         if options.skip.contains(&path) {
             notes.push(format!("layer `{path}` skipped (--skip)"));
@@ -202,48 +218,75 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
             }));
             continue;
         }
-        match options.layout {
-            Layout::Keras => {
-                for w in &layer.weights {
-                    drafts.push(Draft::stored(
-                        tensor_name(&layer.path, w),
-                        &layer.path,
-                        w,
-                        Vec::new(),
-                    ));
-                }
-            }
+        let layer_drafts = match options.layout {
+            Layout::Keras => keras_drafts(layer, separator),
             Layout::PyTorch => {
-                drafts.extend(torch_drafts(layer, options, source, theano_kernels(model))?);
-                if let Some(o) = pytorch::layer_options(layer) {
-                    torch_options.push((layer.path.join("."), o));
+                let class = options
+                    .classes
+                    .iter()
+                    .find(|(p, _)| *p == path)
+                    .map(|(_, c)| c.as_str());
+                match pytorch::layer_tensors(layer, options.num_batches_tracked, class) {
+                    Ok(resolved) => {
+                        if let Some(choice) = &resolved.choice {
+                            warnings.push(format!("layer `{path}`: {choice}"));
+                        }
+                        torch.options.push((index, pytorch::layer_options(layer, &resolved)));
+                        torch_drafts(layer, resolved, theano_kernels(model))
+                    }
+                    Err(e) if options.strict || class.is_some() => {
+                        return Err(fail(ErrorKind::Unsupported(format!(
+                            "layer `{path}` cannot be written in PyTorch layout: {}; pass --class {path}=CLASS or --config CONFIG_JSON if the file lacks the class, or --skip {path} to leave the layer out",
+                            e.0
+                        ))))
+                    }
+                    Err(e) => {
+                        warnings.push(format!(
+                            "layer `{path}` has no PyTorch layout ({}); written as stored, under its Keras labels (--strict refuses instead)",
+                            e.0
+                        ));
+                        torch.as_stored.push(index);
+                        keras_drafts(layer, separator)
+                    }
                 }
             }
-        }
+        };
+        drafts.extend(layer_drafts.into_iter().map(|(within, mut draft)| {
+            draft.layer = Some(index);
+            draft.within = within;
+            draft
+        }));
     }
+    let known = |p: &String| model.layers.iter().any(|l| &l.path_string() == p);
     if let Some(unknown) = options
         .skip
         .iter()
-        .find(|s| !model.layers.iter().any(|l| &&l.path_string() == s))
+        .chain(options.classes.iter().map(|(p, _)| p))
+        .find(|p| !known(p))
     {
         return Err(fail(ErrorKind::Unsupported(format!(
-            "--skip names `{unknown}`, which is no layer of this model (see `inspect`)"
+            "--skip or --class names `{unknown}`, which is no layer of this model (see `inspect`)"
         ))));
     }
     let optimizer_path = [OPTIMIZER_PREFIX.to_string()];
     for w in &model.optimizer {
-        let name = tensor_name(&optimizer_path, w).replace('/', options.layout.separator());
+        let name = tensor_name(&optimizer_path, w).replace('/', separator);
         drafts.push(Draft::stored(name, &optimizer_path, w, Vec::new()));
     }
 
     let mut tensors = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
+    let mut rule_used = vec![false; options.rename.len()];
+    let mut renamed_layers: Vec<Option<Vec<(String, String)>>> = vec![None; model.layers.len()];
     for draft in drafts {
         let mut name = draft.name;
-        for (pattern, replacement) in &options.rename {
-            name = pattern
-                .replace_all(&name, replacement.as_str())
-                .into_owned();
+        for ((pattern, replacement), used) in options.rename.iter().zip(&mut rule_used) {
+            if pattern.is_match(&name) {
+                *used = true;
+                name = pattern
+                    .replace_all(&name, replacement.as_str())
+                    .into_owned();
+            }
         }
         if options
             .include
@@ -277,6 +320,11 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
                 second: draft.origin,
             }));
         }
+        if let Some(index) = draft.layer {
+            renamed_layers[index]
+                .get_or_insert_with(Vec::new)
+                .push((draft.within, name.clone()));
+        }
         let dtype =
             transform::casts(draft.source_dtype, options.dtype).unwrap_or(draft.source_dtype);
         let shape = transform::shape_after(&draft.source_shape, &draft.steps);
@@ -291,13 +339,16 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
             steps: draft.steps,
         });
     }
-    let mut metadata = metadata(model, source, options.layout);
-    if !torch_options.is_empty() {
-        metadata.insert(
-            "pytorch_options".into(),
-            object_in_order(torch_options.iter().map(|(k, v)| (k.as_str(), v.clone()))),
-        );
+    for ((pattern, replacement), used) in options.rename.iter().zip(&rule_used) {
+        if !used {
+            warnings.push(format!(
+                "rename rule `{} => {replacement}` matched no tensor name",
+                pattern.as_str()
+            ));
+        }
     }
+    let layer_keys = metadata::layer_keys(model, separator, &renamed_layers, &mut notes);
+    let mut metadata = metadata::metadata(model, source, options.layout, &layer_keys, &torch);
     if let Some(dtype) = options.dtype {
         metadata.insert("dtype".into(), dtype.numpy_name().into());
     }
@@ -305,8 +356,32 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
         tensors,
         metadata,
         notes,
+        warnings,
         skipped,
     })
+}
+
+/// A layer's weights under their Keras labels, joined by `separator`:
+/// (name within the layer, draft).
+fn keras_drafts(layer: &Layer, separator: &str) -> Vec<(String, Draft)> {
+    layer
+        .weights
+        .iter()
+        .map(|w| {
+            let within = tensor_name(&[], w).replace('/', separator);
+            let name = join(&layer.path, separator, &within);
+            (within, Draft::stored(name, &layer.path, w, Vec::new()))
+        })
+        .collect()
+}
+
+/// `path` and a name within it, joined by `separator`.
+fn join(path: &[String], separator: &str, within: &str) -> String {
+    if path.is_empty() {
+        within.to_string()
+    } else {
+        format!("{}{separator}{within}", path.join(separator))
+    }
 }
 
 /// Refuses a plan that writes nothing: an empty output is never what a
@@ -357,99 +432,48 @@ fn theano_kernels(model: &Model) -> bool {
 /// loaded into another backend (`convert_kernel`).
 const FLIPPED_WITH_THEANO: &[&str] = &["Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose"];
 
-/// The PyTorch tensors of one layer, or an error naming it.
+/// The drafts of a layer's PyTorch tensors: (name within the layer, draft).
 fn torch_drafts(
     layer: &Layer,
-    options: &PlanOptions,
-    source: &Path,
+    resolved: pytorch::LayerTensors<'_>,
     theano: bool,
-) -> Result<Vec<Draft>> {
-    let flip = theano
-        && layer
-            .class
-            .as_deref()
-            .is_some_and(|c| FLIPPED_WITH_THEANO.contains(&c));
+) -> Vec<(String, Draft)> {
+    let flip = theano && FLIPPED_WITH_THEANO.contains(&resolved.class.as_str());
     let path = layer.path_string();
-    let tensors = pytorch::layer_tensors(layer, options.num_batches_tracked).map_err(|e| {
-        Error::new(
-            source,
-            ErrorKind::Unsupported(format!(
-                "layer `{path}` cannot be written in PyTorch layout: {}; pass --config CONFIG_JSON if the file lacks the class, or --skip {path} to leave the layer out",
-                e.0
-            )),
-        )
-    })?;
-    let prefix = layer.path.join(".");
-    let joined = |name: &str| {
-        if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}.{name}")
-        }
-    };
-    Ok(tensors
+    resolved
+        .tensors
         .into_iter()
         .map(|t| {
             let shape = pytorch::torch_shape(&t);
-            match t.source {
+            let name = join(&layer.path, ".", &t.name);
+            let draft = match t.source {
                 TorchSource::Weight(w) if flip && w.label == "kernel" => {
                     // Every axis but the last two (in, out) is spatial.
                     let spatial = (0..w.shape.len().saturating_sub(2)).collect();
                     let mut steps = vec![Step::Flip(spatial)];
                     steps.extend(t.steps);
-                    Draft::stored(joined(&t.name), &layer.path, w, steps)
+                    Draft::stored(name, &layer.path, w, steps)
                 }
-                TorchSource::Weight(w) => Draft::stored(joined(&t.name), &layer.path, w, t.steps),
+                TorchSource::Weight(w) => Draft::stored(name, &layer.path, w, t.steps),
                 TorchSource::Fill { value, like } => {
                     let counter = t.name == "num_batches_tracked";
                     Draft {
                         keras_name: format!("{}/({})", path, t.name),
                         origin: format!("a {} filled in for layer `{path}`", t.name),
                         dataset: None,
-                        name: joined(&t.name),
+                        layer: None,
+                        within: String::new(),
+                        name,
                         source: Source::Fill(value),
                         source_dtype: if counter { Dtype::I64 } else { like.dtype },
                         source_shape: shape,
                         steps: Vec::new(),
                     }
                 }
-            }
+            };
+            (t.name, draft)
         })
-        .collect())
-}
-
-fn metadata(model: &Model, source: &Path, layout: Layout) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    m.insert("format".into(), "keras".into());
-    m.insert(LAYOUT_KEY.into(), layout.id().into());
-    m.insert("source_format".into(), model.format.id().into());
-    m.insert(
-        "converter".into(),
-        concat!("keras2safetensors ", env!("CARGO_PKG_VERSION")).into(),
-    );
-    if let Some(name) = source.file_name() {
-        m.insert("source".into(), name.to_string_lossy().into_owned());
-    }
-    if let Some(v) = &model.keras_version {
-        m.insert("keras_version".into(), v.clone());
-    }
-    if let Some(b) = &model.backend {
-        m.insert("backend".into(), b.clone());
-    }
-    // Every layer path (as the output names spell it), with its class where
-    // the file says it, in model order: readers of the output can group
-    // tensors back into layers.
-    let paths: Vec<String> = model
-        .layers
-        .iter()
-        .map(|l| l.path.join(layout.separator()))
-        .collect();
-    let classes = paths
-        .iter()
-        .zip(&model.layers)
-        .map(|(p, l)| (p.as_str(), Value::from(l.class.clone())));
-    m.insert(LAYER_CLASSES_KEY.into(), object_in_order(classes));
-    m
+        .collect()
 }
 
 #[cfg(test)]

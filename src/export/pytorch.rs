@@ -25,6 +25,17 @@ enum Axes {
     GruKernel,
     /// One row of a GRU reset_after bias (2, 3u), gates reordered.
     GruBiasRow(usize),
+    /// A cuDNN layer's kernel or recurrent kernel (rows, gates*u): each
+    /// gate's (rows, u) block holds cuDNN's (u, rows) matrix in its bytes
+    /// (Keras hands the blocks to cuDNN untransposed). GRU gates [z, r, h]
+    /// are reordered to PyTorch's [r, z, n].
+    Cudnn { gates: usize, gru: bool },
+    /// Half `half` (0 input, 1 recurrent) of a cuDNN bias (2*gates*u,).
+    CudnnBias {
+        gates: usize,
+        half: usize,
+        gru: bool,
+    },
 }
 
 /// A Keras weight and the PyTorch parameter it becomes.
@@ -59,6 +70,22 @@ const CONV1D: &[usize] = &[2, 1, 0];
 const CONV2D: &[usize] = &[3, 2, 0, 1];
 const CONV3D: &[usize] = &[4, 3, 0, 1, 2];
 const TRANSPOSE: &[usize] = &[1, 0];
+const CUDNN_LSTM: Axes = Axes::Cudnn {
+    gates: 4,
+    gru: false,
+};
+const CUDNN_GRU: Axes = Axes::Cudnn {
+    gates: 3,
+    gru: true,
+};
+
+const fn cudnn_bias(gates: usize, half: usize) -> Axes {
+    Axes::CudnnBias {
+        gates,
+        half,
+        gru: gates == 3,
+    }
+}
 
 const NORM_FILLS: &[Fill] = &[
     Fill {
@@ -201,6 +228,26 @@ const RULES: &[Rule] = &[
         fills: &[],
     },
     Rule {
+        classes: &["CuDNNLSTM"],
+        params: &[
+            p("kernel", "weight_ih_l0", CUDNN_LSTM),
+            p("recurrent_kernel", "weight_hh_l0", CUDNN_LSTM),
+            p("bias", "bias_ih_l0", cudnn_bias(4, 0)),
+            p("bias", "bias_hh_l0", cudnn_bias(4, 1)),
+        ],
+        fills: &[],
+    },
+    Rule {
+        classes: &["CuDNNGRU"],
+        params: &[
+            p("kernel", "weight_ih_l0", CUDNN_GRU),
+            p("recurrent_kernel", "weight_hh_l0", CUDNN_GRU),
+            p("bias", "bias_ih_l0", cudnn_bias(3, 0)),
+            p("bias", "bias_hh_l0", cudnn_bias(3, 1)),
+        ],
+        fills: &[],
+    },
+    Rule {
         classes: &["PReLU"],
         params: &[p("alpha", "weight", Axes::Same)],
         fills: &[],
@@ -261,13 +308,107 @@ pub struct TorchTensor<'m> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoEquivalent(pub String);
 
-/// The PyTorch tensors of one layer.
+/// A layer's PyTorch tensors, and how its class was decided.
+#[derive(Debug, Clone)]
+pub struct LayerTensors<'m> {
+    pub class: String,
+    pub tensors: Vec<TorchTensor<'m>>,
+    /// Where the file records no class and the classes its weights fit
+    /// give different PyTorch tensors: which was chosen, for the user.
+    pub choice: Option<String>,
+}
+
+/// The PyTorch tensors of one layer. `class` overrides what the file says
+/// (`--class LAYER=CLASS`).
 pub fn layer_tensors<'m>(
     layer: &'m Layer,
     num_batches_tracked: bool,
+    class: Option<&str>,
+) -> Result<LayerTensors<'m>, NoEquivalent> {
+    let candidates: Vec<String> = match (class, layer.class.as_deref()) {
+        (Some(class), _) | (None, Some(class)) => vec![class.to_string()],
+        (None, None) => {
+            let labelled: Vec<(String, Vec<usize>)> = layer
+                .weights
+                .iter()
+                .map(|w| (labelled_name(w), w.shape.clone()))
+                .collect();
+            labels::class_candidates(&labelled)
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        }
+    };
+    let mut fitting = Vec::new();
+    let mut first_error = None;
+    for candidate in &candidates {
+        match class_layer_tensors(layer, candidate, num_batches_tracked) {
+            Ok(tensors) => fitting.push((candidate, tensors)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let mut fitting = fitting.into_iter();
+    let Some((class, tensors)) = fitting.next() else {
+        return Err(first_error.unwrap_or_else(|| {
+            NoEquivalent(
+                "the file does not record its class, and its weights fit no class we know".into(),
+            )
+        }));
+    };
+    // Candidates that give the same tensors (Conv2D and Conv2DTranspose
+    // without a bias) leave nothing to choose.
+    let differing: Vec<&String> = fitting
+        .filter(|(_, other)| signature(other) != signature(&tensors))
+        .map(|(c, _)| c)
+        .collect();
+    let choice = (!differing.is_empty()).then(|| {
+        let others: Vec<&str> = differing.iter().map(|c| c.as_str()).collect();
+        format!(
+            "the file does not record its class; its weights fit {class} and {}, which differ in PyTorch layout; written as {class}, the likelier (--class {}={} for the other)",
+            others.join(", "),
+            layer.path_string(),
+            others[0]
+        )
+    });
+    Ok(LayerTensors {
+        class: class.clone(),
+        tensors,
+        choice,
+    })
+}
+
+/// A weight's label with its sub-object (`forward_lstm/kernel`).
+fn labelled_name(w: &Weight) -> String {
+    let mut parts = w.sub_path.clone();
+    parts.push(w.label.clone());
+    parts.join("/")
+}
+
+/// What a list of PyTorch tensors writes, to tell candidate classes apart.
+fn signature(tensors: &[TorchTensor<'_>]) -> Vec<(String, Vec<usize>, Vec<Step>, String)> {
+    tensors
+        .iter()
+        .map(|t| {
+            let source = match &t.source {
+                TorchSource::Weight(w) => labelled_name(w),
+                TorchSource::Fill { value, like } => {
+                    format!("{value} like {}", labelled_name(like))
+                }
+            };
+            (t.name.clone(), torch_shape(t), t.steps.clone(), source)
+        })
+        .collect()
+}
+
+/// The PyTorch tensors of a layer taken as `class`.
+fn class_layer_tensors<'m>(
+    layer: &'m Layer,
+    class: &str,
+    num_batches_tracked: bool,
 ) -> Result<Vec<TorchTensor<'m>>, NoEquivalent> {
-    let class = layer_class(layer)?;
-    match class.as_str() {
+    match class {
         "Bidirectional" => {
             let inner = wrapped_class(layer)?;
             let mut out = Vec::new();
@@ -282,6 +423,12 @@ pub fn layer_tensors<'m>(
                     out.push(t);
                 }
             }
+            if out.len() < layer.weights.len() {
+                return Err(NoEquivalent(
+                    "a Bidirectional weight belongs to neither the forward nor the backward layer"
+                        .into(),
+                ));
+            }
             Ok(out)
         }
         "TimeDistributed" => {
@@ -293,34 +440,15 @@ pub fn layer_tensors<'m>(
             )
         }
         _ => class_tensors(
-            &class,
+            class,
             &layer.weights.iter().collect::<Vec<_>>(),
             num_batches_tracked,
         ),
     }
 }
 
-/// The layer's class as the file says, or the one class its weights fit.
-fn layer_class(layer: &Layer) -> Result<String, NoEquivalent> {
-    if let Some(class) = &layer.class {
-        return Ok(class.clone());
-    }
-    let labelled: Vec<(String, Vec<usize>)> = layer
-        .weights
-        .iter()
-        .map(|w| (w.label.clone(), w.shape.clone()))
-        .collect();
-    labels::guess_class(&labelled)
-        .map(str::to_string)
-        .ok_or_else(|| {
-            NoEquivalent(
-                "the file does not record its class, and its weights fit no single class".into(),
-            )
-        })
-}
-
 /// The class a Bidirectional or TimeDistributed wraps: from the config, or
-/// the one class the wrapped weights fit.
+/// the likeliest class the wrapped weights fit.
 fn wrapped_class(layer: &Layer) -> Result<String, NoEquivalent> {
     if let Some(class) = layer
         .config
@@ -341,8 +469,9 @@ fn wrapped_class(layer: &Layer) -> Result<String, NoEquivalent> {
         })
         .map(|w| (w.label.clone(), w.shape.clone()))
         .collect();
-    labels::guess_class(&forward)
-        .map(str::to_string)
+    labels::class_candidates(&forward)
+        .first()
+        .map(|c| c.to_string())
         .ok_or_else(|| {
             NoEquivalent("the file does not record the class of the layer it wraps".into())
         })
@@ -357,6 +486,14 @@ fn class_tensors<'m>(
         .iter()
         .find(|r| r.classes.contains(&class))
         .ok_or_else(|| NoEquivalent(format!("{class} has no PyTorch layout rule")))?;
+    for (i, w) in weights.iter().enumerate() {
+        if let Some(twin) = weights[i + 1..].iter().find(|o| o.label == w.label) {
+            return Err(NoEquivalent(format!(
+                "two of its weights are labelled `{}` (`{}` and `{}`), and {class} has one",
+                w.label, w.stored_name, twin.stored_name
+            )));
+        }
+    }
     let find = |label: &str| weights.iter().copied().find(|w| w.label == label);
     if class == "GRU" && find("bias").is_some_and(|b| b.shape.len() != 2) {
         return Err(NoEquivalent(
@@ -415,6 +552,15 @@ fn class_tensors<'m>(
     Ok(out)
 }
 
+/// Keras's GRU gates [z, r, h] in PyTorch's order [r, z, n], as blocks of
+/// the first axis.
+fn gru_gates_to_torch() -> Step {
+    Step::ReorderBlocks {
+        axis: 0,
+        order: vec![1, 0, 2],
+    }
+}
+
 fn steps_for(axes: Axes, shape: &[usize]) -> Result<Vec<Step>, NoEquivalent> {
     let rank_error = || NoEquivalent(format!("unexpected weight shape {shape:?}"));
     Ok(match axes {
@@ -450,6 +596,43 @@ fn steps_for(axes: Axes, shape: &[usize]) -> Result<Vec<Step>, NoEquivalent> {
                 Step::Permute(vec![1, 0]),
             ]
         }
+        Axes::Cudnn { gates, gru } => {
+            let [rows, width] = shape else {
+                return Err(rank_error());
+            };
+            if !width.is_multiple_of(gates) {
+                return Err(rank_error());
+            }
+            let units = width / gates;
+            let mut steps = vec![
+                Step::Reshape(vec![*rows, gates, units]),
+                Step::Permute(vec![1, 0, 2]),
+                Step::Reshape(vec![*width, *rows]),
+            ];
+            if gru {
+                steps.push(gru_gates_to_torch());
+            }
+            steps
+        }
+        Axes::CudnnBias { gates, half, gru } => {
+            let [len] = shape else {
+                return Err(rank_error());
+            };
+            if !len.is_multiple_of(2 * gates) {
+                return Err(rank_error());
+            }
+            let mut steps = vec![
+                Step::Reshape(vec![2, len / 2]),
+                Step::Select {
+                    axis: 0,
+                    index: half,
+                },
+            ];
+            if gru {
+                steps.push(gru_gates_to_torch());
+            }
+            steps
+        }
         Axes::GruBiasRow(row) => {
             if shape.len() != 2 || shape[0] != 2 || !shape[1].is_multiple_of(3) {
                 return Err(rank_error());
@@ -476,15 +659,19 @@ pub fn torch_shape(tensor: &TorchTensor<'_>) -> Vec<usize> {
     }
 }
 
-/// The options a PyTorch module needs that weights do not carry, from the
-/// layer's config (BatchNorm epsilon and momentum, padding, GRU reset_after).
-pub fn layer_options(layer: &Layer) -> Option<Value> {
-    let config = layer.config.as_ref()?.as_object()?;
+/// The class a layer was written as, and the options a PyTorch module
+/// needs that weights do not carry, from the layer's config (BatchNorm
+/// epsilon and momentum, padding, GRU reset_after) where the file has one.
+pub fn layer_options(layer: &Layer, resolved: &LayerTensors<'_>) -> Value {
     let mut out = Map::new();
-    if let Some(class) = &layer.class {
-        out.insert("class".into(), Value::from(class.clone()));
+    out.insert("class".into(), Value::from(resolved.class.clone()));
+    if layer.class.as_deref() != Some(resolved.class.as_str()) {
+        // Not the file's word: guessed from the weights, or --class.
+        out.insert("class_recorded".into(), Value::from(layer.class.clone()));
     }
+    let config = layer.config.as_ref().and_then(Value::as_object);
     for key in OPTION_KEYS {
+        let Some(config) = config else { break };
         if let Some(v) = config.get(*key) {
             out.insert((*key).into(), v.clone());
         }
@@ -498,8 +685,11 @@ pub fn layer_options(layer: &Layer) -> Option<Value> {
     }
     // Keras's moving average keeps `momentum` of the old value; PyTorch's
     // momentum is the weight of the new one.
-    if let Some(m) = config.get("momentum").and_then(Value::as_f64) {
+    if let Some(m) = config
+        .and_then(|c| c.get("momentum"))
+        .and_then(Value::as_f64)
+    {
         out.insert("torch_momentum".into(), Value::from(1.0 - m));
     }
-    Some(Value::Object(out))
+    Value::Object(out)
 }

@@ -1,0 +1,127 @@
+//! The safetensors `__metadata__` a conversion writes: where the tensors
+//! come from, and per layer (keyed by the layer's name in the output, after
+//! any renames) its class and the options a PyTorch module needs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::export::plan::{Layout, LAYER_CLASSES_KEY, LAYOUT_KEY};
+use crate::json_order::object_in_order;
+use crate::model::Model;
+
+/// The key listing layers written in Keras layout inside a PyTorch-layout
+/// file (layers with no PyTorch equivalent).
+pub const AS_STORED_KEY: &str = "keras_layout_layers";
+
+/// What the PyTorch layout learned per layer (by index in `model.layers`).
+#[derive(Debug, Default)]
+pub struct TorchMetadata {
+    /// Each written layer's class and module options.
+    pub options: Vec<(usize, Value)>,
+    /// Layers with no PyTorch equivalent, written as stored.
+    pub as_stored: Vec<usize>,
+}
+
+/// The `format` value Hugging Face loaders check: `pt` for PyTorch layout;
+/// Keras layout holds TensorFlow-layout arrays under TensorFlow-style
+/// names, which is what `tf` means to them.
+pub fn format_id(layout: Layout) -> &'static str {
+    match layout {
+        Layout::Keras => "tf",
+        Layout::PyTorch => "pt",
+    }
+}
+
+/// Each layer's name in the output: its path joined by `separator`, or,
+/// where renames moved all of its tensors under one new prefix, that prefix.
+/// `renamed[i]` lists layer `i`'s written tensors as (name within the
+/// layer, final name).
+pub fn layer_keys(
+    model: &Model,
+    separator: &str,
+    renamed: &[Option<Vec<(String, String)>>],
+    notes: &mut Vec<String>,
+) -> Vec<String> {
+    model
+        .layers
+        .iter()
+        .zip(renamed)
+        .map(|(layer, tensors)| {
+            let original = layer.path.join(separator);
+            let Some(tensors) = tensors else {
+                return original;
+            };
+            let prefix_of = |(within, name): &(String, String)| -> Option<String> {
+                let head = name.strip_suffix(within.as_str())?;
+                if head.is_empty() {
+                    return Some(String::new());
+                }
+                head.strip_suffix(separator).map(str::to_string)
+            };
+            let mut prefixes = tensors.iter().map(prefix_of);
+            let first = prefixes.next().flatten();
+            match first {
+                Some(key) if prefixes.all(|p| p.as_deref() == Some(key.as_str())) => key,
+                _ => {
+                    notes.push(format!(
+                        "layer `{}`: renamed tensors share no layer prefix, so its metadata keeps the key `{original}`",
+                        layer.path_string()
+                    ));
+                    original
+                }
+            }
+        })
+        .collect()
+}
+
+pub fn metadata(
+    model: &Model,
+    source: &Path,
+    layout: Layout,
+    layer_keys: &[String],
+    torch: &TorchMetadata,
+) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("format".into(), format_id(layout).into());
+    m.insert(LAYOUT_KEY.into(), layout.id().into());
+    m.insert("source_format".into(), model.format.id().into());
+    m.insert(
+        "converter".into(),
+        concat!("keras2safetensors ", env!("CARGO_PKG_VERSION")).into(),
+    );
+    if let Some(name) = source.file_name() {
+        m.insert("source".into(), name.to_string_lossy().into_owned());
+    }
+    if let Some(v) = &model.keras_version {
+        m.insert("keras_version".into(), v.clone());
+    }
+    if let Some(b) = &model.backend {
+        m.insert("backend".into(), b.clone());
+    }
+    // Every layer (as the output names spell it), with its class where the
+    // file says it, in model order: readers of the output can group tensors
+    // back into layers.
+    let classes = layer_keys
+        .iter()
+        .zip(&model.layers)
+        .map(|(key, l)| (key.as_str(), Value::from(l.class.clone())));
+    m.insert(LAYER_CLASSES_KEY.into(), object_in_order(classes));
+    if !torch.options.is_empty() {
+        let options = torch
+            .options
+            .iter()
+            .map(|(i, o)| (layer_keys[*i].as_str(), o.clone()));
+        m.insert("pytorch_options".into(), object_in_order(options));
+    }
+    if !torch.as_stored.is_empty() {
+        let keys: Vec<Value> = torch
+            .as_stored
+            .iter()
+            .map(|&i| Value::from(layer_keys[i].clone()))
+            .collect();
+        m.insert(AS_STORED_KEY.into(), Value::Array(keys).to_string());
+    }
+    m
+}
