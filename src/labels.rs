@@ -35,6 +35,8 @@ const fn when(flag: &'static str, label: &'static str) -> Slot {
 pub enum Guess {
     /// Its labels are never shared with a more likely class.
     Always,
+    /// Its weights all have one shape (normalization parameters).
+    SameShapes,
     /// Its labels match, and its first weight has this rank
     /// (Conv2D's kernel is rank 4, Conv1D's rank 3).
     KernelRank(usize),
@@ -44,6 +46,12 @@ pub enum Guess {
     Conv(usize),
     /// The transpose of [`Guess::Conv`].
     ConvTranspose(usize),
+    /// A separable convolution of this kernel rank: a depthwise kernel
+    /// (k..., in, m), a pointwise kernel (1..., in*m, out), a bias of out.
+    Separable(usize),
+    /// A depthwise convolution of this kernel rank, (k..., in, m), whose
+    /// bias, where there is one, has in*m entries.
+    Depthwise(usize),
     /// A recurrent layer whose kernel is this many times wider than its
     /// recurrent kernel is tall (LSTM 4 gates, GRU 3, SimpleRNN 1), with one
     /// bias per gate (a GRU with reset_after has two rows of them).
@@ -113,17 +121,25 @@ pub const TABLES: &[ClassLabels] = &[
     row("Conv3DTranspose", KERNEL_BIAS, Guess::ConvTranspose(5)),
     row("Dense", KERNEL_BIAS, Guess::KernelRank(2)),
     row("EinsumDense", KERNEL_BIAS, Guess::Never),
-    row("DepthwiseConv1D", DEPTHWISE, Guess::KernelRank(3)),
-    row("DepthwiseConv2D", DEPTHWISE, Guess::KernelRank(4)),
-    row("SeparableConv1D", SEPARABLE, Guess::KernelRank(3)),
-    row("SeparableConv2D", SEPARABLE, Guess::KernelRank(4)),
+    row("DepthwiseConv1D", DEPTHWISE, Guess::Depthwise(3)),
+    row("DepthwiseConv2D", DEPTHWISE, Guess::Depthwise(4)),
+    row("SeparableConv1D", SEPARABLE, Guess::Separable(3)),
+    row("SeparableConv2D", SEPARABLE, Guess::Separable(4)),
     row("Embedding", &[always("embeddings")], Guess::Always),
-    row("BatchNormalization", BATCH_NORM, Guess::Always),
+    row("BatchNormalization", BATCH_NORM, Guess::SameShapes),
     row("SyncBatchNormalization", BATCH_NORM, Guess::Never),
     // LayerNormalization and GroupNormalization hold the same two arrays:
     // both are candidates, so neither is ever the one guess.
-    row("LayerNormalization", NORMALIZATION_AFFINE, Guess::Always),
-    row("GroupNormalization", NORMALIZATION_AFFINE, Guess::Always),
+    row(
+        "LayerNormalization",
+        NORMALIZATION_AFFINE,
+        Guess::SameShapes,
+    ),
+    row(
+        "GroupNormalization",
+        NORMALIZATION_AFFINE,
+        Guess::SameShapes,
+    ),
     row("PReLU", &[always("alpha")], Guess::Always),
     row(
         "Normalization",
@@ -234,6 +250,7 @@ pub fn class_candidates(weights: &[(String, Vec<usize>)]) -> Vec<&'static str> {
     let shape_of = |label: &str| weights.iter().find(|(l, _)| l == label).map(|(_, s)| s);
     let fits = |guess: Guess| match guess {
         Guess::Always => true,
+        Guess::SameShapes => weights.windows(2).all(|w| w[0].1 == w[1].1),
         Guess::Never => false,
         Guess::KernelRank(rank) => ["kernel", "depthwise_kernel"]
             .iter()
@@ -250,6 +267,22 @@ pub fn class_candidates(weights: &[(String, Vec<usize>)]) -> Vec<&'static str> {
                 _ => false,
             }
         }
+        Guess::Separable(rank) => match (
+            shape_of("depthwise_kernel"),
+            shape_of("pointwise_kernel"),
+            shape_of("bias"),
+        ) {
+            (Some(d), Some(p), bias) if d.len() == rank && p.len() == rank => {
+                d[rank - 2].checked_mul(d[rank - 1]) == Some(p[rank - 2])
+                    && bias.is_none_or(|b| b[..] == [p[rank - 1]])
+            }
+            _ => false,
+        },
+        Guess::Depthwise(rank) => match (shape_of("depthwise_kernel"), shape_of("bias")) {
+            (Some(k), bias) if k.len() == rank => bias
+                .is_none_or(|b| b.len() == 1 && k[rank - 2].checked_mul(k[rank - 1]) == Some(b[0])),
+            _ => false,
+        },
         Guess::Gates(gates) | Guess::CudnnGates(gates) => {
             let cudnn = matches!(guess, Guess::CudnnGates(_));
             match (shape_of("kernel"), shape_of("recurrent_kernel")) {
@@ -278,6 +311,42 @@ pub fn class_candidates(weights: &[(String, Vec<usize>)]) -> Vec<&'static str> {
         })
         .map(|t| t.class)
         .collect()
+}
+
+/// Labels for the weights of a layer that stores them by position and
+/// whose class nothing records (a layer held by a subclassed Keras 3
+/// model), from their shapes alone: the labels every fitting class's
+/// table agrees on, and the class where only one fits. `None` when the
+/// fitting classes label the weights differently, or none fits.
+pub fn guess_by_position(
+    shapes: &[Vec<usize>],
+) -> Option<(Option<&'static str>, Vec<&'static str>)> {
+    let mut found: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+    for table in TABLES {
+        // Classes never guessed, and those whose labels name sub-objects
+        // (their shapes are not checked), are left to a config.
+        if table.guess == Guess::Never || table.slots.iter().any(|s| s.label.contains('/')) {
+            continue;
+        }
+        for labels in label_lists(table.slots) {
+            if labels.len() != shapes.len() {
+                continue;
+            }
+            let labelled: Vec<(String, Vec<usize>)> = labels
+                .iter()
+                .zip(shapes)
+                .map(|(l, s)| (l.to_string(), s.clone()))
+                .collect();
+            if class_candidates(&labelled).contains(&table.class) {
+                found.push((table.class, labels));
+            }
+        }
+    }
+    let (class, labels) = found.first()?.clone();
+    found
+        .iter()
+        .all(|(_, l)| *l == labels)
+        .then(|| ((found.len() == 1).then_some(class), labels))
 }
 
 /// The forward half of a layer's weights, labels without the direction,
@@ -523,6 +592,41 @@ mod tests {
         assert_eq!(
             class_candidates(&w(&[("gamma", &[4]), ("beta", &[4])])),
             ["LayerNormalization", "GroupNormalization"]
+        );
+    }
+
+    #[test]
+    fn weights_stored_by_position_are_labelled_from_shapes_where_one_reading_fits() {
+        let shapes = |list: &[&[usize]]| list.iter().map(|s| s.to_vec()).collect::<Vec<_>>();
+        // A 1x1 convolution to one channel: not depthwise (bias 1, not 4).
+        assert_eq!(
+            guess_by_position(&shapes(&[&[1, 1, 4, 1], &[1]])),
+            Some((Some("Conv2D"), vec!["kernel", "bias"]))
+        );
+        assert_eq!(
+            guess_by_position(&shapes(&[&[3, 3, 4, 2], &[8]])),
+            Some((Some("DepthwiseConv2D"), vec!["depthwise_kernel", "bias"]))
+        );
+        assert_eq!(
+            guess_by_position(&shapes(&[&[3, 2], &[2]])),
+            Some((Some("Dense"), vec!["kernel", "bias"]))
+        );
+        assert_eq!(
+            guess_by_position(&shapes(&[&[4], &[4], &[4], &[4]])),
+            Some((
+                Some("BatchNormalization"),
+                vec!["gamma", "beta", "moving_mean", "moving_variance"]
+            ))
+        );
+        // Gamma or beta? The shapes cannot say.
+        assert_eq!(guess_by_position(&shapes(&[&[4], &[4], &[4]])), None);
+        // Layer or group normalization (gamma, beta), or a BatchNorm with
+        // neither (moving statistics only)?
+        assert_eq!(guess_by_position(&shapes(&[&[4], &[4]])), None);
+        // Conv1D: its transpose would have a bias of 3, a depthwise one 12.
+        assert_eq!(
+            guess_by_position(&shapes(&[&[3, 3, 4], &[4]])),
+            Some((Some("Conv1D"), vec!["kernel", "bias"]))
         );
     }
 

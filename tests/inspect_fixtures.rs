@@ -21,6 +21,28 @@ fn inspect_json(path: &std::path::Path) -> Value {
 /// Compares one inspect result with the expected JSON Keras wrote.
 fn assert_matches_keras(got: &Value, expected: &Value, check_classes: bool) {
     let file = expected["file"].as_str().unwrap();
+    // A subclassed model's file records neither the classes of the layers
+    // it holds nor the order its attributes were set in (Keras writes them
+    // sorted by attribute name): compare layers by path, classes as guesses.
+    if expected.get("model_class").is_some() {
+        let by_path = |v: &Value| {
+            let mut v = v.clone();
+            v["layers"]
+                .as_array_mut()
+                .unwrap()
+                .sort_by_key(|l| l["path"].as_str().unwrap().to_string());
+            v
+        };
+        let mut expected = by_path(expected);
+        expected["model_class"] = Value::Null;
+        let expected = serde_json::from_value::<serde_json::Map<_, _>>(expected)
+            .map(|mut m| {
+                m.remove("model_class");
+                Value::Object(m)
+            })
+            .unwrap();
+        return assert_matches_keras(&by_path(got), &expected, false);
+    }
     assert_eq!(
         got["total_params"], expected["total_params"],
         "{file}: total params"

@@ -578,13 +578,17 @@ impl Reader<'_, '_> {
             Some("RNN") => Some("SimpleRNN"),
             other => other,
         };
-        let labels = table_class.and_then(|c| labels::by_position(c, options, vars.len()));
         let layer = if layer_path.is_empty() {
             "(model)".to_string()
         } else {
             layer_path.join("/")
         };
+        let labels = match table_class {
+            Some(c) => labels::by_position(c, options, vars.len()),
+            None => self.labels_from_shapes(object, &vars, &layer),
+        };
         match (&labels, class) {
+            (Some(_), None) => {}
             (None, Some(c)) if !WRAPPERS.contains(&c) && labels::table(c).is_some() => {
                 self.notes.push(format!(
                     "layer `{layer}` ({c}) has {} weights, which its label table does not explain; labelled param_N",
@@ -623,6 +627,45 @@ impl Reader<'_, '_> {
             weights.push(w);
         }
         Ok(weights)
+    }
+
+    /// Labels for the variables of an object whose class nothing records,
+    /// where their shapes allow only one reading.
+    fn labels_from_shapes(
+        &mut self,
+        object: &str,
+        vars: &[(String, usize)],
+        layer: &str,
+    ) -> Option<Vec<Option<labels::PositionalLabel>>> {
+        let shapes = vars
+            .iter()
+            .map(|(name, file)| {
+                let dataset = format!("{object}/vars/{name}");
+                self.tree.files[*file]
+                    .dataset(&dataset)
+                    .ok()
+                    .map(|d| d.shape)
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let (class, found) = labels::guess_by_position(&shapes)?;
+        self.notes.push(format!(
+            "layer `{layer}`: no class recorded; weights labelled from their shapes ({})",
+            class.map_or(
+                "the labels every fitting class agrees on".to_string(),
+                |c| format!("as {c}")
+            )
+        ));
+        Some(
+            found
+                .into_iter()
+                .map(|label| {
+                    Some(labels::PositionalLabel {
+                        sub_path: Vec::new(),
+                        label: label.to_string(),
+                    })
+                })
+                .collect(),
+        )
     }
 
     fn weight(
