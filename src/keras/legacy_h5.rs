@@ -278,6 +278,23 @@ impl Reader<'_> {
             if let Some(class) = &class {
                 self.note_unknown_class(name, class);
             }
+            let known = class
+                .as_deref()
+                .is_some_and(|c| labels::table(c).is_some() || WRAPPERS.contains(&c));
+            let raw = match known {
+                true => raw,
+                false => match split_sub_layers(name, raw) {
+                    Ok(mut layers) => {
+                        // The group's own weights keep the group's class.
+                        if let Some(own) = layers.iter_mut().find(|l| l.path.len() == 1) {
+                            own.class = class;
+                            own.config = config.map(|c| c.config.clone());
+                        }
+                        return Ok(layers);
+                    }
+                    Err(raw) => raw,
+                },
+            };
             return Ok(vec![Layer {
                 path: vec![name.to_string()],
                 weights: canonical(label_layer(raw), class.as_deref()),
@@ -338,6 +355,74 @@ impl Reader<'_> {
             ));
         }
     }
+}
+
+/// The sub-layers of a layer whose stored names carry a path below it
+/// (`efficientnet-b0/blocks_0/depthwise_conv2d/depthwise_kernel:0` in the
+/// group `efficientnet-b0` of a subclassed model): one layer per path, so
+/// every tensor is named by its whole variable name and the weights of one
+/// sub-layer share one prefix. Keras's own scaffolding in a path is not a
+/// sub-layer (see [`is_scaffolding`]); neither is a standard layer whose
+/// weights keep sub-objects (Bidirectional halves, MultiHeadAttention's
+/// projections): those come back unsplit as `Err`.
+fn split_sub_layers(
+    name: &str,
+    raw: Vec<RawWeight>,
+) -> std::result::Result<Vec<Layer>, Vec<RawWeight>> {
+    let below = |w: &RawWeight| -> Vec<String> {
+        middle(&w.parts)
+            .iter()
+            .filter(|c| !is_scaffolding(name, c))
+            .cloned()
+            .collect()
+    };
+    if raw.iter().all(|w| below(w).is_empty()) {
+        return Err(raw);
+    }
+    let labelled: Vec<(String, Vec<usize>)> = raw
+        .iter()
+        .map(|w| {
+            let mut label = below(w);
+            label.push(last(&w.parts).to_string());
+            (label.join("/"), w.shape.clone())
+        })
+        .collect();
+    if !labels::class_candidates(&labelled).is_empty() {
+        return Err(raw);
+    }
+    let mut layers: Vec<Layer> = Vec::new();
+    for w in raw {
+        let mut path = vec![name.to_string()];
+        path.extend(below(&w));
+        let weight = to_weight(w, Vec::new());
+        match layers.iter_mut().find(|l| l.path == path) {
+            Some(layer) => layer.weights.push(weight),
+            None => layers.push(Layer {
+                path,
+                class: None,
+                config: None,
+                weights: vec![weight],
+            }),
+        }
+    }
+    Ok(layers)
+}
+
+/// Whether a component of a stored weight's path is Keras's scaffolding
+/// rather than a sub-layer: the variable scope Keras 2.0 opened with the
+/// layer's own name made unique (`conv2d_1_1` in `conv2d_1`), or the cell
+/// of a recurrent layer (`lstm_cell`, `gru_cell_2`).
+fn is_scaffolding(layer: &str, component: &str) -> bool {
+    let digits = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+    let numbered_layer = component == layer
+        || component
+            .strip_prefix(layer)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .is_some_and(digits);
+    let cell = component.rsplit_once("_cell").is_some_and(|(base, rest)| {
+        !base.is_empty() && (rest.is_empty() || rest.strip_prefix('_').is_some_and(digits))
+    });
+    numbered_layer || cell
 }
 
 /// Position of a nested layer in config order, as a key that sorts
@@ -535,6 +620,62 @@ mod tests {
             .unwrap();
         assert_eq!(bf16, Dtype::BF16);
         assert_eq!(reader.notes.len(), 1, "unmarked bfloat16 is noted");
+    }
+
+    #[test]
+    fn scaffolding_is_told_from_sub_layers() {
+        assert!(is_scaffolding("conv2d_1", "conv2d_1_1"));
+        assert!(is_scaffolding("gru", "gru_cell"));
+        assert!(is_scaffolding("bidirectional", "lstm_cell_3"));
+        assert!(!is_scaffolding("efficientnet-b0", "blocks_0"));
+        assert!(!is_scaffolding("conv2d_1", "conv2d_10x"));
+        assert!(!is_scaffolding("net", "_cell"));
+        assert!(!is_scaffolding("fpn_cells", "cell_0"));
+    }
+
+    #[test]
+    fn sub_networks_held_as_one_layer_keep_their_whole_path() {
+        let layers = split_sub_layers(
+            "efficientnet-b0",
+            vec![
+                raw("efficientnet-b0/blocks_0/depthwise_conv2d/depthwise_kernel:0"),
+                raw("efficientnet-b0/blocks_0/conv2d/kernel:0"),
+                raw("efficientnet-b0/blocks_0/tpu_batch_normalization/gamma:0"),
+                raw("efficientnet-b0/blocks_0/conv2d/bias:0"),
+            ],
+        )
+        .unwrap_or_else(|_| panic!("split"));
+        let paths: Vec<String> = layers.iter().map(Layer::path_string).collect();
+        assert_eq!(
+            paths,
+            [
+                "efficientnet-b0/blocks_0/depthwise_conv2d",
+                "efficientnet-b0/blocks_0/conv2d",
+                "efficientnet-b0/blocks_0/tpu_batch_normalization"
+            ]
+        );
+        assert_eq!(names(&layers[1].weights), ["kernel", "bias"]);
+        // A Bidirectional's halves are one layer, its cells scaffolding.
+        let bidirectional = split_sub_layers(
+            "bidirectional",
+            ["forward_lstm", "backward_lstm"]
+                .iter()
+                .flat_map(|d| {
+                    [
+                        ("kernel", [4, 20]),
+                        ("recurrent_kernel", [5, 20]),
+                        ("bias", [1, 20]),
+                    ]
+                    .map(|(l, shape)| RawWeight {
+                        shape: shape[usize::from(l == "bias")..].to_vec(),
+                        ..raw(&format!("bidirectional/{d}/lstm_cell/{l}:0"))
+                    })
+                })
+                .collect(),
+        );
+        assert!(bidirectional.is_err());
+        // Keras 2.0's scope repeating the layer name is no sub-layer.
+        assert!(split_sub_layers("conv2d_1", vec![raw("conv2d_1/conv2d_1_1/kernel:0")]).is_err());
     }
 
     #[test]
