@@ -28,6 +28,7 @@ pub fn keras_fixtures() -> Vec<(PathBuf, Value)> {
         fixtures_dir(),
         fixtures_dir().join("numerics"),
         fixtures_dir().join("old_keras"),
+        fixtures_dir().join("older_keras3"),
     ] {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
@@ -42,7 +43,7 @@ pub fn keras_fixtures() -> Vec<(PathBuf, Value)> {
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(out.len() >= 40, "fixtures are missing: found {}", out.len());
+    assert!(out.len() >= 50, "fixtures are missing: found {}", out.len());
     out
 }
 
