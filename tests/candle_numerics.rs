@@ -775,6 +775,77 @@ fn gru() -> TestResult {
     case.check(&y)
 }
 
+/// Reverses `x` along its time axis (1).
+fn reverse_time(x: &Tensor) -> TestResult<Tensor> {
+    let steps = x.dim(1)? as u32;
+    let order: Vec<u32> = (0..steps).rev().collect();
+    Ok(x.index_select(&Tensor::new(order.as_slice(), x.device())?, 1)?)
+}
+
+/// A Bidirectional(RNN) case. The converter records only the class for a
+/// Bidirectional, so Keras's own layer config confirms that the fixture is
+/// the RNN these forward passes implement (activations, concat). Then runs
+/// `forward` with the forward tensors on `x` and with the `_reverse` ones on
+/// `x` reversed in time, and compares each half of Keras's concatenated
+/// output on its own, so a swap of the two directions cannot pass.
+fn bidirectional_case(
+    name: &'static str,
+    rnn_class: &str,
+    forward: fn(&Tensor, &Tensor, &Tensor, &Tensor, &Tensor) -> TestResult<Tensor>,
+) -> TestResult {
+    let case = load_case(name)?;
+    case.net.options(name, "Bidirectional")?;
+    let config = &case.layer_config;
+    assert_eq!(config["merge_mode"], "concat");
+    let inner = &config["layer"];
+    assert_eq!(inner["class_name"], rnn_class);
+    assert_eq!(inner["config"]["activation"], "tanh");
+    assert_eq!(inner["config"]["recurrent_activation"], "sigmoid");
+    assert_eq!(inner["config"]["go_backwards"], false);
+    if rnn_class == "GRU" {
+        assert_eq!(inner["config"]["reset_after"], true);
+    }
+    let units = inner["config"]["units"].as_u64().ok_or("no units")? as usize;
+    let get = |tensor: &str| case.net.get(name, tensor);
+    let y_forward = forward(
+        &case.input,
+        &get("weight_ih_l0")?,
+        &get("weight_hh_l0")?,
+        &get("bias_ih_l0")?,
+        &get("bias_hh_l0")?,
+    )?;
+    // Keras runs the backward layer on the reversed sequence and reverses
+    // its outputs back, as torch does for `_reverse` weights.
+    let y_backward = reverse_time(&forward(
+        &reverse_time(&case.input)?,
+        &get("weight_ih_l0_reverse")?,
+        &get("weight_hh_l0_reverse")?,
+        &get("bias_ih_l0_reverse")?,
+        &get("bias_hh_l0_reverse")?,
+    )?)?;
+    assert_close(
+        &format!("{name} forward half"),
+        &y_forward,
+        &case.expected.narrow(2, 0, units)?,
+    )?;
+    assert_close(
+        &format!("{name} backward half"),
+        &y_backward,
+        &case.expected.narrow(2, units, units)?,
+    )?;
+    case.check(&Tensor::cat(&[&y_forward, &y_backward], 2)?)
+}
+
+#[test]
+fn bidirectional_lstm() -> TestResult {
+    bidirectional_case("bidirectional_lstm", "LSTM", lstm_forward)
+}
+
+#[test]
+fn bidirectional_gru() -> TestResult {
+    bidirectional_case("bidirectional_gru", "GRU", gru_forward)
+}
+
 // ---------------------------------------------------------------------------
 // The whole tiny EfficientDet (fixtures/numerics/tiny_efficientdet.architecture.md).
 // ---------------------------------------------------------------------------

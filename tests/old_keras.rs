@@ -63,18 +63,44 @@ fn a_keras_0_config_names_layers_and_labels() {
     };
     let bytes = convert(&file, options);
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let names: BTreeSet<String> = st.names().into_iter().map(str::to_string).collect();
-    for name in [
-        "convolution2d/kernel",
-        "convolution2d/bias",
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(old("keras1_sequential.h5.expected.json")).unwrap(),
+    )
+    .unwrap();
+    let layers = expected["layers"].as_array().unwrap();
+    let mut want = BTreeSet::new();
+    for layer in layers {
+        let name = layer["name"].as_str().unwrap();
         // Two layers share the name Keras 0.x gave them: the index keeps them apart.
-        "batchnormalization_1/running_std",
-        "batchnormalization_7/gamma",
-        "dense/kernel",
-        "logits/bias",
-    ] {
-        assert!(names.contains(name), "{name} missing from {names:?}");
+        let shared = layers.iter().filter(|l| l["name"] == name).count() > 1;
+        let layer_name = if shared {
+            format!("{name}_{}", layer["index"])
+        } else {
+            name.to_string()
+        };
+        for w in layer["weights"].as_array().unwrap() {
+            // Keras 0.x variables are `<layer>_W`, `<layer>_gamma`, ...: the
+            // label is the suffix, with W and b spelled as Keras 2 does.
+            let variable = w["variable"].as_str().unwrap();
+            let label = match variable.strip_prefix(&format!("{name}_")).unwrap() {
+                "W" => "kernel",
+                "b" => "bias",
+                other => other,
+            };
+            let tensor_name = format!("{layer_name}/{label}");
+            let t = st
+                .tensor(&tensor_name)
+                .unwrap_or_else(|_| panic!("no tensor {tensor_name} in {:?}", st.names()));
+            assert_eq!(
+                sha256_hex(t.data()),
+                w["sha256"].as_str().unwrap(),
+                "{tensor_name}"
+            );
+            want.insert(tensor_name);
+        }
     }
+    let names: BTreeSet<String> = st.names().into_iter().map(str::to_string).collect();
+    assert_eq!(names, want);
     let pytorch = ConvertOptions {
         plan: PlanOptions {
             layout: Layout::PyTorch,

@@ -3,12 +3,16 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
-use keras2safetensors::{convert_file, ConvertOptions};
+use keras2safetensors::h5::Location;
+use keras2safetensors::model::Format;
+use keras2safetensors::{convert_file, ConvertOptions, ReadOptions};
 
 /// A fixed xorshift stream, so every run damages files the same way.
 struct Rng(u64);
@@ -57,19 +61,93 @@ fn try_convert(dir: &Path, name: &str, bytes: Vec<u8>) -> Result<bool, String> {
     Ok(outcome)
 }
 
+/// The byte ranges of `file` that hold weight data, as the library locates
+/// the contiguous datasets (optimizer state included). A flip there changes
+/// one value and tests nothing the reader does, so flips go elsewhere.
+fn data_ranges(file: &Path) -> Vec<Range<u64>> {
+    let options = ReadOptions {
+        include_optimizer: true,
+        ..read_options(file)
+    };
+    let model = keras2safetensors::open(file, &options).unwrap_or_else(|e| panic!("{e}"));
+    if model.format == Format::Keras3Sharded {
+        // The index holds no data; the shards are other files.
+        return Vec::new();
+    }
+    // A `.keras` archive stores its weights file uncompressed; dataset
+    // offsets count from that member's first byte, its HDF5 signature.
+    let bytes = std::fs::read(file).unwrap();
+    let base = bytes
+        .windows(8)
+        .position(|w| w == b"\x89HDF\r\n\x1a\n")
+        .expect("an HDF5 signature") as u64;
+    let mut ranges: Vec<Range<u64>> = model
+        .layers
+        .iter()
+        .flat_map(|l| &l.weights)
+        .chain(&model.optimizer)
+        .filter_map(|w| match w.location {
+            Location::Contiguous { offset, len } => Some(base + offset..base + offset + len),
+            _ => None,
+        })
+        .collect();
+    ranges.sort_by_key(|r| r.start);
+    for r in &ranges {
+        assert!(r.end <= bytes.len() as u64, "{}: {r:?}", file.display());
+    }
+    ranges
+}
+
+/// Runs of this many zero bytes or more are space HDF5 reserved and never
+/// filled (unused B-tree slots, free heap space, header padding); the zero
+/// fields of live structures (the high bytes of an address) are shorter.
+const UNUSED_ZEROS: usize = 16;
+
+/// The bytes outside `data` and outside long zero runs: headers, heaps,
+/// B-tree entries, attributes, the superblock, and in archives the zip
+/// records and JSON members.
+fn metadata_ranges(bytes: &[u8], data: &[Range<u64>]) -> Vec<Range<u64>> {
+    let mut in_data = vec![false; bytes.len()];
+    for r in data {
+        in_data[r.start as usize..r.end as usize].fill(true);
+    }
+    let mut out: Vec<Range<u64>> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if in_data[i] {
+            i += 1;
+            continue;
+        }
+        let zeros = (i..bytes.len())
+            .take_while(|&j| bytes[j] == 0 && !in_data[j])
+            .count();
+        if zeros >= UNUSED_ZEROS {
+            i += zeros;
+            continue;
+        }
+        let take = zeros.max(1);
+        match out.last_mut() {
+            Some(last) if last.end == i as u64 => last.end += take as u64,
+            _ => out.push(i as u64..(i + take) as u64),
+        }
+        i += take;
+    }
+    out
+}
+
+/// Every Keras fixture, cut at 20 lengths and with 50 single-byte flips
+/// aimed at the bytes the reader parses (see [`metadata_ranges`]); each
+/// outcome must be a conversion or a clean error.
 #[test]
 fn truncated_and_bit_flipped_fixtures_fail_cleanly() {
-    let mut files: Vec<PathBuf> = keras_fixtures().into_iter().map(|(p, _)| p).collect();
-    files.extend(
-        ["k3_classic_separable.keras", "k3_text_model.keras"]
-            .iter()
-            .map(|f| fixture(f)),
-    );
+    let fixtures = keras_fixtures();
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut failures = Vec::new();
     let (mut converted, mut refused) = (0, 0);
-    for file in &files {
+    let (mut targeted, mut all_bytes) = (0, 0);
+    let (mut flips_converted, mut flips) = (0, 0);
+    for (file, expected) in &fixtures {
         let original = std::fs::read(file).unwrap();
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
@@ -77,15 +155,52 @@ fn truncated_and_bit_flipped_fixtures_fail_cleanly() {
             let len = (original.len() as u64 * k / 21) as usize;
             cases.push((format!("cut{k}-{name}"), original[..len].to_vec()));
         }
+        let data = data_ranges(file);
+        // The ranges must be where Keras's arrays are: every non-empty
+        // weight's sha256 from the expected JSON is found among them.
+        let located: BTreeSet<String> = data
+            .iter()
+            .map(|r| sha256_hex(&original[r.start as usize..r.end as usize]))
+            .collect();
+        for w in expected_weights(expected) {
+            let empty = w["shape"].as_array().unwrap().iter().any(|d| d == 0);
+            if expected["kind"] != "sharded" && !empty {
+                assert!(
+                    located.contains(w["sha256"].as_str().unwrap()),
+                    "{name}: {} not located",
+                    w["name"]
+                );
+            }
+        }
+        all_bytes += original.len() as u64;
+        let metadata = metadata_ranges(&original, &data);
+        let metadata_len: u64 = metadata.iter().map(|r| r.end - r.start).sum();
+        targeted += metadata_len;
         for k in 0..50 {
             let mut damaged = original.clone();
-            let at = (rng.next() % damaged.len() as u64) as usize;
+            let mut at = rng.next() % metadata_len;
+            let range = metadata
+                .iter()
+                .find(|r| {
+                    let inside = at < r.end - r.start;
+                    if !inside {
+                        at -= r.end - r.start;
+                    }
+                    inside
+                })
+                .unwrap();
+            let at = (range.start + at) as usize;
             damaged[at] ^= (rng.next() % 255 + 1) as u8;
             cases.push((format!("flip{k}-{name}"), damaged));
         }
         for (case, bytes) in cases {
+            let flip = case.starts_with("flip");
+            flips += flip as usize;
             match try_convert(dir.path(), &case, bytes) {
-                Ok(true) => converted += 1,
+                Ok(true) => {
+                    converted += 1;
+                    flips_converted += flip as usize;
+                }
                 Ok(false) => refused += 1,
                 Err(e) => failures.push(e),
             }
@@ -95,6 +210,11 @@ fn truncated_and_bit_flipped_fixtures_fail_cleanly() {
     assert!(
         refused > 0 && converted > 0,
         "{refused} refused, {converted} converted"
+    );
+    eprintln!(
+        "{} files: {refused} refused, {converted} converted ({flips_converted} of {flips} flips); \
+         flips aimed at {targeted} of {all_bytes} bytes",
+        fixtures.len()
     );
 }
 

@@ -36,6 +36,31 @@ pub const MAX_HEADER_BYTES: usize = 100_000_000;
 /// go through the write buffer, where a system call each would cost more.
 const KERNEL_COPY_MIN_BYTES: u64 = 1 << 20;
 
+/// The kernel-copy threshold and the streaming buffer's size. The tests
+/// lower them through the environment so that the few-KiB tensors Keras
+/// wrote in `fixtures/` take the paths that multi-MiB tensors take (kernel
+/// copy, a tensor spread over many buffers), where Keras's own hashes check
+/// them; without these variables the sizes are the constants.
+struct CopySizes {
+    kernel_copy_min: u64,
+    buffer: usize,
+}
+
+fn copy_sizes() -> &'static CopySizes {
+    static SIZES: OnceLock<CopySizes> = OnceLock::new();
+    SIZES.get_or_init(|| {
+        let var = |name: &str| -> Option<u64> { std::env::var(name).ok()?.parse().ok() };
+        CopySizes {
+            kernel_copy_min: var("KERAS2SAFETENSORS_TEST_KERNEL_COPY_MIN_BYTES")
+                .unwrap_or(KERNEL_COPY_MIN_BYTES),
+            buffer: var("KERAS2SAFETENSORS_TEST_COPY_BUFFER_BYTES")
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|&n| n > 0)
+                .unwrap_or(h5::COPY_BUFFER_BYTES),
+        }
+    })
+}
+
 /// Name of the single output file, and of the index, in a sharded save.
 pub const SINGLE_SHARD: &str = "model.safetensors";
 pub const SHARD_INDEX: &str = "model.safetensors.index.json";
@@ -270,7 +295,7 @@ fn write_one(
         out.write_all(&(header.len() as u64).to_le_bytes())
             .and_then(|_| out.write_all(&header))
             .map_err(|e| fail(e.into()))?;
-        let mut buf = vec![0u8; h5::COPY_BUFFER_BYTES];
+        let mut buf = vec![0u8; copy_sizes().buffer];
         for chunk in receiver {
             pause_for_tests();
             let (i, result) = match chunk {
@@ -328,7 +353,7 @@ fn stream_tensor(
         unreachable!("only stored tensors stream");
     };
     let file = *file;
-    if tensor.byte_len >= KERNEL_COPY_MIN_BYTES {
+    if tensor.byte_len >= copy_sizes().kernel_copy_min {
         if cancel::requested() {
             return Err(cancel::interrupted());
         }

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use safetensors::SafeTensors;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -27,6 +28,7 @@ pub fn keras_fixtures() -> Vec<(PathBuf, Value)> {
         fixtures_dir(),
         fixtures_dir().join("numerics"),
         fixtures_dir().join("old_keras"),
+        fixtures_dir().join("older_keras3"),
     ] {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
@@ -41,7 +43,7 @@ pub fn keras_fixtures() -> Vec<(PathBuf, Value)> {
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(out.len() >= 40, "fixtures are missing: found {}", out.len());
+    assert!(out.len() >= 50, "fixtures are missing: found {}", out.len());
     out
 }
 
@@ -83,6 +85,68 @@ pub fn format_id(kind: &str) -> &'static str {
 /// Whether the file records layer classes (so inspect must give them).
 pub fn records_classes(kind: &str) -> bool {
     matches!(kind, "full" | "legacy_h5" | "keras")
+}
+
+/// The weights of every layer in the expected JSON, in its order.
+pub fn expected_weights(expected: &Value) -> Vec<&Value> {
+    expected["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["weights"].as_array().unwrap())
+        .collect()
+}
+
+/// Checks one tensor of a converted file against the expected JSON: its
+/// shape, dtype and the sha256 of its bytes, as Keras wrote them.
+pub fn check_tensor(file: &Path, st: &SafeTensors, w: &Value) {
+    let name = w["name"].as_str().unwrap();
+    let tensor = st
+        .tensor(name)
+        .unwrap_or_else(|_| panic!("{}: no tensor `{name}`", file.display()));
+    let shape: Vec<usize> = w["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(tensor.shape(), shape.as_slice(), "{name}: shape");
+    assert_eq!(
+        format!("{:?}", tensor.dtype()),
+        safetensors_dtype(w["dtype"].as_str().unwrap()),
+        "{name}: dtype"
+    );
+    assert_eq!(
+        sha256_hex(tensor.data()),
+        w["sha256"].as_str().unwrap(),
+        "{}: bytes of `{name}` differ from get_weights()",
+        file.display()
+    );
+}
+
+/// Checks a converted file against the expected JSON: exactly the expected
+/// tensor names, each with Keras's shape, dtype and sha256.
+pub fn check_converted(fixture: &Path, converted: &[u8], expected: &Value) {
+    let st = SafeTensors::deserialize(converted)
+        .unwrap_or_else(|e| panic!("{}: output does not parse: {e}", fixture.display()));
+    let weights = expected_weights(expected);
+    for w in &weights {
+        check_tensor(fixture, &st, w);
+    }
+    let want: std::collections::BTreeSet<&str> = weights
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    let got: std::collections::BTreeSet<&str> = st.names().into_iter().collect();
+    assert_eq!(got, want, "{}: tensor names", fixture.display());
+}
+
+/// The command-line arguments that give a fixture its read options.
+pub fn config_args(fixture: &Path) -> Vec<String> {
+    match read_options(fixture).config {
+        Some(config) => vec!["--config".into(), config.to_str().unwrap().into()],
+        None => Vec::new(),
+    }
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -1,0 +1,211 @@
+//! The copy paths of multi-MiB tensors, on bytes Keras wrote.
+//!
+//! The largest tensor in any fixture is a few KiB, far below the 1 MiB from
+//! which the writer hands a tensor to the kernel (`copy_file_range`) and the
+//! 4 MiB of its streaming buffer; so without help, the suite never runs
+//! those paths. The writer reads two test-only environment variables that
+//! lower both sizes; here every Keras fixture is converted by the binary
+//! under several settings and each tensor is checked against the sha256
+//! Keras computed from `get_weights()`, as in `convert_fixtures.rs`.
+//! A separate test checks the PyTorch-layout transposes at real sizes
+//! against their formula.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use keras2safetensors::export::transform::{apply, Step};
+use keras2safetensors::{convert_file, ConvertOptions, Layout, PlanOptions};
+
+/// (what it exercises, kernel-copy threshold, buffer size in bytes).
+const SETTINGS: [(&str, &str, &str); 3] = [
+    // Every non-empty tensor is copied by the kernel, from its offset in
+    // the HDF5 file or in the `.keras` archive that holds it.
+    ("kernel copy for all", "1", "4194304"),
+    // Small tensors stream in 24-byte pieces, larger ones go to the kernel:
+    // buffered and kernel-copied bytes alternate in one output.
+    ("mixed", "512", "24"),
+    // Every tensor streams in 7-byte pieces, which split elements: a piece
+    // read from the wrong place, or one dropped or repeated, shows.
+    ("buffer only, 7 bytes", "18446744073709551615", "7"),
+];
+
+fn convert_with_sizes(
+    fixture: &Path,
+    out: &Path,
+    kernel_copy_min: &str,
+    buffer: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args: Vec<String> = vec![
+        "convert".into(),
+        fixture.to_str().unwrap().into(),
+        "-o".into(),
+        out.to_str().unwrap().into(),
+        "--quiet".into(),
+        "--force".into(),
+    ];
+    args.extend(config_args(fixture));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    std::process::Command::new(env!("CARGO_BIN_EXE_keras2safetensors"))
+        .args(&args)
+        .env(
+            "KERAS2SAFETENSORS_TEST_KERNEL_COPY_MIN_BYTES",
+            kernel_copy_min,
+        )
+        .env("KERAS2SAFETENSORS_TEST_COPY_BUFFER_BYTES", buffer)
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn every_fixture_is_exact_through_every_copy_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.safetensors");
+    for (fixture, expected) in keras_fixtures() {
+        for (what, kernel_copy_min, buffer) in SETTINGS {
+            let result = convert_with_sizes(&fixture, &out, kernel_copy_min, buffer, &[]);
+            assert!(
+                result.status.success(),
+                "{} ({what}): {}",
+                fixture.display(),
+                stderr(&result)
+            );
+            check_converted(&fixture, &std::fs::read(&out).unwrap(), &expected);
+        }
+    }
+}
+
+/// Name, dtype, shape and bytes of every tensor (the header's metadata
+/// comes from a hash map, so its order, and the file's bytes, vary).
+fn tensors(file: &[u8]) -> Vec<(String, String, Vec<usize>, Vec<u8>)> {
+    let st = safetensors::SafeTensors::deserialize(file).unwrap();
+    let mut all: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            let dtype = format!("{:?}", t.dtype());
+            (name, dtype, t.shape().to_vec(), t.data().to_vec())
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// In the PyTorch layout the tensors that go out as stored (biases,
+/// BatchNormalization statistics) take the same copy paths; the layout
+/// itself is proven by `candle_numerics.rs` at the default sizes, so the
+/// small-size paths must give the same bytes.
+#[test]
+fn pytorch_layout_is_the_same_through_every_copy_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference.safetensors");
+    let out = dir.path().join("out.safetensors");
+    let mut compared = 0;
+    for (fixture, _) in keras_fixtures() {
+        let options = ConvertOptions {
+            plan: PlanOptions {
+                layout: Layout::PyTorch,
+                ..PlanOptions::default()
+            },
+            write: keras2safetensors::WriteOptions {
+                force: true,
+                ..Default::default()
+            },
+            ..convert_options(&fixture)
+        };
+        if convert_file(&fixture, &reference, &options, &mut |_| {}).is_err() {
+            // Files the layout refuses are refused whatever the sizes.
+            let (_, kernel_copy_min, buffer) = SETTINGS[1];
+            let result = convert_with_sizes(
+                &fixture,
+                &out,
+                kernel_copy_min,
+                buffer,
+                &["--layout", "pytorch"],
+            );
+            assert!(!result.status.success(), "{}", fixture.display());
+            continue;
+        }
+        let want = tensors(&std::fs::read(&reference).unwrap());
+        for (what, kernel_copy_min, buffer) in SETTINGS {
+            let result = convert_with_sizes(
+                &fixture,
+                &out,
+                kernel_copy_min,
+                buffer,
+                &["--layout", "pytorch"],
+            );
+            assert!(
+                result.status.success(),
+                "{} ({what}): {}",
+                fixture.display(),
+                stderr(&result)
+            );
+            assert_eq!(
+                tensors(&std::fs::read(&out).unwrap()),
+                want,
+                "{} ({what}): PyTorch layout differs from the default sizes",
+                fixture.display()
+            );
+        }
+        compared += 1;
+    }
+    assert!(compared >= 30, "only {compared} fixtures in PyTorch layout");
+}
+
+/// Element `i` of a test matrix: distinct for every `i` below 2^28 and
+/// never zero, so a misplaced element cannot match by chance.
+fn value(i: usize) -> u32 {
+    ((i as u32).wrapping_mul(2_654_435_761) & 0x0FFF_FFFF) | 0x3000_0000
+}
+
+fn matrix_bytes<const N: usize>(rows: usize, cols: usize) -> Vec<u8> {
+    (0..rows * cols)
+        .flat_map(|i| {
+            let v = value(i).to_le_bytes();
+            let mut e = [0u8; N];
+            for (k, b) in e.iter_mut().enumerate() {
+                *b = v[k % 4] ^ (k / 4) as u8;
+            }
+            e
+        })
+        .collect()
+}
+
+/// A Dense kernel of several MiB goes through the same tiled, multi-thread
+/// transpose as the fixtures' small ones only if the tiles and the
+/// per-thread column bands are cut right at sizes no fixture has; checked
+/// element by element against `out[c][r] = in[r][c]`.
+#[test]
+fn large_transposes_match_the_formula() {
+    fn check<const N: usize>(rows: usize, cols: usize) {
+        let input = matrix_bytes::<N>(rows, cols);
+        // A reused allocation of the wrong size must not leak into the result.
+        let out = apply(
+            &input,
+            &[rows, cols],
+            N,
+            &[Step::Permute(vec![1, 0])],
+            vec![0xAB; 123],
+        );
+        assert_eq!(out.len(), input.len(), "{rows}x{cols}x{N}");
+        for r in 0..rows {
+            for c in 0..cols {
+                let want = &input[(r * cols + c) * N..][..N];
+                let got = &out[(c * rows + r) * N..][..N];
+                if got != want {
+                    panic!("{rows}x{cols} of {N}-byte elements: [{c}][{r}] is wrong");
+                }
+            }
+        }
+    }
+    // 8.2 MiB of float32: above the kernel-copy threshold and the buffer.
+    check::<4>(1031, 2087);
+    // float16 and float64 of a few MiB, with edges that are not multiples
+    // of the tile.
+    check::<2>(1500, 1027);
+    check::<8>(513, 777);
+    check::<1>(65, 4099);
+}
