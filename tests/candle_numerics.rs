@@ -757,6 +757,41 @@ fn lstm() -> TestResult {
     case.check(&y)
 }
 
+/// CuDNNLSTM: the output Keras gives after loading the CuDNN weights
+/// into a plain LSTM with its own converter (the CuDNN kernel does not run
+/// without a GPU). Both biases are real here, not a zero `bias_hh_l0`.
+#[test]
+fn cudnn_lstm() -> TestResult {
+    let case = load_case("cudnn_lstm")?;
+    case.net.options("cudnn_lstm", "CuDNNLSTM")?;
+    let get = |name| case.net.get("cudnn_lstm", name);
+    let y = lstm_forward(
+        &case.input,
+        &get("weight_ih_l0")?,
+        &get("weight_hh_l0")?,
+        &get("bias_ih_l0")?,
+        &get("bias_hh_l0")?,
+    )?;
+    case.check(&y)
+}
+
+/// CuDNNGRU: the same, into GRU(reset_after=True); gates [z, r, h] become
+/// PyTorch's [r, z, n].
+#[test]
+fn cudnn_gru() -> TestResult {
+    let case = load_case("cudnn_gru")?;
+    case.net.options("cudnn_gru", "CuDNNGRU")?;
+    let get = |name| case.net.get("cudnn_gru", name);
+    let y = gru_forward(
+        &case.input,
+        &get("weight_ih_l0")?,
+        &get("weight_hh_l0")?,
+        &get("bias_ih_l0")?,
+        &get("bias_hh_l0")?,
+    )?;
+    case.check(&y)
+}
+
 #[test]
 fn gru() -> TestResult {
     let case = load_case("gru")?;
