@@ -40,6 +40,13 @@ pub enum ErrorKind {
     /// A weight whose element type has no safetensors equivalent.
     #[error("weight `{weight}` has element type {detail}, which safetensors cannot hold")]
     UnsupportedDtype { weight: String, detail: String },
+    /// A weight whose numbers are not laid out the standard way for their
+    /// type (a float of precision 16 in 4 bytes, a bool enum with FALSE = 1):
+    /// its bytes, copied as they are, would mean other values.
+    #[error(
+        "weight `{weight}` has a non-standard {detail}, which would be copied as wrong values"
+    )]
+    NonStandardLayout { weight: String, detail: String },
     /// Two weights would be written under the same tensor name.
     #[error("two weights would both be named `{name}` ({first} and {second})")]
     NameClash {

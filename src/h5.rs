@@ -150,6 +150,11 @@ pub enum Element {
         signed: bool,
     },
     Bool,
+    /// A number or bool whose bits are not laid out the standard way (a
+    /// float of precision 16 in 4 bytes, an integer at a bit offset, a bool
+    /// enum with other values): copying its bytes would give wrong values.
+    /// The text says what is non-standard: `float layout (precision 16 in 4 bytes)`.
+    NonStandard(String),
     /// Opaque bytes; Keras stores bfloat16 as a 2-byte opaque type.
     Opaque {
         size: u32,
@@ -415,7 +420,16 @@ impl File {
             .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
             .and_then(|n| n.checked_mul(16))
             .ok_or_else(|| H5Error(format!("dataset {path} has an impossible shape {shape:?}")))?;
-        let element = element_of(ds.dtype());
+        let mut element = element_of(ds.dtype());
+        if matches!(
+            element,
+            Element::Float { .. } | Element::Int { .. } | Element::Bool
+        ) {
+            // The parsed datatype drops the bit layout: check the stored bytes.
+            if let Some(detail) = nonstandard_layout(&self.datatype_message(&ds)?) {
+                element = Element::NonStandard(detail);
+            }
+        }
         let dtype_attr = ds
             .attribute("dtype")
             .ok()
@@ -436,6 +450,123 @@ impl File {
             location,
             dtype_attr,
         })
+    }
+
+    /// The stored bytes of a dataset's datatype message. The HDF5 crate
+    /// parses that message but drops the bit layout; its own accessor for
+    /// the bytes parses the whole object header again, so the message is
+    /// looked up here by walking the header's message envelopes, and the
+    /// crate's accessor is left for what this walk does not follow (a
+    /// shared datatype, more or fewer than one datatype message, anything
+    /// unexpected).
+    fn datatype_message(&self, ds: &hdf5_reader::Dataset) -> Result<Vec<u8>> {
+        match self.find_datatype_message(ds.address()) {
+            Some(raw) => Ok(raw),
+            None => Ok(ds.raw_datatype()?),
+        }
+    }
+
+    fn find_datatype_message(&self, address: u64) -> Option<Vec<u8>> {
+        let storage = self.h5.storage();
+        let superblock = self.h5.superblock();
+        let (offset_size, length_size) = (
+            usize::from(superblock.offset_size),
+            usize::from(superblock.length_size),
+        );
+        let mut found = Vec::new();
+        let mut continuations = Vec::new();
+        // A version 1 prefix is 16 bytes; a version 2 header is longer than
+        // that unless it is empty, which a dataset's never is.
+        let head = storage.read_range(address, 16).ok()?;
+        let version2 = &head.as_ref()[..4] == b"OHDR";
+        let envelope = if version2 {
+            // "OHDR", version 2, flags, optional times and attribute
+            // thresholds, then the size of the first chunk.
+            if head.as_ref()[4] != 2 {
+                return None;
+            }
+            let flags = head.as_ref()[5];
+            let size_width = 1usize << (flags & 0x03);
+            let mut prefix = 6;
+            if flags & 0x20 != 0 {
+                prefix += 16;
+            }
+            if flags & 0x10 != 0 {
+                prefix += 4;
+            }
+            let size_bytes = match head.as_ref().get(prefix..prefix + size_width) {
+                Some(bytes) => le_uint(bytes)?,
+                None => le_uint(
+                    storage
+                        .read_range(address + prefix as u64, size_width)
+                        .ok()?
+                        .as_ref(),
+                )?,
+            };
+            let size = usize::try_from(size_bytes).ok()?;
+            let start = prefix + size_width;
+            let chunk = storage.read_range(address + start as u64, size).ok()?;
+            let envelope = Envelope::V2 {
+                creation_order: flags & 0x04 != 0,
+            };
+            envelope.walk(
+                chunk.as_ref(),
+                offset_size,
+                length_size,
+                &mut found,
+                &mut continuations,
+            )?;
+            envelope
+        } else {
+            // Version 1, reserved, message count, reference count, size of
+            // the first chunk, padding to 16 bytes.
+            let prefix = head.as_ref();
+            if prefix[0] != 1 {
+                return None;
+            }
+            let size = u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
+            let chunk = storage.read_range(address + 16, size as usize).ok()?;
+            Envelope::V1.walk(
+                chunk.as_ref(),
+                offset_size,
+                length_size,
+                &mut found,
+                &mut continuations,
+            )?;
+            Envelope::V1
+        };
+        // The crate has followed these continuations already, refusing
+        // cycles; the bound only keeps this walk finite on its own.
+        let mut followed = 0;
+        while let Some((offset, length)) = continuations.pop() {
+            followed += 1;
+            if followed > 64 {
+                return None;
+            }
+            let chunk = storage
+                .read_range(offset, usize::try_from(length).ok()?)
+                .ok()?;
+            let chunk = chunk.as_ref();
+            let messages = match envelope {
+                // "OCHK", messages, checksum.
+                Envelope::V2 { .. } if chunk.len() >= 8 && &chunk[..4] == b"OCHK" => {
+                    &chunk[4..chunk.len() - 4]
+                }
+                Envelope::V2 { .. } => return None,
+                Envelope::V1 => chunk,
+            };
+            envelope.walk(
+                messages,
+                offset_size,
+                length_size,
+                &mut found,
+                &mut continuations,
+            )?;
+        }
+        match <[Vec<u8>; 1]>::try_from(found) {
+            Ok([raw]) => Some(raw),
+            Err(_) => None,
+        }
     }
 
     fn locate(&self, ds: &hdf5_reader::Dataset, path: &str, byte_len: u64) -> Result<Location> {
@@ -582,11 +713,11 @@ fn element_of(dtype: &Datatype) -> Element {
             size: *size,
             signed: *signed,
         },
-        // h5py stores numpy bool as an enum of int8 with members FALSE and TRUE.
+        // h5py stores numpy bool as an enum of int8 with members FALSE and
+        // TRUE (their values are checked with the bit layout).
         Datatype::Enum { base, members }
             if matches!(**base, Datatype::FixedPoint { size: 1, .. })
-                && members.len() == 2
-                && members.iter().any(|m| m.name == "TRUE") =>
+                && is_bool_names(members.iter().map(|m| m.name.as_bytes())) =>
         {
             Element::Bool
         }
@@ -596,6 +727,256 @@ fn element_of(dtype: &Datatype) -> Element {
         },
         other => Element::Other(describe(other)),
     }
+}
+
+/// How the messages of an object header are framed.
+#[derive(Clone, Copy)]
+enum Envelope {
+    /// Type (2 bytes), size (2), flags (1), reserved (3).
+    V1,
+    /// Type (1 byte), size (2), flags (1), then the creation order (2) if
+    /// the header tracks it.
+    V2 { creation_order: bool },
+}
+
+/// Message types: datatype and header continuation.
+const MESSAGE_DATATYPE: u16 = 0x0003;
+const MESSAGE_CONTINUATION: u16 = 0x0010;
+/// Message flag: the message is shared (stored elsewhere).
+const MESSAGE_SHARED: u8 = 0x02;
+
+impl Envelope {
+    /// Collects the datatype messages and continuations among the messages
+    /// in `chunk`; `None` for a shared datatype or a message that overruns
+    /// the chunk.
+    fn walk(
+        self,
+        mut chunk: &[u8],
+        offset_size: usize,
+        length_size: usize,
+        found: &mut Vec<Vec<u8>>,
+        continuations: &mut Vec<(u64, u64)>,
+    ) -> Option<()> {
+        let head_len = match self {
+            Envelope::V1 => 8,
+            Envelope::V2 {
+                creation_order: false,
+            } => 4,
+            Envelope::V2 {
+                creation_order: true,
+            } => 6,
+        };
+        while chunk.len() >= head_len {
+            let (kind, size, flags) = match self {
+                Envelope::V1 => (
+                    u16::from_le_bytes([chunk[0], chunk[1]]),
+                    u16::from_le_bytes([chunk[2], chunk[3]]),
+                    chunk[4],
+                ),
+                Envelope::V2 { .. } => (
+                    u16::from(chunk[0]),
+                    u16::from_le_bytes([chunk[1], chunk[2]]),
+                    chunk[3],
+                ),
+            };
+            let body = chunk.get(head_len..head_len + usize::from(size))?;
+            match kind {
+                MESSAGE_DATATYPE if flags & MESSAGE_SHARED != 0 => return None,
+                MESSAGE_DATATYPE => found.push(body.to_vec()),
+                MESSAGE_CONTINUATION => {
+                    let offset = le_uint(body.get(..offset_size)?)?;
+                    let length = le_uint(body.get(offset_size..offset_size + length_size)?)?;
+                    continuations.push((offset, length));
+                }
+                _ => {}
+            }
+            chunk = &chunk[head_len + usize::from(size)..];
+        }
+        Some(())
+    }
+}
+
+/// A little-endian unsigned integer of 1 to 8 bytes.
+fn le_uint(bytes: &[u8]) -> Option<u64> {
+    if bytes.is_empty() || bytes.len() > 8 {
+        return None;
+    }
+    let mut value = [0u8; 8];
+    value[..bytes.len()].copy_from_slice(bytes);
+    Some(u64::from_le_bytes(value))
+}
+
+/// Whether enum member names are exactly `FALSE` and `TRUE`, in either order.
+fn is_bool_names<'a>(names: impl Iterator<Item = &'a [u8]>) -> bool {
+    let mut names: Vec<&[u8]> = names.collect();
+    names.sort_unstable();
+    names == [b"FALSE".as_slice(), b"TRUE".as_slice()]
+}
+
+/// What is non-standard about a numeric datatype, given the bytes of its
+/// datatype message; `None` when its bits are laid out the way the bytes
+/// are copied: integers using every bit of their size, IEEE floats of 2,
+/// 4 or 8 bytes, bools as h5py writes them (an enum of a 1-byte integer
+/// with FALSE = 0 and TRUE = 1). Classes and sizes with no standard here
+/// (strings, a 16-byte float) are left to the dtype check, which names them.
+fn nonstandard_layout(raw: &[u8]) -> Option<String> {
+    match layout_problem(&mut RawType(raw)) {
+        Some(problem) => problem,
+        None => Some("datatype encoding (too short to read)".into()),
+    }
+}
+
+/// A cursor over the bytes of a datatype message; every read is `None`
+/// past the end.
+struct RawType<'a>(&'a [u8]);
+
+impl<'a> RawType<'a> {
+    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.0.len() {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.bytes(1).map(|b| b[0])
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        self.bytes(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.bytes(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+/// `Some(None)` for a standard layout, `Some(Some(what))` for a
+/// non-standard one, `None` when the bytes end too soon.
+fn layout_problem(raw: &mut RawType) -> Option<Option<String>> {
+    // Class (bits 0-3), version (4-7), 24 bits of class flags, then the size.
+    let head = raw.u32()?;
+    let (class, version, flags) = (head & 0x0f, (head >> 4) & 0x0f, head >> 8);
+    let size = raw.u32()?;
+    Some(match class {
+        0 => int_bits(raw, size)?.map(|what| format!("integer layout ({what})")),
+        1 => float_problem(raw, flags, size)?.map(|what| format!("float layout ({what})")),
+        8 => bool_problem(raw, version, flags, size)?.map(|what| format!("bool enum ({what})")),
+        _ => None,
+    })
+}
+
+/// Bit offset and precision of an integer (the same two fields start a
+/// float's properties): anything but all the bits of its bytes.
+fn int_bits(raw: &mut RawType, size: u32) -> Option<Option<String>> {
+    let offset = raw.u16()?;
+    let precision = raw.u16()?;
+    Some(bits_problem(offset, precision, size))
+}
+
+fn bits_problem(offset: u16, precision: u16, size: u32) -> Option<String> {
+    let bytes = if size == 1 { "byte" } else { "bytes" };
+    match (offset, u32::from(precision) == 8 * size) {
+        (0, true) => None,
+        (0, false) => Some(format!("precision {precision} in {size} {bytes}")),
+        _ => Some(format!(
+            "precision {precision} at bit offset {offset} in {size} {bytes}"
+        )),
+    }
+}
+
+fn float_problem(raw: &mut RawType, flags: u32, size: u32) -> Option<Option<String>> {
+    let offset = raw.u16()?;
+    let precision = raw.u16()?;
+    let exponent = (raw.u8()?, raw.u8()?);
+    let mantissa = (raw.u8()?, raw.u8()?);
+    let bias = raw.u32()?;
+    // (sign bit, exponent location and size, mantissa location and size, bias)
+    let ieee: (u32, (u8, u8), (u8, u8), u32) = match size {
+        2 => (15, (10, 5), (0, 10), 15),
+        4 => (31, (23, 8), (0, 23), 127),
+        8 => (63, (52, 11), (0, 52), 1023),
+        _ => return Some(None),
+    };
+    // Byte order is bit 0 (low) and bit 6 (high) of the flags: 0 little,
+    // 1 big, 3 VAX, 2 reserved.
+    let order = (flags & 1) | ((flags >> 6) & 1) << 1;
+    if order >= 2 {
+        let name = if order == 3 { "VAX" } else { "reserved" };
+        return Some(Some(format!("{name} byte order")));
+    }
+    if let Some(bits) = bits_problem(offset, precision, size) {
+        return Some(Some(bits));
+    }
+    let mut parts = Vec::new();
+    let sign = (flags >> 8) & 0xff;
+    if sign != ieee.0 {
+        parts.push(format!("sign at bit {sign}"));
+    }
+    if exponent != ieee.1 {
+        parts.push(format!(
+            "exponent of {} bits at bit {}",
+            exponent.1, exponent.0
+        ));
+    }
+    if mantissa != ieee.2 {
+        parts.push(format!(
+            "mantissa of {} bits at bit {}",
+            mantissa.1, mantissa.0
+        ));
+    }
+    if bias != ieee.3 {
+        parts.push(format!("exponent bias {bias}"));
+    }
+    // Bits 4-5: 2 is IEEE's implied leading 1 of the mantissa.
+    let normalization = (flags >> 4) & 3;
+    if normalization != 2 {
+        parts.push(format!("mantissa normalization {normalization}"));
+    }
+    Some((!parts.is_empty()).then(|| parts.join(", ")))
+}
+
+/// A bool enum (members exactly FALSE and TRUE over a 1-byte integer, as
+/// [`element_of`] reads it) whose values are not FALSE = 0 and TRUE = 1 or
+/// whose integer does not use all 8 bits. Other enums are not bools, and
+/// the dtype check refuses them.
+fn bool_problem(raw: &mut RawType, version: u32, flags: u32, size: u32) -> Option<Option<String>> {
+    let members = (flags & 0xffff) as usize;
+    let base_head = raw.u32()?;
+    let base_size = raw.u32()?;
+    if base_head & 0x0f != 0 || base_size != 1 || size != 1 || members != 2 {
+        return Some(None);
+    }
+    let base_bits = int_bits(raw, base_size)?;
+    let mut names = Vec::with_capacity(members);
+    for _ in 0..members {
+        let rest = raw.0;
+        let len = rest.iter().position(|&b| b == 0)?;
+        names.push(&rest[..len]);
+        // Versions 1 and 2 pad each name, with its NUL, to 8 bytes.
+        let stored = if version < 3 {
+            (len + 1).next_multiple_of(8)
+        } else {
+            len + 1
+        };
+        raw.bytes(stored)?;
+    }
+    if !is_bool_names(names.iter().copied()) {
+        return Some(None);
+    }
+    let values = raw.bytes(members)?;
+    let value_of = |name: &[u8]| values[names.iter().position(|n| *n == name).unwrap_or(0)];
+    let (false_value, true_value) = (value_of(b"FALSE"), value_of(b"TRUE"));
+    Some(if let Some(bits) = base_bits {
+        Some(format!("integer of {bits}"))
+    } else if (false_value, true_value) != (0, 1) {
+        Some(format!("FALSE={false_value}, TRUE={true_value}"))
+    } else {
+        None
+    })
 }
 
 fn describe(dtype: &Datatype) -> String {
@@ -711,5 +1092,273 @@ impl Group {
                 describe(other)
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Datatype messages as libhdf5 1.14 encodes them (`H5Tencode` through
+    // h5py, its two-byte prefix removed): the bytes a file stores.
+    const IEEE_F16LE: &[u8] = &[
+        0x11, 0x20, 0x0f, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x0a, 0x05, 0x00,
+        0x0a, 0x0f, 0x00, 0x00, 0x00,
+    ];
+    const IEEE_F32LE: &[u8] = &[
+        0x11, 0x20, 0x1f, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0x17, 0x08, 0x00,
+        0x17, 0x7f, 0x00, 0x00, 0x00,
+    ];
+    const IEEE_F64LE: &[u8] = &[
+        0x11, 0x20, 0x3f, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x00, 0x34, 0x0b, 0x00,
+        0x34, 0xff, 0x03, 0x00, 0x00,
+    ];
+    const IEEE_F16BE: &[u8] = &[
+        0x11, 0x21, 0x0f, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x0a, 0x05, 0x00,
+        0x0a, 0x0f, 0x00, 0x00, 0x00,
+    ];
+    const IEEE_F32BE: &[u8] = &[
+        0x11, 0x21, 0x1f, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0x17, 0x08, 0x00,
+        0x17, 0x7f, 0x00, 0x00, 0x00,
+    ];
+    const IEEE_F64BE: &[u8] = &[
+        0x11, 0x21, 0x3f, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x00, 0x34, 0x0b, 0x00,
+        0x34, 0xff, 0x03, 0x00, 0x00,
+    ];
+    const STD_I8LE: &[u8] = &[
+        0x10, 0x08, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08, 0x00,
+    ];
+    const STD_I16LE: &[u8] = &[
+        0x10, 0x08, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00,
+    ];
+    const STD_I32LE: &[u8] = &[
+        0x10, 0x08, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00,
+    ];
+    const STD_I64LE: &[u8] = &[
+        0x10, 0x08, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x00,
+    ];
+    const STD_U8LE: &[u8] = &[
+        0x10, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08, 0x00,
+    ];
+    const STD_U16LE: &[u8] = &[
+        0x10, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00,
+    ];
+    const STD_U32LE: &[u8] = &[
+        0x10, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00,
+    ];
+    const STD_U64LE: &[u8] = &[
+        0x10, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x00,
+    ];
+    const STD_I32BE: &[u8] = &[
+        0x10, 0x09, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00,
+    ];
+    const STD_U64BE: &[u8] = &[
+        0x10, 0x01, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x00,
+    ];
+    /// numpy bool as h5py writes it: enum (version 1) of int8, FALSE = 0, TRUE = 1.
+    const BOOL: &[u8] = &[
+        0x18, 0x02, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x10, 0x08, 0x00, 0x00, 0x01, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x08, 0x00, 0x46, 0x41, 0x4c, 0x53, 0x45, 0x00, 0x00, 0x00, 0x54, 0x52,
+        0x55, 0x45, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+    ];
+    /// IEEE_F32LE with the fields of a float16 and precision 16.
+    const F16_IN_F32: &[u8] = &[
+        0x11, 0x20, 0x0f, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x0a, 0x05, 0x00,
+        0x0a, 0x0f, 0x00, 0x00, 0x00,
+    ];
+    /// STD_I32LE with precision 12 at bit offset 8.
+    const I32_PRECISION_12_AT_8: &[u8] = &[
+        0x10, 0x08, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x08, 0x00, 0x0c, 0x00,
+    ];
+    /// The bool enum with FALSE = 1 and TRUE = 0.
+    const BOOL_FLIPPED: &[u8] = &[
+        0x18, 0x02, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x10, 0x08, 0x00, 0x00, 0x01, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x08, 0x00, 0x46, 0x41, 0x4c, 0x53, 0x45, 0x00, 0x00, 0x00, 0x54, 0x52,
+        0x55, 0x45, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00,
+    ];
+    /// IEEE_F32LE with exponent bias 100.
+    const F32_BIAS_100: &[u8] = &[
+        0x11, 0x20, 0x1f, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0x17, 0x08, 0x00,
+        0x17, 0x64, 0x00, 0x00, 0x00,
+    ];
+
+    #[test]
+    fn standard_layouts_are_accepted() {
+        for (name, raw) in [
+            ("f16", IEEE_F16LE),
+            ("f32", IEEE_F32LE),
+            ("f64", IEEE_F64LE),
+            ("f16 BE", IEEE_F16BE),
+            ("f32 BE", IEEE_F32BE),
+            ("f64 BE", IEEE_F64BE),
+            ("i8", STD_I8LE),
+            ("i16", STD_I16LE),
+            ("i32", STD_I32LE),
+            ("i64", STD_I64LE),
+            ("u8", STD_U8LE),
+            ("u16", STD_U16LE),
+            ("u32", STD_U32LE),
+            ("u64", STD_U64LE),
+            ("i32 BE", STD_I32BE),
+            ("u64 BE", STD_U64BE),
+            ("bool", BOOL),
+        ] {
+            assert_eq!(nonstandard_layout(raw), None, "{name}");
+            // A message's space in an object header is padded to 8 bytes.
+            let mut padded = raw.to_vec();
+            padded.resize(raw.len().next_multiple_of(8) + 8, 0);
+            assert_eq!(nonstandard_layout(&padded), None, "{name} padded");
+        }
+    }
+
+    #[test]
+    fn crafted_layouts_are_refused_with_what_is_wrong() {
+        assert_eq!(
+            nonstandard_layout(F16_IN_F32).as_deref(),
+            Some("float layout (precision 16 in 4 bytes)")
+        );
+        assert_eq!(
+            nonstandard_layout(I32_PRECISION_12_AT_8).as_deref(),
+            Some("integer layout (precision 12 at bit offset 8 in 4 bytes)")
+        );
+        assert_eq!(
+            nonstandard_layout(BOOL_FLIPPED).as_deref(),
+            Some("bool enum (FALSE=1, TRUE=0)")
+        );
+        assert_eq!(
+            nonstandard_layout(F32_BIAS_100).as_deref(),
+            Some("float layout (exponent bias 100)")
+        );
+    }
+
+    #[test]
+    fn float_fields_and_byte_order_are_checked() {
+        let mut vax = IEEE_F32LE.to_vec();
+        vax[1] |= 0x41;
+        assert_eq!(
+            nonstandard_layout(&vax).as_deref(),
+            Some("float layout (VAX byte order)")
+        );
+        let mut no_implied_one = IEEE_F64LE.to_vec();
+        no_implied_one[1] &= !0x30;
+        assert_eq!(
+            nonstandard_layout(&no_implied_one).as_deref(),
+            Some("float layout (mantissa normalization 0)")
+        );
+        // float16's fields in float16's size, but the sign bit elsewhere and
+        // a shorter mantissa one bit higher.
+        let mut fields = IEEE_F16LE.to_vec();
+        fields[2] = 14;
+        fields[14] = 1;
+        fields[15] = 9;
+        assert_eq!(
+            nonstandard_layout(&fields).as_deref(),
+            Some("float layout (sign at bit 14, mantissa of 9 bits at bit 1)")
+        );
+        // A 16-byte float has no standard here: the dtype check names it.
+        let mut wide = IEEE_F64LE.to_vec();
+        wide[4] = 16;
+        assert_eq!(nonstandard_layout(&wide), None);
+    }
+
+    #[test]
+    fn bool_enums_are_checked_in_both_name_encodings() {
+        // Version 3 enums store names without padding.
+        let v3 = |v1: &[u8]| {
+            let mut raw = v1[..20].to_vec();
+            raw[0] = 0x38;
+            raw.extend_from_slice(b"FALSE\0TRUE\0");
+            raw.extend_from_slice(&v1[36..]);
+            raw
+        };
+        assert_eq!(nonstandard_layout(&v3(BOOL)), None);
+        assert_eq!(
+            nonstandard_layout(&v3(BOOL_FLIPPED)).as_deref(),
+            Some("bool enum (FALSE=1, TRUE=0)")
+        );
+        // Members in the other order, values right.
+        let mut swapped = BOOL[..20].to_vec();
+        swapped.extend_from_slice(b"TRUE\0\0\0\0FALSE\0\0\0");
+        swapped.extend_from_slice(&[1, 0]);
+        assert_eq!(nonstandard_layout(&swapped), None);
+        // A 4-bit integer under the enum.
+        let mut narrow = BOOL.to_vec();
+        narrow[18] = 4;
+        assert_eq!(
+            nonstandard_layout(&narrow).as_deref(),
+            Some("bool enum (integer of precision 4 in 1 byte)")
+        );
+        // Other enums are not bools: the dtype check refuses them as enums.
+        let mut other = BOOL.to_vec();
+        other[20..25].copy_from_slice(b"MAYBE");
+        assert_eq!(nonstandard_layout(&other), None);
+        assert_eq!(
+            nonstandard_layout(&BOOL[..30]).as_deref(),
+            Some("datatype encoding (too short to read)")
+        );
+    }
+
+    /// Every dataset of every HDF5 fixture: the walk of the object header
+    /// finds the same datatype bytes as the HDF5 crate's own (slower)
+    /// accessor. The `layout_*_v2.h5` files have version 2 headers with
+    /// optional fields and continuation chunks; the others version 1.
+    #[test]
+    fn header_walk_finds_the_bytes_the_crate_parsed() {
+        fn datasets(group: &Group, path: &str, out: &mut Vec<String>) {
+            let (groups, names) = group.member_names().unwrap();
+            out.extend(names.iter().map(|n| format!("{path}/{n}")));
+            for name in groups {
+                let child = group.group(&name).unwrap();
+                datasets(&child, &format!("{path}/{name}"), out);
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let mut checked = 0;
+        let mut version2 = 0;
+        for dir in ["", "numerics", "old_keras", "older_keras3", "malicious"] {
+            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_none_or(|e| e != "h5") {
+                    continue;
+                }
+                let Ok(file) = File::open(&path) else {
+                    continue;
+                };
+                let Ok(top) = file.root() else { continue };
+                let mut names = Vec::new();
+                datasets(&top, "", &mut names);
+                for name in names {
+                    let ds = file.h5.dataset(&name).unwrap();
+                    let expected = ds.raw_datatype().unwrap();
+                    let found = file.find_datatype_message(ds.address());
+                    assert_eq!(found, Some(expected), "{}: {name}", path.display());
+                    checked += 1;
+                    let head = file.h5.storage().read_range(ds.address(), 4).unwrap();
+                    version2 += usize::from(head.as_ref() == b"OHDR");
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked} datasets");
+        assert!(version2 >= 10, "{version2} version 2 headers");
+    }
+
+    #[test]
+    fn only_false_and_true_make_a_bool() {
+        let member = |name: &str, value: u8| hdf5_reader::messages::datatype::EnumMember {
+            name: name.into(),
+            value: vec![value],
+        };
+        let enum_of = |members| Datatype::Enum {
+            base: Box::new(Datatype::FixedPoint {
+                size: 1,
+                signed: true,
+                byte_order: ByteOrder::LittleEndian,
+            }),
+            members,
+        };
+        let bool_type = enum_of(vec![member("FALSE", 0), member("TRUE", 1)]);
+        assert_eq!(element_of(&bool_type), Element::Bool);
+        let maybe = enum_of(vec![member("MAYBE", 0), member("TRUE", 1)]);
+        assert_eq!(element_of(&maybe), Element::Other("enum".into()));
     }
 }

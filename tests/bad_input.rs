@@ -161,3 +161,148 @@ fn missing_file_and_usage_errors() {
     let out = run(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+fn layout_fixture(name: &str) -> PathBuf {
+    fixtures_dir().join("malicious").join(name)
+}
+
+/// HDF5 types whose bits are not laid out the standard way (written with
+/// h5py, which decodes them right): copying their bytes would give other
+/// values, so they are refused, naming the weight and what is non-standard.
+#[test]
+fn float_of_precision_16_in_4_bytes_is_refused() {
+    // Keras writes version 1 object headers; `_v2` has version 2 ones.
+    for name in [
+        "layout_float16_in_4_bytes.h5",
+        "layout_float16_in_4_bytes_v2.h5",
+    ] {
+        assert_clean_failure(
+            &layout_fixture(name),
+            "weight `dense/kernel:0` has a non-standard float layout (precision 16 in 4 bytes), \
+             which would be copied as wrong values",
+        );
+    }
+}
+
+#[test]
+fn int32_of_precision_12_at_bit_offset_8_is_refused() {
+    assert_clean_failure(
+        &layout_fixture("layout_int32_precision12_offset8.h5"),
+        "weight `counter/count:0` has a non-standard integer layout \
+         (precision 12 at bit offset 8 in 4 bytes), which would be copied as wrong values",
+    );
+}
+
+#[test]
+fn bool_enum_with_false_1_and_true_0_is_refused() {
+    assert_clean_failure(
+        &layout_fixture("layout_bool_flipped.h5"),
+        "weight `mask/flags:0` has a non-standard bool enum (FALSE=1, TRUE=0), \
+         which would be copied as wrong values",
+    );
+}
+
+/// The control for the refusals above: the same file layout with standard
+/// types, big-endian ones among them (byte-swapped on the way), converts to
+/// the values h5py wrote, with version 1 and version 2 object headers.
+#[test]
+fn standard_big_endian_types_convert_to_their_values() {
+    for name in [
+        "layout_big_endian_control.h5",
+        "layout_big_endian_control_v2.h5",
+    ] {
+        check_big_endian_control(&layout_fixture(name));
+    }
+}
+
+fn check_big_endian_control(input: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.safetensors");
+    let out = run(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bytes = std::fs::read(&output).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let le = |values: &[&[u8]]| values.concat();
+    let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
+    let chunked: Vec<u8> = (0..15u8)
+        .flat_map(|i| (f32::from(i) / 8.0 - 0.5).to_le_bytes())
+        .collect();
+    let expected: Vec<(&str, &str, Vec<usize>, Vec<u8>)> = vec![
+        (
+            "f16_be",
+            "F16",
+            vec![3],
+            le(&[&f16(1.5), &f16(-0.25), &f16(65504.0)]),
+        ),
+        (
+            "f32_be",
+            "F32",
+            vec![2, 2],
+            le(&[
+                &1.0f32.to_le_bytes(),
+                &(-2.5f32).to_le_bytes(),
+                &3.25f32.to_le_bytes(),
+                &1e-30f32.to_le_bytes(),
+            ]),
+        ),
+        (
+            "f64_be",
+            "F64",
+            vec![2],
+            le(&[
+                &std::f64::consts::PI.to_le_bytes(),
+                &(-1e300f64).to_le_bytes(),
+            ]),
+        ),
+        (
+            "i16_be",
+            "I16",
+            vec![3],
+            le(&[
+                &i16::MIN.to_le_bytes(),
+                &1i16.to_le_bytes(),
+                &i16::MAX.to_le_bytes(),
+            ]),
+        ),
+        (
+            "i32_be",
+            "I32",
+            vec![6],
+            [-7i32, 0, 5, 100, -2000, 2047]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        (
+            "u64_be",
+            "U64",
+            vec![3],
+            [1u64, (1 << 63) + 5, u64::MAX]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        ("chunked_f32_be", "F32", vec![3, 5], chunked),
+        ("bool", "BOOL", vec![3], vec![1, 0, 1]),
+        (
+            "f32_le",
+            "F32",
+            vec![2],
+            le(&[&0.5f32.to_le_bytes(), &(-1.25f32).to_le_bytes()]),
+        ),
+    ];
+    assert_eq!(file.len(), expected.len(), "{:?}", file.names());
+    for (name, dtype, shape, data) in expected {
+        let tensor = file.tensor(&format!("big_endian/{name}")).unwrap();
+        let at = format!("{}: {name}", input.display());
+        assert_eq!(format!("{:?}", tensor.dtype()), dtype, "{at}");
+        assert_eq!(tensor.shape(), shape.as_slice(), "{at}");
+        assert_eq!(tensor.data(), data.as_slice(), "{at}");
+    }
+}

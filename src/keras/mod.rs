@@ -399,6 +399,15 @@ pub(crate) fn weight_dtype(
         Element::Opaque { size, tag } => {
             return Err(unsupported(format!("opaque {size}-byte `{tag}`")))
         }
+        Element::NonStandard(detail) => {
+            return Err(Error::new(
+                path,
+                ErrorKind::NonStandardLayout {
+                    weight: weight.to_string(),
+                    detail: detail.clone(),
+                },
+            ))
+        }
         Element::Other(what) => return Err(unsupported(what.clone())),
     })
 }
