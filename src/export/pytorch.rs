@@ -265,7 +265,7 @@ const RULES: &[Rule] = &[
 ];
 
 /// Layer options PyTorch modules take as arguments, copied from the config.
-const OPTION_KEYS: &[&str] = &[
+pub(crate) const OPTION_KEYS: &[&str] = &[
     "strides",
     "padding",
     "dilation_rate",

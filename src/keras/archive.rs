@@ -14,13 +14,14 @@ use zip::CompressionMethod;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::h5;
+use crate::inspect::human_bytes;
+use crate::keras::config::MAX_CONFIG_BYTES;
 
 /// The member that holds the weights.
 pub const WEIGHTS_MEMBER: &str = "model.weights.h5";
 
-/// A JSON member larger than this is refused (Keras configs are kilobytes
-/// to a few megabytes).
-const MAX_JSON_BYTES: u64 = 256 << 20;
+/// `metadata.json` holds a version and a date: a few hundred bytes.
+const MAX_METADATA_BYTES: u64 = 1 << 20;
 
 /// How far a compressed member may expand relative to the whole archive
 /// before we call it a zip bomb.
@@ -77,13 +78,21 @@ pub fn open(path: &Path) -> Result<Archive> {
         }
         match name.as_str() {
             "config.json" | "metadata.json" => {
-                if member.size() > MAX_JSON_BYTES {
-                    return Err(fail(format!("`{name}` is {} bytes", member.size())));
+                let limit = match name.as_str() {
+                    "config.json" => MAX_CONFIG_BYTES as u64,
+                    _ => MAX_METADATA_BYTES,
+                };
+                if member.size() > limit {
+                    return Err(refuse(format!(
+                        "`{name}` is {} bytes, more than the {} a Keras model needs",
+                        member.size(),
+                        human_bytes(limit)
+                    )));
                 }
                 let mut text = String::new();
                 member
                     .by_ref()
-                    .take(MAX_JSON_BYTES)
+                    .take(limit)
                     .read_to_string(&mut text)
                     .map_err(|e| fail(format!("reading `{name}`: {e}")))?;
                 if name == "config.json" {

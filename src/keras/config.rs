@@ -2,7 +2,116 @@
 //! say what each layer is: its class, its options, and, for nested models,
 //! its own layers.
 
-use serde_json::Value;
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+/// The largest model config read (`model_config`, `config.json`,
+/// `--config`): real configs are kilobytes to a few megabytes, 100k-layer
+/// models tens of megabytes.
+pub const MAX_CONFIG_BYTES: usize = 64 << 20;
+
+/// The config keys the converter reads; everything else (initializers,
+/// `inbound_nodes`, vocabularies, constants) is skipped while parsing, so
+/// a config's memory is bounded by its layers, not by its bulk.
+const STRUCTURE_KEYS: &[&str] = &[
+    "class_name",
+    "config",
+    "name",
+    "custom_name",
+    "layers",
+    "layer",
+    "forward_layer",
+    "backward_layer",
+    "dtype",
+];
+
+/// Whether the converter reads this key of a config object.
+fn is_read(key: &str) -> bool {
+    STRUCTURE_KEYS.contains(&key)
+        || crate::export::pytorch::OPTION_KEYS.contains(&key)
+        || crate::labels::TABLES
+            .iter()
+            .flat_map(|t| t.slots)
+            .any(|s| s.flag == Some(key))
+}
+
+/// A JSON value with only the keys [`is_read`] keeps, built while parsing.
+struct Pruned;
+
+impl<'de> DeserializeSeed<'de> for Pruned {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Pruned {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(Pruned)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if is_read(&key) {
+                let value = map.next_value_seed(Pruned)?;
+                out.insert(key, value);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
 
 /// One layer of a model config; a nested model has children.
 #[derive(Debug, Clone)]
@@ -17,10 +126,14 @@ pub struct LayerConfig {
 const MODEL_CLASSES: &[&str] = &["Functional", "Sequential", "Model"];
 
 impl LayerConfig {
-    /// Parses a model config JSON document.
+    /// Parses a model config JSON document, keeping only what the
+    /// converter reads. Callers check [`MAX_CONFIG_BYTES`] first.
     pub fn parse(json: &str) -> Result<LayerConfig, String> {
-        let value: Value =
-            serde_json::from_str(json).map_err(|e| format!("model_config is not JSON: {e}"))?;
+        let mut deserializer = serde_json::Deserializer::from_str(json);
+        let value = Pruned
+            .deserialize(&mut deserializer)
+            .and_then(|v| deserializer.end().map(|_| v))
+            .map_err(|e| format!("model_config is not JSON: {e}"))?;
         Self::from_value(&value).ok_or_else(|| "model_config has no class_name".to_string())
     }
 
@@ -151,6 +264,23 @@ mod tests {
         assert_eq!(root.children[0].class, "Convolution2D");
         assert_eq!(root.children[0].name, "conv");
         assert_eq!(root.children[1].name, "batchnormalization");
+    }
+
+    #[test]
+    fn only_the_keys_the_converter_reads_are_kept() {
+        let json = r#"{"class_name": "Functional", "config": {"name": "m", "layers": [
+            {"class_name": "Conv2D", "name": "c", "inbound_nodes": [[["input", 0, 0, {}]]],
+             "config": {"name": "c", "use_bias": false, "padding": "same",
+                        "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": 1}},
+                        "vocabulary": ["a", "b", "c"]}}]}}"#;
+        let root = LayerConfig::parse(json).unwrap();
+        let conv = root.child("c").unwrap();
+        assert_eq!(conv.class, "Conv2D");
+        assert_eq!(
+            conv.config,
+            serde_json::json!({"name": "c", "use_bias": false, "padding": "same"})
+        );
+        assert!(LayerConfig::parse(r#"{"class_name": "X"} trailing"#).is_err());
     }
 
     #[test]

@@ -14,7 +14,8 @@ use crate::accounting::{self, OPTIMIZER_SKIPPED};
 use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
 use crate::h5;
-use crate::keras::config::LayerConfig;
+use crate::inspect::human_bytes;
+use crate::keras::config::{LayerConfig, MAX_CONFIG_BYTES};
 use crate::keras::{weight_dtype, ReadOptions};
 use crate::labels;
 use crate::model::{Format, Layer, Model, SkippedGroup, Weight};
@@ -144,6 +145,16 @@ impl Reader<'_> {
         let keras_version = string_attr("keras_version");
         let backend = string_attr("backend");
         let config = match root.string_attr("model_config") {
+            Ok(Some(json)) if json.len() > MAX_CONFIG_BYTES => {
+                return Err(Error::new(
+                    self.path,
+                    ErrorKind::Unsafe(format!(
+                        "the `model_config` attribute is {} bytes, more than the {} a Keras model needs",
+                        json.len(),
+                        human_bytes(MAX_CONFIG_BYTES as u64)
+                    )),
+                ))
+            }
             Ok(Some(json)) => match LayerConfig::parse(&json) {
                 Ok(c) => Some(c),
                 Err(e) => {

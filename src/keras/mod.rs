@@ -224,7 +224,22 @@ pub(crate) fn refuse_links(path: &Path, file: &h5::File) -> Result<()> {
 }
 
 fn read_config(path: &Path) -> Result<LayerConfig> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::new(path, e.into()))?;
+    let mut text = String::new();
+    File::open(path)
+        .and_then(|f| {
+            f.take(config::MAX_CONFIG_BYTES as u64 + 1)
+                .read_to_string(&mut text)
+        })
+        .map_err(|e| Error::new(path, e.into()))?;
+    if text.len() > config::MAX_CONFIG_BYTES {
+        return Err(Error::new(
+            path,
+            ErrorKind::Unsafe(format!(
+                "the config is over {}, more than a Keras model needs",
+                crate::inspect::human_bytes(config::MAX_CONFIG_BYTES as u64)
+            )),
+        ));
+    }
     LayerConfig::parse(&text).map_err(|e| Error::new(path, ErrorKind::InvalidKeras(e)))
 }
 
