@@ -40,6 +40,7 @@ pub fn interrupted() -> std::io::Error {
 }
 
 /// A writer that fails once a stop is requested.
+#[derive(Debug)]
 pub struct Stoppable<W>(pub W);
 
 impl<W: Write> Write for Stoppable<W> {

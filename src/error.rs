@@ -64,6 +64,9 @@ pub enum ErrorKind {
     /// The output file is there already and `--force` was not given.
     #[error("output exists already (pass --force to overwrite it)")]
     OutputExists,
+    /// A file given as a manifest that is not one.
+    #[error("not a keras2safetensors manifest ({0}); `manifest FILE -o MANIFEST_JSON` writes one")]
+    InvalidManifest(String),
     /// A safetensors file that does not follow the format.
     #[error("not a valid safetensors file: {0}")]
     InvalidSafetensors(String),

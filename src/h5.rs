@@ -134,6 +134,12 @@ impl Storage for WindowStorage {
     }
 }
 
+impl std::fmt::Debug for File {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("h5::File").field("len", &self.len).finish()
+    }
+}
+
 /// A group in an open file.
 pub struct Group {
     inner: hdf5_reader::group::Group,
@@ -1004,6 +1010,14 @@ fn swap_size(dtype: &Datatype) -> Option<usize> {
             ..
         } if *size > 1 => Some(*size as usize),
         _ => None,
+    }
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("h5::Group")
+            .field("address", &self.address())
+            .finish()
     }
 }
 

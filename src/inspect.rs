@@ -15,7 +15,7 @@ use crate::json_order::ordered_object;
 use crate::keras::{self, FileKind, ReadOptions};
 use crate::labels;
 use crate::model::{Layer, Model, Skipped, Weight};
-use crate::safetensors_file::{SafetensorsSet, INDEX_SUFFIX};
+use crate::safetensors_file::{shard_folder_entry, SafetensorsSet, INDEX_SUFFIX};
 use crate::stats::Stats;
 use crate::tensors::{read_error, TensorFile};
 use crate::values::parallel_map;
@@ -124,6 +124,8 @@ pub fn add_stats(summary: &mut Summary, path: &Path, options: &ReadOptions) -> R
 
 /// Describes any file we read, choosing the reader by content.
 pub fn inspect(path: &Path, options: &ReadOptions) -> Result<Summary> {
+    let entry = shard_folder_entry(path)?;
+    let path = entry.as_path();
     if path.to_string_lossy().ends_with(INDEX_SUFFIX) {
         return summarize_safetensors(path);
     }

@@ -65,6 +65,7 @@ pub enum Guess {
 }
 
 /// The label table of one layer class.
+#[derive(Debug)]
 pub struct ClassLabels {
     pub class: &'static str,
     pub slots: &'static [Slot],

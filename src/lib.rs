@@ -2,8 +2,9 @@
 //! write safetensors.
 //!
 //! The data path is one walk:
-//! file → [`keras::detect`] → reader ([`keras::open`]) → [`model::Model`]
-//! (layers with labelled weights) → [`export::plan`] (names) →
+//! file → [`keras::detect`] → reader ([`keras::open`], which accounts for
+//! every dataset: [`accounting`]) → [`model::Model`]
+//! (layers with labelled weights) → [`export::plan()`] (names) →
 //! [`export::write`] (streamed, atomic safetensors).
 //!
 //! ```no_run
@@ -19,6 +20,8 @@
 //! println!("{} tensors", summary.tensors);
 //! # Ok::<(), keras2safetensors::Error>(())
 //! ```
+
+#![warn(missing_debug_implementations)]
 
 pub mod accounting;
 pub mod cancel;

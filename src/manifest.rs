@@ -72,13 +72,10 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Reads a manifest file.
 pub fn load(path: &Path) -> Result<Manifest> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::new(path, e.into()))?;
-    serde_json::from_str(&text).map_err(|e| {
-        Error::new(
-            path,
-            ErrorKind::InvalidKeras(format!("not a keras2safetensors manifest: {e}")),
-        )
-    })
+    let bytes = std::fs::read(path).map_err(|e| Error::new(path, e.into()))?;
+    let not_manifest = |why: String| Error::new(path, ErrorKind::InvalidManifest(why));
+    let text = String::from_utf8(bytes).map_err(|_| not_manifest("not a text file".into()))?;
+    serde_json::from_str(&text).map_err(|e| not_manifest(e.to_string()))
 }
 
 /// The manifest as committed: pretty, sorted, ending in a newline.

@@ -121,6 +121,23 @@ pub struct Weight {
     pub location: h5::Location,
 }
 
+impl std::fmt::Debug for Model {
+    /// Everything but the open files, which have nothing a person reads.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("format", &self.format)
+            .field("keras_version", &self.keras_version)
+            .field("backend", &self.backend)
+            .field("date_saved", &self.date_saved)
+            .field("layers", &self.layers)
+            .field("optimizer", &self.optimizer)
+            .field("notes", &self.notes)
+            .field("skipped", &self.skipped)
+            .field("files", &self.stores.len())
+            .finish()
+    }
+}
+
 impl Weight {
     pub fn element_count(&self) -> u64 {
         self.shape.iter().map(|&d| d as u64).product()

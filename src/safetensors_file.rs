@@ -11,6 +11,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::export::writer::MAX_HEADER_BYTES;
 
 /// A safetensors header, checked against the file's length.
+#[derive(Debug)]
 pub struct Header {
     pub metadata: Metadata,
     pub file_len: u64,
@@ -62,6 +63,7 @@ pub struct Located {
 
 /// A safetensors file, or the shards of a Hugging Face sharded save, with
 /// random access to tensor bytes (no mapping, no whole-file reads).
+#[derive(Debug)]
 pub struct SafetensorsSet {
     pub files: Vec<File>,
     pub tensors: Vec<Located>,
@@ -116,6 +118,28 @@ impl SafetensorsSet {
         }
         Ok(set)
     }
+}
+
+/// The file to read for `path`: itself, or for a folder of shards as
+/// `convert --max-shard-size` writes it, its index (or its one
+/// `model.safetensors`). Any other folder is an error saying what is read.
+pub fn shard_folder_entry(path: &Path) -> Result<std::path::PathBuf> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    for name in ["model.safetensors.index.json", "model.safetensors"] {
+        let candidate = path.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::new(
+        path,
+        ErrorKind::Unsupported(
+            "a folder without model.safetensors.index.json or model.safetensors; give a file, or a folder of shards"
+                .into(),
+        ),
+    ))
 }
 
 /// The shard files named by a Hugging Face index, or `None` when `path` is

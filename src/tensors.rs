@@ -15,7 +15,7 @@ use crate::h5::COPY_BUFFER_BYTES;
 use crate::keras::{self, FileKind, ReadOptions};
 use crate::model::Model;
 use crate::pread::read_exact_at;
-use crate::safetensors_file::{SafetensorsSet, INDEX_SUFFIX};
+use crate::safetensors_file::{shard_folder_entry, SafetensorsSet, INDEX_SUFFIX};
 
 /// A tensor's description.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,7 @@ impl TensorInfo {
 }
 
 /// A file's tensors, readable.
+#[derive(Debug)]
 pub enum TensorFile {
     Keras { model: Box<Model>, plan: Plan },
     Safetensors(SafetensorsSet),
@@ -42,6 +43,8 @@ impl TensorFile {
     /// Opens any file we read. Keras files are planned with `plan_options`
     /// (so names and bytes are those `convert` would write).
     pub fn open(path: &Path, read: &ReadOptions, plan_options: &PlanOptions) -> Result<TensorFile> {
+        let entry = shard_folder_entry(path)?;
+        let path = entry.as_path();
         let is_index = path
             .file_name()
             .is_some_and(|n| n.to_string_lossy().ends_with(INDEX_SUFFIX));

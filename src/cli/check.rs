@@ -20,8 +20,13 @@ use super::{print_json, print_out, Outcome, ReadArgs};
 /// checked after the same transform (read from CONVERTED's metadata).
 /// Exit code 0 when everything matches, 1 otherwise.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  keras2safetensors verify model.h5 model.safetensors
+  keras2safetensors verify model.h5 out_pt/model.safetensors.index.json --json")]
 pub struct VerifyArgs {
+    /// The Keras file that was converted.
     source: PathBuf,
+    /// The conversion: a safetensors file or a sharded save's index.
     converted: PathBuf,
     /// Print the report as JSON.
     #[arg(long)]
@@ -38,8 +43,14 @@ pub struct VerifyArgs {
 /// difference. Exit code 0 when every value matches within
 /// `|a - b| <= atol + rtol * |b|` (NaN matches NaN), 1 otherwise.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  keras2safetensors diff old.safetensors new.safetensors
+  keras2safetensors diff model.h5 model_f16.safetensors --atol 1e-3
+  keras2safetensors diff a.keras b.weights.h5 --json")]
 pub struct DiffArgs {
+    /// The first file: any Keras format or safetensors.
     a: PathBuf,
+    /// The second file, compared against the first.
     b: PathBuf,
     /// Absolute tolerance.
     #[arg(long, default_value_t = 0.0)]
@@ -59,7 +70,11 @@ pub struct DiffArgs {
 /// The manifest is stable (sorted keys, no timestamps), so it diffs well in
 /// code review. Commit it beside a fixture and run `check` in CI.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  keras2safetensors manifest model.h5 -o model.manifest.json
+  keras2safetensors manifest model.safetensors")]
 pub struct ManifestArgs {
+    /// The file to describe: any Keras format or safetensors.
     file: PathBuf,
     /// Where to write (default: standard output).
     #[arg(short, long)]
@@ -71,8 +86,13 @@ pub struct ManifestArgs {
 /// Check a file against a manifest: exit 0 when it matches, 1 with the
 /// list of differences otherwise.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  keras2safetensors check model.h5 --manifest model.manifest.json
+  keras2safetensors check model.safetensors --manifest model.manifest.json --json")]
 pub struct CheckArgs {
+    /// The file to check: any Keras format or safetensors.
     file: PathBuf,
+    /// The manifest `manifest` wrote for the file.
     #[arg(long, value_name = "MANIFEST_JSON")]
     manifest: PathBuf,
     /// Print the result as JSON.

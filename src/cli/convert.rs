@@ -29,6 +29,11 @@ use super::{parse_size, print_json, print_out, progress_bar, Outcome, PlanArgs, 
 /// converted in parallel into the OUTPUT folder; one bad file does not stop
 /// the others, and the exit code is 1 if any failed.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  keras2safetensors convert model.h5 -o model.safetensors
+  keras2safetensors convert effnet_weights.h5 --layout pytorch --num-batches-tracked
+  keras2safetensors convert model.keras --layout pytorch --max-shard-size 2GB -o out/
+  keras2safetensors convert checkpoints/ -o converted/ --dry-run")]
 pub struct Args {
     /// Keras files or folders (files are recognised by content, not extension).
     #[arg(required = true)]

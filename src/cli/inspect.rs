@@ -16,8 +16,14 @@ use super::{print_json, print_out, Outcome, ReadArgs};
 /// only, never weight data, so it is instant on a multi-GB file; `--stats`
 /// reads every value once.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  keras2safetensors inspect model.h5
+  keras2safetensors inspect model.keras --json
+  keras2safetensors inspect model.weights.h5 --config config.json --filter 'block1'
+  keras2safetensors inspect model.safetensors --stats")]
 pub struct Args {
-    /// The file to describe.
+    /// The file to describe: any Keras format, a safetensors file, or a
+    /// sharded save's index.
     file: PathBuf,
     /// Print one JSON object instead of the table (schema in the README).
     #[arg(long)]

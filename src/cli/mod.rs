@@ -37,6 +37,18 @@ enum Command {
     Diff(check::DiffArgs),
     Manifest(check::ManifestArgs),
     Check(check::CheckArgs),
+    Completions(CompletionsArgs),
+}
+
+/// Print shell completions for keras2safetensors.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  keras2safetensors completions bash > ~/.local/share/bash-completion/completions/keras2safetensors
+  keras2safetensors completions zsh > ~/.zfunc/_keras2safetensors
+  keras2safetensors completions fish > ~/.config/fish/completions/keras2safetensors.fish")]
+struct CompletionsArgs {
+    /// The shell to complete for.
+    shell: clap_complete::Shell,
 }
 
 /// What a command found: whether everything matched.
@@ -53,6 +65,13 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Diff(args) => check::diff(args),
         Command::Manifest(args) => check::manifest(args),
         Command::Check(args) => check::check(args),
+        Command::Completions(args) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut text = Vec::new();
+            clap_complete::generate(args.shell, &mut command, "keras2safetensors", &mut text);
+            print_out(&String::from_utf8_lossy(&text))?;
+            Ok(Outcome::Success)
+        }
     }
 }
 

@@ -28,6 +28,7 @@ const MAX_METADATA_BYTES: u64 = 1 << 20;
 const MAX_EXPANSION: u64 = 100;
 
 /// What an archive holds.
+#[derive(Debug)]
 pub struct Archive {
     pub config: Option<String>,
     pub metadata: Option<Value>,

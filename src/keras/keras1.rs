@@ -23,6 +23,7 @@ const KERAS0_LABELS: &[(&str, &[&str])] = &[(
 /// Upper bound on `nb_layers`, so a crafted count cannot make us loop long.
 const MAX_LAYERS: u64 = 1 << 20;
 
+#[derive(Debug)]
 pub struct Read {
     pub layers: Vec<Layer>,
     pub notes: Vec<String>,

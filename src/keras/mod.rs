@@ -197,8 +197,10 @@ fn read_model(path: &Path, options: &ReadOptions) -> Result<Model> {
         FileKind::Json => open_sharded(path, options, config),
         FileKind::Safetensors => Err(Error::new(
             path,
-            ErrorKind::UnknownFormat(
-                "this is a safetensors file, not a Keras file; `inspect` reads it".into(),
+            ErrorKind::Unsupported(
+                "a safetensors file, which is converted already: `convert` takes Keras files; \
+                 `inspect`, `verify` and `diff` read this one"
+                    .into(),
             ),
         )),
     }

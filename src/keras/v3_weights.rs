@@ -52,6 +52,7 @@ struct Node {
 
 /// The object trees of one or more files, merged: a sharded save splits
 /// one model's tree (even one `vars` group) across files.
+#[derive(Debug)]
 pub struct Tree<'a> {
     path: &'a Path,
     files: &'a [h5::File],
@@ -170,6 +171,7 @@ impl<'a> Tree<'a> {
 }
 
 /// What the reader found.
+#[derive(Debug)]
 pub struct Read {
     pub layers: Vec<Layer>,
     pub optimizer: Vec<Weight>,
