@@ -18,6 +18,7 @@ use crate::model::{Layer, Model, Skipped, Weight};
 use crate::safetensors_file::{shard_folder_entry, SafetensorsSet, INDEX_SUFFIX};
 use crate::stats::Stats;
 use crate::tensors::{read_error, TensorFile};
+use crate::terminal::{elide, escape, escape_keeping_lines, pad};
 use crate::values::parallel_map;
 
 /// What `inspect --json` prints.
@@ -335,33 +336,59 @@ fn longest_known_prefix<'a>(
         .find(|prefix| known.contains_key(prefix))
 }
 
+/// The widest a table cell gets: longer names (a crafted file can hold
+/// names of any length) are shown with their middle elided.
+pub const MAX_CELL_CHARS: usize = 120;
+
+/// The longest note shown in the table; JSON has them whole.
+const MAX_NOTE_CHARS: usize = 400;
+
+/// A name from the file as a table cell: control characters spelled out,
+/// the middle of an over-long name elided.
+fn cell(text: &str) -> String {
+    let escaped = escape(text);
+    elide(&escaped, MAX_CELL_CHARS).into_owned()
+}
+
+/// The width of each column: its widest cell, in characters.
+fn columns<'a, const N: usize>(rows: impl Iterator<Item = &'a [String; N]>) -> [usize; N] {
+    let mut widths = [0; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    widths
+}
+
 /// The table a person reads.
 pub fn render_table(s: &Summary) -> String {
     let mut rows: Vec<[String; 6]> = Vec::new();
-    let mut layer_starts = Vec::new();
+    // Whether a row starts a layer (a rule goes above it).
+    let mut starts_layer: Vec<bool> = Vec::new();
     for layer in &s.layers {
-        layer_starts.push(rows.len());
         let path = if layer.path.is_empty() {
             "(model)".to_string()
         } else {
-            layer.path.clone()
+            cell(&layer.path)
         };
         for (i, w) in layer.weights.iter().enumerate() {
             let first = i == 0;
+            starts_layer.push(first);
             rows.push([
                 if first { path.clone() } else { String::new() },
                 if first {
                     match (&layer.class, &layer.class_guess) {
-                        (Some(class), _) => class.clone(),
-                        (None, Some(guess)) => format!("{guess} (guess)"),
+                        (Some(class), _) => cell(class),
+                        (None, Some(guess)) => format!("{} (guess)", cell(guess)),
                         (None, None) => "?".into(),
                     }
                 } else {
                     String::new()
                 },
-                w.label.clone(),
+                cell(&w.label),
                 shape_string(&w.shape),
-                w.dtype.clone(),
+                cell(&w.dtype),
                 if first {
                     group_digits(layer.params)
                 } else {
@@ -370,20 +397,16 @@ pub fn render_table(s: &Summary) -> String {
             ]);
         }
     }
-    let head = ["Layer", "Class", "Weight", "Shape", "Dtype", "Params"];
-    let mut widths = head.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
+    let head = ["Layer", "Class", "Weight", "Shape", "Dtype", "Params"].map(String::from);
+    let widths = columns(std::iter::once(&head).chain(&rows));
     let line = |cells: &[String; 6]| -> String {
         let mut out = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
             if i == 5 {
-                let _ = write!(out, "{cell:>w$}");
+                out.push_str(&pad(cell, w, true));
             } else {
-                let _ = write!(out, "{cell:<w$}  ");
+                out.push_str(&pad(cell, w, false));
+                out.push_str("  ");
             }
         }
         out.trim_end().to_string()
@@ -405,10 +428,10 @@ pub fn render_table(s: &Summary) -> String {
         let _ = writeln!(out, "Saved by: {}", versions.join(", "));
     }
     let _ = writeln!(out, "{rule}");
-    let _ = writeln!(out, "{}", line(&head.map(String::from)));
+    let _ = writeln!(out, "{}", line(&head));
     let _ = writeln!(out, "{}", "═".repeat(total_width));
     for (i, row) in rows.iter().enumerate() {
-        if i > 0 && layer_starts.contains(&i) {
+        if i > 0 && starts_layer[i] {
             let _ = writeln!(out, "{}", "╌".repeat(total_width));
         }
         let _ = writeln!(out, "{}", line(row));
@@ -443,9 +466,12 @@ pub fn render_table(s: &Summary) -> String {
         }
     }
     for note in &s.notes {
-        let _ = writeln!(out, "note: {note}");
+        // Notes quote names, which can be of any length.
+        let _ = writeln!(out, "note: {}", elide(note, MAX_NOTE_CHARS));
     }
-    out
+    // Everything else that came from the file (the path, versions, notes,
+    // optimizer names): no control character reaches the terminal.
+    escape_keeping_lines(&out).into_owned()
 }
 
 fn stats_table(weights: &[&WeightSummary]) -> String {
@@ -455,7 +481,7 @@ fn stats_table(weights: &[&WeightSummary]) -> String {
         .filter_map(|w| {
             let st = w.stats.as_ref()?;
             Some([
-                w.name.clone(),
+                cell(&w.name),
                 number(st.min),
                 number(st.max),
                 number(st.mean),
@@ -466,26 +492,22 @@ fn stats_table(weights: &[&WeightSummary]) -> String {
             ])
         })
         .collect();
-    let head = ["Tensor", "Min", "Max", "Mean", "Std", "NaN", "Inf", "Zero"];
-    let mut widths = head.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
+    let head = ["Tensor", "Min", "Max", "Mean", "Std", "NaN", "Inf", "Zero"].map(String::from);
+    let widths = columns(std::iter::once(&head).chain(&rows));
     let mut out = String::from("\nStatistics\n");
     let line = |cells: &[String]| {
         let mut text = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
             if i == 0 {
-                let _ = write!(text, "{cell:<w$}");
+                text.push_str(&pad(cell, w, false));
             } else {
-                let _ = write!(text, "  {cell:>w$}");
+                text.push_str("  ");
+                text.push_str(&pad(cell, w, true));
             }
         }
         text + "\n"
     };
-    out.push_str(&line(&head.map(String::from)));
+    out.push_str(&line(&head));
     for row in &rows {
         out.push_str(&line(row));
     }

@@ -13,6 +13,8 @@ use keras2safetensors::keras::{self, FileKind};
 use keras2safetensors::values::parallel_map;
 use keras2safetensors::{open, Error, ErrorKind, Model, Result};
 
+use keras2safetensors::terminal::escape;
+
 use super::{parse_size, print_json, print_out, progress_bar, Outcome, PlanArgs, ReadArgs};
 
 /// Convert Keras weight files to safetensors.
@@ -131,13 +133,25 @@ pub fn run(args: Args) -> Result<Outcome> {
     for job in &jobs {
         if let Ok((model, plan)) = &job.prepared {
             for note in model.notes.iter().chain(&plan.notes) {
-                eprintln!("note: {}: {note}", job.input.display());
+                eprintln!(
+                    "{}",
+                    escape(&format!("note: {}: {note}", job.input.display()))
+                );
             }
             for warning in &plan.warnings {
-                eprintln!("warning: {}: {warning}", job.input.display());
+                eprintln!(
+                    "{}",
+                    escape(&format!("warning: {}: {warning}", job.input.display()))
+                );
             }
             for reason in export::plan::skip_reasons(&plan.skipped) {
-                eprintln!("note: {}: not written: {reason}", job.input.display());
+                eprintln!(
+                    "{}",
+                    escape(&format!(
+                        "note: {}: not written: {reason}",
+                        job.input.display()
+                    ))
+                );
             }
         }
     }
@@ -202,7 +216,10 @@ pub fn run(args: Args) -> Result<Outcome> {
                     .map(|f| f.display().to_string())
                     .collect();
                 for w in &summary.warnings {
-                    eprintln!("warning: {}: {w}", job.input.display());
+                    eprintln!(
+                        "{}",
+                        escape(&format!("warning: {}: {w}", job.input.display()))
+                    );
                 }
                 report.warnings = summary.warnings;
             }

@@ -14,6 +14,7 @@ use regex::Regex;
 
 use keras2safetensors::dtype::Dtype;
 use keras2safetensors::export::{rename, Layout, PlanOptions};
+use keras2safetensors::terminal::escape_keeping_lines;
 use keras2safetensors::{Error, ErrorKind, ReadOptions, Result};
 
 /// Convert Keras weight files to safetensors, see what is inside a saved
@@ -243,9 +244,15 @@ fn parse_size(text: &str) -> std::result::Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// Writes human output to stdout; a closed pipe comes back as an error
-/// that `main` treats as a quiet end, never a panic.
+/// Writes human output to stdout, with control characters in names from
+/// the files spelled out (see [`keras2safetensors::terminal`]).
 fn print_out(text: &str) -> Result<()> {
+    write_stdout(&escape_keeping_lines(text))
+}
+
+/// Writes to stdout as it is; a closed pipe comes back as an error that
+/// `main` treats as a quiet end, never a panic.
+fn write_stdout(text: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|_| out.flush())
@@ -254,7 +261,8 @@ fn print_out(text: &str) -> Result<()> {
 
 /// Prints a value as pretty JSON.
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
-    print_out(&(serde_json::to_string_pretty(value).unwrap_or_default() + "\n"))
+    // Exact: JSON escapes control characters itself.
+    write_stdout(&(serde_json::to_string_pretty(value).unwrap_or_default() + "\n"))
 }
 
 /// Whether an error is stdout closing under us (`... | head`).
