@@ -51,6 +51,10 @@ pub struct LayerSummary {
     /// Where the file records no class: the one class the weights fit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub class_guess: Option<String>,
+    /// Where the file records no class and several fit the weights: all of
+    /// them, likeliest first (a bias-free kernel: Conv2D or Conv2DTranspose).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub class_candidates: Vec<String>,
     pub params: u64,
     pub weights: Vec<WeightSummary>,
 }
@@ -157,13 +161,16 @@ pub fn summarize_model(path: &Path, model: &Model) -> Summary {
             .iter()
             .map(|w| weight_summary(&l.path, w))
             .collect();
-        LayerSummary {
+        let mut summary = LayerSummary {
             path: l.path_string(),
             class: l.class.clone(),
-            class_guess: guess(&l.class, &weights),
+            class_guess: None,
+            class_candidates: Vec::new(),
             params: l.param_count(),
             weights,
-        }
+        };
+        summary.guess_class();
+        summary
     };
     let optimizer_path = [OPTIMIZER_PREFIX.to_string()];
     Summary {
@@ -186,15 +193,24 @@ pub fn summarize_model(path: &Path, model: &Model) -> Summary {
     }
 }
 
-fn guess(class: &Option<String>, weights: &[WeightSummary]) -> Option<String> {
-    if class.is_some() {
-        return None;
+impl LayerSummary {
+    /// Where the file records no class: the one class the weights fit, or
+    /// every class they fit when there are several.
+    fn guess_class(&mut self) {
+        if self.class.is_some() {
+            return;
+        }
+        let labelled: Vec<(String, Vec<usize>)> = self
+            .weights
+            .iter()
+            .map(|w| (w.label.clone(), w.shape.clone()))
+            .collect();
+        match labels::class_candidates(&labelled)[..] {
+            [] => {}
+            [one] => self.class_guess = Some(one.to_string()),
+            ref several => self.class_candidates = several.iter().map(|c| c.to_string()).collect(),
+        }
     }
-    let labelled: Vec<(String, Vec<usize>)> = weights
-        .iter()
-        .map(|w| (w.label.clone(), w.shape.clone()))
-        .collect();
-    labels::guess_class(&labelled).map(str::to_string)
 }
 
 /// Describes a safetensors file from its header. Tensors are grouped into
@@ -236,6 +252,7 @@ pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
             path: p.clone(),
             class: class.clone(),
             class_guess: None,
+            class_candidates: Vec::new(),
             params: 0,
             weights: Vec::new(),
         })
@@ -291,6 +308,7 @@ pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
                     path: layer_path,
                     class: None,
                     class_guess: None,
+                    class_candidates: Vec::new(),
                     params: count,
                     weights: vec![weight],
                 });
@@ -299,7 +317,7 @@ pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
     }
     layers.retain(|l| !l.weights.is_empty());
     for layer in &mut layers {
-        layer.class_guess = guess(&layer.class, &layer.weights);
+        layer.guess_class();
     }
     if known_layers.is_empty() {
         notes.push("no layer table in __metadata__: layers are grouped by tensor name".into());
@@ -364,23 +382,57 @@ fn columns<'a, const N: usize>(rows: impl Iterator<Item = &'a [String; N]>) -> [
 /// The table a person reads.
 pub fn render_table(s: &Summary) -> String {
     let mut rows: Vec<[String; 6]> = Vec::new();
-    // Whether a row starts a layer (a rule goes above it).
+    // Whether a row starts a layer or a group (a rule goes above it).
     let mut starts_layer: Vec<bool> = Vec::new();
+    // Sub-models and sub-networks show as a tree: a row per enclosing
+    // group (with the params of everything in it), then each layer by its
+    // own name, indented under its group.
+    let mut open: Vec<&str> = Vec::new();
+    // A group's first row needs no rule between it and its header.
+    let mut after_header = false;
     for layer in &s.layers {
+        let parts: Vec<&str> = layer.path.split('/').collect();
+        let (leaf, groups) = parts.split_last().unwrap_or((&"", &[]));
+        let shared = open.iter().zip(groups).take_while(|(a, b)| a == b).count();
+        open.truncate(shared);
+        for depth in shared..groups.len() {
+            let prefix = format!("{}/", groups[..=depth].join("/"));
+            let params: u64 = s
+                .layers
+                .iter()
+                .filter(|l| l.path.starts_with(&prefix))
+                .map(|l| l.params)
+                .sum();
+            starts_layer.push(!after_header);
+            after_header = true;
+            rows.push([
+                format!("{}{}/", "  ".repeat(depth), cell(groups[depth])),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                group_digits(params),
+            ]);
+            open.push(groups[depth]);
+        }
         let path = if layer.path.is_empty() {
             "(model)".to_string()
         } else {
-            cell(&layer.path)
+            format!("{}{}", "  ".repeat(groups.len()), cell(leaf))
         };
         for (i, w) in layer.weights.iter().enumerate() {
             let first = i == 0;
-            starts_layer.push(first);
+            starts_layer.push(first && !after_header);
+            after_header = false;
             rows.push([
                 if first { path.clone() } else { String::new() },
                 if first {
                     match (&layer.class, &layer.class_guess) {
                         (Some(class), _) => cell(class),
                         (None, Some(guess)) => format!("{} (guess)", cell(guess)),
+                        (None, None) if !layer.class_candidates.is_empty() => {
+                            format!("{} (guess)", cell(&layer.class_candidates.join("|")))
+                        }
                         (None, None) => "?".into(),
                     }
                 } else {

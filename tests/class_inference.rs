@@ -254,3 +254,66 @@ fn subclassed_models_keep_their_variable_names() {
         "only the BiFPN nodes' scalar fusion weights lack a PyTorch module"
     );
 }
+
+/// Issue 16: `inspect` shows a sub-network's sub-layers as a tree, each
+/// group with the params of everything in it.
+#[test]
+fn inspect_shows_sub_networks_as_a_tree() {
+    let input = fixture("subclassed_effdet_weights.h5");
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            input.with_file_name("subclassed_effdet_weights.h5.expected.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let params_under = |prefix: &str| -> u64 {
+        expected["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["path"].as_str().unwrap().starts_with(prefix))
+            .map(|l| l["params"].as_u64().unwrap())
+            .sum()
+    };
+    let out = run(&["inspect", input.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let row = |start: &str| {
+        text.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no row starting {start:?} in\n{text}"))
+            .to_string()
+    };
+    for (indent, group, prefix) in [
+        ("", "efficientnet-b0/", "efficientnet-b0/"),
+        ("  ", "blocks_0/", "efficientnet-b0/blocks_0/"),
+        ("    ", "se/", "efficientnet-b0/blocks_0/se/"),
+        ("", "fpn_cells/", "fpn_cells/"),
+    ] {
+        let line = row(&format!("{indent}{group} "));
+        let params = params_under(prefix);
+        assert!(params > 0);
+        assert!(
+            line.trim_end().ends_with(&format!(" {params}"))
+                || line
+                    .trim_end()
+                    .ends_with(&format!(" {}", group_thousands(params))),
+            "{group}: {line}"
+        );
+    }
+    let dw = row("    depthwise_conv2d ");
+    assert!(dw.contains("DepthwiseConv2D (guess)"), "{dw}");
+}
+
+fn group_thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
