@@ -124,6 +124,9 @@ impl Storage for WindowStorage {
             needed: len as u64,
             available: self.len.saturating_sub(offset),
         };
+        // Every read of the file's structure passes here: a stop is
+        // noticed however long the crate's walk.
+        crate::cancel::checkpoint()?;
         let end = offset.checked_add(len as u64).ok_or_else(eof)?;
         if end > self.len {
             return Err(eof());
@@ -281,6 +284,7 @@ impl File {
         seen: &mut std::collections::HashSet<u64>,
         datasets: &mut Vec<String>,
     ) -> Result<()> {
+        crate::cancel::checkpoint()?;
         if depth > MAX_GROUP_DEPTH {
             return Err(H5Error(format!(
                 "groups nest deeper than {MAX_GROUP_DEPTH} levels at `{path}`"
@@ -632,6 +636,7 @@ impl File {
             Location::Contiguous { offset, len } => {
                 let mut done = 0u64;
                 while done < *len {
+                    crate::cancel::checkpoint()?;
                     let n = (*len - done).min(buf.len() as u64) as usize;
                     self.bytes.read_exact_at(&mut buf[..n], offset + done)?;
                     out.write_all(&buf[..n])?;

@@ -68,5 +68,5 @@ pub fn convert_file(
     let model = keras::open(input, &options.read)?;
     let plan = export::plan(&model, input, &options.plan)?;
     export::plan::ensure_tensors(&plan, &model, input)?;
-    export::write(&plan, &model, output, &options.write, progress)
+    export::write(&plan, &model, output, &options.write, progress).map_err(cancel::blame)
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use keras2safetensors::cancel;
 use keras2safetensors::compare::{self, Report, Tolerance};
 use keras2safetensors::export::PlanOptions;
 use keras2safetensors::manifest::{self, Difference};
@@ -129,6 +130,7 @@ fn report_text(report: &Report, what: &str) -> String {
 
 pub fn verify(args: VerifyArgs) -> Result<Outcome> {
     let report = compare::verify(&args.source, &args.converted, &args.read.options())?;
+    cancel::check(&args.source)?;
     if args.json {
         print_json(&report)?;
     } else {
@@ -143,6 +145,7 @@ pub fn diff(args: DiffArgs) -> Result<Outcome> {
         rtol: args.rtol,
     };
     let report = compare::diff(&args.a, &args.b, &args.read.options(), tolerance)?;
+    cancel::check(&args.a)?;
     if args.json {
         print_json(&report)?;
     } else {
@@ -159,6 +162,7 @@ pub fn diff(args: DiffArgs) -> Result<Outcome> {
 pub fn manifest(args: ManifestArgs) -> Result<Outcome> {
     let file = TensorFile::open(&args.file, &args.read.options(), &PlanOptions::default())?;
     let text = manifest::to_text(&manifest::build(&args.file, &file)?);
+    cancel::check(&args.file)?;
     match &args.output {
         Some(path) => std::fs::write(path, text).map_err(|e| Error::new(path, e.into()))?,
         None => print_out(&text)?,
@@ -179,6 +183,7 @@ pub fn check(args: CheckArgs) -> Result<Outcome> {
     let expected = manifest::load(&args.manifest)?;
     let file = TensorFile::open(&args.file, &args.read.options(), &PlanOptions::default())?;
     let actual = manifest::build(&args.file, &file)?;
+    cancel::check(&args.file)?;
     let differences = manifest::compare(&expected, &actual);
     let report = CheckReport {
         file: args.file.display().to_string(),

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use keras2safetensors::cancel;
 use keras2safetensors::export::{self, Plan, WriteOptions};
 use keras2safetensors::inspect::{human_bytes, shape_string};
 use keras2safetensors::keras::{self, FileKind};
@@ -114,7 +115,8 @@ pub fn run(args: Args) -> Result<Outcome> {
         .into_iter()
         .map(|(input, output)| {
             let started = Instant::now();
-            let prepared = prepare(&input, &output, &read, &plan_options, &write, args.dry_run);
+            let prepared = cancel::check(&input)
+                .and_then(|_| prepare(&input, &output, &read, &plan_options, &write, args.dry_run));
             Job {
                 input,
                 output,
@@ -135,6 +137,9 @@ pub fn run(args: Args) -> Result<Outcome> {
                 eprintln!("note: {}: not written: {reason}", job.input.display());
             }
         }
+    }
+    if let Some(job) = jobs.first().filter(|_| cancel::requested()) {
+        return Err(cancel::stopped(&job.input));
     }
     if args.dry_run {
         return dry_run(jobs, batch);
@@ -165,6 +170,16 @@ pub fn run(args: Args) -> Result<Outcome> {
         if let Some(bar) = guard.as_ref() {
             bar.finish_and_clear();
         }
+    }
+    let stopped = written
+        .iter()
+        .zip(&jobs)
+        .any(|(w, j)| matches!(w, Some(Err(_))) || j.prepared.is_err());
+    if stopped && cancel::requested() {
+        // The writes stopped took their files away (those complete before
+        // the stop stay): one line says so.
+        let first = jobs.first().map(|j| j.input.clone()).unwrap_or_default();
+        return Err(cancel::stopped(&first));
     }
 
     let mut reports = Vec::new();
@@ -378,6 +393,7 @@ fn batch_pairs(
 fn find_keras_files(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::new(dir, e.into()))?;
     for entry in entries {
+        cancel::check(dir)?;
         let path = entry.map_err(|e| Error::new(dir, e.into()))?.path();
         if path.is_dir() {
             find_keras_files(&path, found)?;

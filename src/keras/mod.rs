@@ -11,6 +11,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::accounting;
+use crate::cancel;
 use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
 use crate::h5::{self, Element};
@@ -147,8 +148,10 @@ fn layout(path: &Path, file: &h5::File) -> Result<Layout> {
 /// structure (not its data). Every dataset of the input is then accounted
 /// for: claimed by a layer, or skipped for a reason the model records.
 pub fn open(path: &Path, options: &ReadOptions) -> Result<Model> {
-    let mut model = read_model(path, options)?;
-    accounting::account(&mut model, path, options.allow_unclaimed)?;
+    let mut model = read_model(path, options).map_err(cancel::blame)?;
+    cancel::check(path)?;
+    accounting::account(&mut model, path, options.allow_unclaimed).map_err(cancel::blame)?;
+    cancel::check(path)?;
     Ok(model)
 }
 
@@ -257,6 +260,7 @@ fn open_sharded(index: &Path, options: &ReadOptions, config: Option<LayerConfig>
     let files = shards
         .iter()
         .map(|shard| {
+            cancel::check(index)?;
             if detect(shard)? != FileKind::Hdf5 {
                 return Err(Error::new(
                     shard,
