@@ -194,7 +194,11 @@ pub struct DatasetInfo {
 
 impl File {
     pub fn open(path: &Path) -> Result<File> {
-        let file = FsFile::open(path)?;
+        File::from_fs_file(FsFile::open(path)?)
+    }
+
+    /// Reads the HDF5 file behind an open handle.
+    pub fn from_fs_file(file: FsFile) -> Result<File> {
         let len = file.metadata()?.len();
         File::open_window(Arc::new(file), 0, len)
     }

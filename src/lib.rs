@@ -26,6 +26,7 @@ pub mod compare;
 pub mod dtype;
 pub mod error;
 pub mod export;
+pub mod files;
 pub mod h5;
 pub mod inspect;
 pub mod json_order;

@@ -72,7 +72,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Reads a manifest file.
 pub fn load(path: &Path) -> Result<Manifest> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::new(path, e.into()))?;
+    let text = crate::files::read_text(path)?;
     serde_json::from_str(&text).map_err(|e| {
         Error::new(
             path,

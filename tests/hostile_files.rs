@@ -1,5 +1,6 @@
-//! Hostile files and folders on the filesystem side: SIGTERM in every
-//! phase. Each case that once hung runs the binary as a
+//! Hostile files and folders on the filesystem side: named pipes and other
+//! non-regular files, folder links that loop, shard links that escape, and
+//! SIGTERM in every phase. Each case that once hung runs the binary as a
 //! child under a time bound and kills it past the bound, so a regression
 //! fails here instead of hanging the test run.
 
@@ -9,6 +10,7 @@ mod common;
 
 use std::ffi::OsStr;
 use std::fs::File;
+use std::os::unix::fs::{symlink, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -55,6 +57,14 @@ fn finish(mut child: Child, logs: &Path, started: Instant, what: &str) -> (Outpu
     }
 }
 
+/// Runs the binary under [`BOUND`].
+fn run_bounded(args: &[&OsStr]) -> Output {
+    let logs = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let child = spawn(args, &[], logs.path());
+    finish(child, logs.path(), started, &format!("{args:?}")).0
+}
+
 fn os(args: &[&str]) -> Vec<&'static OsStr> {
     args.iter()
         .map(|a| OsStr::new(Box::leak(a.to_string().into_boxed_str())))
@@ -63,6 +73,20 @@ fn os(args: &[&str]) -> Vec<&'static OsStr> {
 
 fn path_arg(p: &Path) -> &OsStr {
     p.as_os_str()
+}
+
+fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path for the whole call.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(rc, 0, "mkfifo {}", path.display());
+}
+
+fn is_fifo(path: &Path) -> bool {
+    std::fs::symlink_metadata(path)
+        .map(|m| m.file_type().is_fifo())
+        .unwrap_or(false)
 }
 
 /// Every path under `dir`, relative, sorted.
@@ -85,6 +109,16 @@ fn tree(dir: &Path) -> Vec<String> {
     out
 }
 
+/// One line on stderr: `error: <file>: ...` with `expect` in it, no panic.
+fn assert_one_error_line(out: &Output, file: &str, expect: &str) {
+    let err = stderr(out);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains(file), "names {file}: {err}");
+    assert!(errors[0].contains(expect), "says {expect}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 const SHARDED_INDEX: &str = "k3_tiny_efficientdet_sharded.weights.json";
 const SHARDS: [&str; 3] = [
     "k3_tiny_efficientdet_sharded_00000.weights.h5",
@@ -99,6 +133,192 @@ fn copy_sharded(dir: &Path) -> PathBuf {
         std::fs::copy(fixture(name), dir.join(name)).unwrap();
     }
     dir.join(SHARDED_INDEX)
+}
+
+// ---------------------------------------------------------------------------
+// Named pipes and other files that are not regular files.
+
+#[test]
+fn a_named_pipe_named_as_input_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("model.h5");
+    mkfifo(&fifo);
+    for command in ["inspect", "convert"] {
+        let out = run_bounded(&[OsStr::new(command), path_arg(&fifo)]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_one_error_line(
+            &out,
+            "model.h5",
+            "refused: a named pipe (FIFO), not a regular file",
+        );
+    }
+    // A config or rename rules that are a pipe: the same.
+    let out = run_bounded(&[
+        OsStr::new("convert"),
+        path_arg(&fixture("k3_bn_center_false.weights.h5")),
+        OsStr::new("--config"),
+        path_arg(&fifo),
+        OsStr::new("-o"),
+        path_arg(&dir.path().join("out.safetensors")),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_one_error_line(&out, "model.h5", "refused: a named pipe");
+    // A device is not read either.
+    let out = run_bounded(&os(&["inspect", "/dev/zero"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert_one_error_line(&out, "/dev/zero", "refused: a character device");
+    assert!(is_fifo(&fifo));
+}
+
+#[test]
+fn a_named_pipe_in_an_input_folder_is_passed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(input.join("sub")).unwrap();
+    std::fs::copy(
+        fixture("classic_conv2d_full.h5"),
+        input.join("sub/model.h5"),
+    )
+    .unwrap();
+    mkfifo(&input.join("pipe.h5"));
+    mkfifo(&input.join("sub/pipe2.weights.h5"));
+    let output = dir.path().join("out");
+    let out = run_bounded(&[
+        OsStr::new("convert"),
+        path_arg(&input),
+        OsStr::new("-o"),
+        path_arg(&output),
+        OsStr::new("--quiet"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(tree(&output), ["sub", "sub/model.safetensors"]);
+}
+
+#[test]
+fn a_shard_that_is_a_named_pipe_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = copy_sharded(dir.path());
+    let shard = dir.path().join(SHARDS[1]);
+    std::fs::remove_file(&shard).unwrap();
+    mkfifo(&shard);
+    for command in ["inspect", "convert"] {
+        let out = run_bounded(&[OsStr::new(command), path_arg(&index)]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_one_error_line(&out, SHARDS[1], "refused: a named pipe (FIFO)");
+    }
+    // A folder search meets the pipe through the index: refused there too,
+    // and the batch still ends.
+    let out = run_bounded(&[
+        OsStr::new("convert"),
+        path_arg(dir.path()),
+        OsStr::new("-o"),
+        path_arg(&dir.path().join("out")),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refused: a named pipe"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Folder links.
+
+#[test]
+fn folder_links_are_not_followed_and_each_folder_is_visited_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(fixture("classic_conv2d_full.h5"), input.join("model.h5")).unwrap();
+    // Two links back into the tree: once, the same model 41 times into
+    // nested folders; twice, a search that never ended.
+    symlink(".", input.join("a")).unwrap();
+    symlink("..", input.join("b")).unwrap();
+    // A link out of the tree, to a folder with a model of its own.
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::copy(
+        fixture("classic_separable_full.h5"),
+        elsewhere.join("other.h5"),
+    )
+    .unwrap();
+    symlink(&elsewhere, input.join("outside")).unwrap();
+    // A link to a file is read as that file.
+    symlink(input.join("model.h5"), input.join("linked.h5")).unwrap();
+
+    let output = dir.path().join("out");
+    let out = run_bounded(&[
+        OsStr::new("convert"),
+        path_arg(&input),
+        OsStr::new("-o"),
+        path_arg(&output),
+        OsStr::new("--quiet"),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(tree(&output), ["linked.safetensors", "model.safetensors"]);
+    for link in ["a", "b", "outside"] {
+        assert!(
+            err.contains(&format!(
+                "{link}: a symbolic link to a folder, not followed"
+            )),
+            "{err}"
+        );
+    }
+    assert_eq!(tree(&elsewhere), ["other.h5"], "nothing written out there");
+}
+
+// ---------------------------------------------------------------------------
+// Shard links.
+
+#[test]
+fn a_shard_linked_from_outside_the_index_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("model");
+    let index = copy_sharded(&folder);
+    let outside = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&outside).unwrap();
+    let shard = folder.join(SHARDS[2]);
+    std::fs::rename(&shard, outside.join(SHARDS[2])).unwrap();
+    symlink(outside.join(SHARDS[2]), &shard).unwrap();
+    let output = dir.path().join("out.safetensors");
+    for args in [
+        vec![OsStr::new("inspect"), path_arg(&index)],
+        vec![
+            OsStr::new("convert"),
+            path_arg(&index),
+            OsStr::new("-o"),
+            path_arg(&output),
+        ],
+    ] {
+        let out = run_bounded(&args);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_one_error_line(&out, SHARDS[2], "refused: this shard is a symbolic link to");
+        assert!(
+            stderr(&out).contains("outside the folder"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(!output.exists());
+
+    // A link that stays inside the folder is fine.
+    std::fs::remove_file(&shard).unwrap();
+    std::fs::create_dir_all(folder.join("parts")).unwrap();
+    std::fs::rename(
+        outside.join(SHARDS[2]),
+        folder.join("parts").join(SHARDS[2]),
+    )
+    .unwrap();
+    symlink(Path::new("parts").join(SHARDS[2]), &shard).unwrap();
+    let out = run_bounded(&[
+        OsStr::new("convert"),
+        path_arg(&index),
+        OsStr::new("-o"),
+        path_arg(&output),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
 // ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 //! `convert`: one file, or many in parallel.
 
+use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -9,6 +10,7 @@ use serde::Serialize;
 
 use keras2safetensors::cancel;
 use keras2safetensors::export::{self, Plan, WriteOptions};
+use keras2safetensors::files::FileId;
 use keras2safetensors::inspect::{human_bytes, shape_string};
 use keras2safetensors::keras::{self, FileKind};
 use keras2safetensors::values::parallel_map;
@@ -360,10 +362,11 @@ fn batch_pairs(
         std::fs::create_dir_all(dir).map_err(|e| Error::new(dir, e.into()))?;
     }
     let mut pairs = Vec::new();
+    let mut visited = HashSet::new();
     for input in inputs {
         if input.is_dir() {
             let mut found = Vec::new();
-            find_keras_files(input, &mut found)?;
+            find_keras_files(input, &mut found, &mut visited)?;
             found.sort();
             for file in found {
                 let relative = file.strip_prefix(input).unwrap_or(&file).to_path_buf();
@@ -389,14 +392,44 @@ fn batch_pairs(
 }
 
 /// Keras files under `dir`, by content: HDF5, zip archives and sharded
-/// indexes; a shard whose index is there is left to the index.
-fn find_keras_files(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
+/// indexes; a shard whose index is there is left to the index. Only
+/// regular files are opened (named pipes, sockets and devices are passed
+/// over: opening one could block). Symbolic links to folders are not
+/// followed, and each real folder (by device and inode) is visited once, so
+/// no link leads the search out of the tree or round it again.
+fn find_keras_files(
+    dir: &Path,
+    found: &mut Vec<PathBuf>,
+    visited: &mut HashSet<FileId>,
+) -> Result<()> {
+    if let Some(id) = FileId::of_path(dir) {
+        if !visited.insert(id) {
+            return Ok(());
+        }
+    }
     let entries = std::fs::read_dir(dir).map_err(|e| Error::new(dir, e.into()))?;
     for entry in entries {
         cancel::check(dir)?;
-        let path = entry.map_err(|e| Error::new(dir, e.into()))?.path();
-        if path.is_dir() {
-            find_keras_files(&path, found)?;
+        let entry = entry.map_err(|e| Error::new(dir, e.into()))?;
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(|e| Error::new(&path, e.into()))?;
+        if file_type.is_dir() {
+            find_keras_files(&path, found, visited)?;
+            continue;
+        }
+        if file_type.is_symlink() {
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => {}
+                Ok(meta) if meta.is_dir() => {
+                    eprintln!(
+                        "note: {}: a symbolic link to a folder, not followed",
+                        path.display()
+                    );
+                    continue;
+                }
+                _ => continue,
+            }
+        } else if !file_type.is_file() {
             continue;
         }
         let is_index = path.to_string_lossy().ends_with(".weights.json");

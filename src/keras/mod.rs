@@ -14,6 +14,7 @@ use crate::accounting;
 use crate::cancel;
 use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
+use crate::files;
 use crate::h5::{self, Element};
 use crate::model::{Format, Model};
 use config::LayerConfig;
@@ -52,7 +53,7 @@ pub const SUPPORTED: &str = "Keras HDF5 (.h5, .hdf5, .weights.h5), .keras archiv
 /// nothing we read.
 pub fn detect(path: &Path) -> Result<FileKind> {
     let mut head = [0u8; 16];
-    let mut file = File::open(path).map_err(|e| Error::new(path, e.into()))?;
+    let mut file = files::open_regular(path)?;
     let n = read_up_to(&mut file, &mut head).map_err(|e| Error::new(path, e.into()))?;
     let head = &head[..n];
     if head.is_empty() {
@@ -208,7 +209,8 @@ fn read_model(path: &Path, options: &ReadOptions) -> Result<Model> {
 }
 
 fn open_h5(path: &Path) -> Result<h5::File> {
-    let file = h5::File::open(path).map_err(|e| Error::new(path, ErrorKind::CorruptHdf5(e.0)))?;
+    let file = h5::File::from_fs_file(files::open_regular(path)?)
+        .map_err(|e| Error::new(path, ErrorKind::CorruptHdf5(e.0)))?;
     refuse_links(path, &file)?;
     Ok(file)
 }
@@ -227,7 +229,7 @@ pub(crate) fn refuse_links(path: &Path, file: &h5::File) -> Result<()> {
 }
 
 fn read_config(path: &Path) -> Result<LayerConfig> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::new(path, e.into()))?;
+    let text = files::read_text(path)?;
     LayerConfig::parse(&text).map_err(|e| Error::new(path, ErrorKind::InvalidKeras(e)))
 }
 
@@ -249,7 +251,7 @@ fn shard_index_of(path: &Path) -> Option<PathBuf> {
 }
 
 fn open_sharded(index: &Path, options: &ReadOptions, config: Option<LayerConfig>) -> Result<Model> {
-    let json = std::fs::read_to_string(index).map_err(|e| Error::new(index, e.into()))?;
+    let json = files::read_text(index)?;
     let shards = v3_weights::shard_files(index, &json)?;
     if shards.is_empty() {
         return Err(Error::new(
@@ -257,10 +259,14 @@ fn open_sharded(index: &Path, options: &ReadOptions, config: Option<LayerConfig>
             ErrorKind::InvalidKeras("the shard index names no shard files".into()),
         ));
     }
+    let folder = index.parent().unwrap_or(Path::new("."));
     let files = shards
         .iter()
         .map(|shard| {
+            // Shard names are plain file names; a symbolic link must not
+            // lead out of the index's folder either.
             cancel::check(index)?;
+            files::check_inside(shard, folder, "this shard")?;
             if detect(shard)? != FileKind::Hdf5 {
                 return Err(Error::new(
                     shard,
