@@ -203,6 +203,15 @@ impl File {
         File::open_window(Arc::new(file), 0, len)
     }
 
+    /// The identity of the file on disk this is read from (`None` for one
+    /// held in memory).
+    pub fn file_id(&self) -> Option<crate::files::FileId> {
+        match &self.bytes {
+            Bytes::Window { file, .. } => crate::files::FileId::of_file(file),
+            Bytes::Memory(_) => None,
+        }
+    }
+
     /// Opens the HDF5 file stored in `len` bytes of `file` from `base`.
     pub fn open_window(file: Arc<FsFile>, base: u64, len: u64) -> Result<File> {
         let storage = WindowStorage {

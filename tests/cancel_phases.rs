@@ -54,7 +54,10 @@ fn a_stop_ends_every_phase() {
     assert_stopped("stats", inspect::add_stats(&mut summary, &keras, &read));
     assert_stopped("verify", compare::verify(&keras, &converted, &read));
     assert_stopped("manifest", manifest::build(&converted, &tensors));
-    for (max_shard_bytes, target) in [(None, out.join("model.safetensors"))] {
+    for (max_shard_bytes, target) in [
+        (None, out.join("model.safetensors")),
+        (Some(10_000), out.join("new/model")),
+    ] {
         let options = WriteOptions {
             max_shard_bytes,
             ..WriteOptions::default()

@@ -1,5 +1,6 @@
 //! Hostile files and folders on the filesystem side: named pipes and other
-//! non-regular files, folder links that loop, shard links that escape, and
+//! non-regular files, folder links that loop, shard links that escape,
+//! outputs that are inputs or devices, leftovers of failed runs, and
 //! SIGTERM in every phase. Each case that once hung runs the binary as a
 //! child under a time bound and kills it past the bound, so a regression
 //! fails here instead of hanging the test run.
@@ -220,6 +221,7 @@ fn a_shard_that_is_a_named_pipe_is_refused_without_blocking() {
         "{}",
         stderr(&out)
     );
+    assert!(!dir.path().join("out").exists());
 }
 
 // ---------------------------------------------------------------------------
@@ -319,6 +321,245 @@ fn a_shard_linked_from_outside_the_index_folder_is_refused() {
         path_arg(&output),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+// ---------------------------------------------------------------------------
+// What --force may replace.
+
+fn convert_to(input: &Path, output: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        OsStr::new("convert"),
+        path_arg(input),
+        OsStr::new("-o"),
+        path_arg(output),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    run_bounded(&args)
+}
+
+#[test]
+fn force_never_replaces_an_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("model.h5");
+    std::fs::copy(fixture("classic_conv2d_full.h5"), &input).unwrap();
+    let original = std::fs::read(&input).unwrap();
+    let hard_link = dir.path().join("hard.h5");
+    std::fs::hard_link(&input, &hard_link).unwrap();
+    let soft_link = dir.path().join("soft.safetensors");
+    symlink(&input, &soft_link).unwrap();
+
+    for (output, expect) in [
+        (&input, "the output is an input of this conversion"),
+        (&hard_link, "the output is an input of this conversion"),
+        (
+            &soft_link,
+            "the output is a symbolic link, which is never replaced",
+        ),
+    ] {
+        for extra in [&["--force"][..], &["--force", "--max-shard-size", "1KB"]] {
+            let out = convert_to(&input, output, extra);
+            assert_eq!(out.status.code(), Some(1), "{extra:?}: {}", stderr(&out));
+            let expect = if extra.len() > 1 && output != &soft_link {
+                "the output must be a folder here, and this is a regular file"
+            } else if extra.len() > 1 {
+                "the output must be a folder here"
+            } else {
+                expect
+            };
+            assert_one_error_line(&out, &output.display().to_string(), expect);
+            assert_eq!(
+                std::fs::read(&input).unwrap(),
+                original,
+                "{output:?} {extra:?}"
+            );
+        }
+    }
+    assert!(std::fs::symlink_metadata(&soft_link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+
+    // The config read with the weights is an input too.
+    let weights = fixture("k3_bn_center_false.weights.h5");
+    let config = dir.path().join("config.json");
+    std::fs::copy(fixture("k3_bn_center_false.config.json"), &config).unwrap();
+    let config_text = std::fs::read(&config).unwrap();
+    let out = convert_to(
+        &weights,
+        &config,
+        &["--force", "--config", config.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_one_error_line(&out, "config.json", "the output is an input");
+    assert_eq!(std::fs::read(&config).unwrap(), config_text);
+
+    // `manifest -o` writes over its output, but never over the file it describes.
+    let out = run_bounded(&[
+        OsStr::new("manifest"),
+        path_arg(&input),
+        OsStr::new("-o"),
+        path_arg(&soft_link),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_one_error_line(&out, "soft.safetensors", "the output is an input");
+    assert_eq!(std::fs::read(&input).unwrap(), original);
+
+    // An ordinary output is still replaced with --force.
+    let output = dir.path().join("out.safetensors");
+    std::fs::write(&output, b"old").unwrap();
+    let out = convert_to(&input, &output, &["--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_ne!(std::fs::read(&output).unwrap(), b"old");
+}
+
+#[test]
+fn force_never_replaces_a_pipe_or_a_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("classic_conv2d_full.h5");
+    let fifo = dir.path().join("out.safetensors");
+    mkfifo(&fifo);
+    for extra in [
+        &["--force"][..],
+        &[],
+        &["--force", "--max-shard-size", "1KB"],
+    ] {
+        let out = convert_to(&input, &fifo, extra);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {}", stderr(&out));
+        let expect = if extra.len() > 1 {
+            "refused: the output must be a folder here, and this is a named pipe (FIFO)"
+        } else {
+            "refused: the output is a named pipe (FIFO), which is never replaced, even with --force"
+        };
+        assert_one_error_line(&out, "out.safetensors", expect);
+        assert!(is_fifo(&fifo), "{extra:?}: the pipe is still there");
+    }
+    let out = run_bounded(&[
+        OsStr::new("manifest"),
+        path_arg(&input),
+        OsStr::new("-o"),
+        path_arg(&fifo),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_one_error_line(
+        &out,
+        "out.safetensors",
+        "refused: the output is a named pipe",
+    );
+    assert!(is_fifo(&fifo));
+    assert_eq!(
+        tree(dir.path()),
+        ["out.safetensors"],
+        "no temporary file left"
+    );
+    // A device: only where a regression could not replace it (as root it
+    // could, so the pipe above stands for it there).
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let out = convert_to(&input, Path::new("/dev/null"), &["--force"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_one_error_line(&out, "/dev/null", "the output is a character device");
+        let null = std::fs::metadata("/dev/null").unwrap();
+        assert!(null.file_type().is_char_device());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Nothing left behind by a failed run.
+
+/// A copy of a fixture whose weight `f32_be` (stored big-endian, so read
+/// through the HDF5 decoder at write time) points past the end of the
+/// file: the file opens and plans, and the write fails on that weight.
+fn failing_weight(dir: &Path) -> PathBuf {
+    let mut bytes = std::fs::read(fixture("malicious/layout_big_endian_control.h5")).unwrap();
+    let len = bytes.len() as u64;
+    // The contiguous layout message (version 3, class 1) of the first
+    // 16-byte dataset: address, then size.
+    let at = (0..bytes.len() - 18)
+        .find(|&i| {
+            let address = u64::from_le_bytes(bytes[i + 2..i + 10].try_into().unwrap());
+            let size = u64::from_le_bytes(bytes[i + 10..i + 18].try_into().unwrap());
+            bytes[i] == 3 && bytes[i + 1] == 1 && size == 16 && address > 0 && address + 16 <= len
+        })
+        .expect("a contiguous 16-byte dataset");
+    bytes[at + 2..at + 10].copy_from_slice(&(len + 100_000).to_le_bytes());
+    let path = dir.join("failing.h5");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn a_failed_sharded_write_leaves_no_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = failing_weight(dir.path());
+    // The weight fails only when written, after the folder was made.
+    let inspect = run_bounded(&[OsStr::new("inspect"), path_arg(&input)]);
+    assert_eq!(inspect.status.code(), Some(0), "{}", stderr(&inspect));
+
+    let output = dir.path().join("new/deeper/shards");
+    let out = convert_to(&input, &output, &["--max-shard-size", "1KB"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_one_error_line(&out, "model.safetensors", "f32_be");
+    assert_eq!(
+        tree(dir.path()),
+        ["failing.h5"],
+        "every folder made is gone"
+    );
+
+    // A folder that was there stays, with what it held.
+    let existing = dir.path().join("existing");
+    std::fs::create_dir_all(&existing).unwrap();
+    std::fs::write(existing.join("notes.txt"), b"mine").unwrap();
+    let out = convert_to(&input, &existing, &["--max-shard-size", "1KB"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(tree(&existing), ["notes.txt"]);
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = convert_to(&input, &empty, &["--max-shard-size", "1KB"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(empty.is_dir(), "an empty folder that was there stays");
+}
+
+#[test]
+fn a_batch_leaves_no_folder_for_inputs_that_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(input.join("a/b")).unwrap();
+    std::fs::create_dir_all(input.join("c")).unwrap();
+    // One input fails to open, the other fails while written.
+    std::fs::copy(fixture("not_keras.h5"), input.join("a/b/not_keras.h5")).unwrap();
+    std::fs::rename(failing_weight(dir.path()), input.join("c/failing.h5")).unwrap();
+    for extra in [&[][..], &["--max-shard-size", "1MB"]] {
+        let output = dir.path().join("out");
+        let mut args = vec![
+            OsStr::new("convert"),
+            path_arg(&input),
+            OsStr::new("-o"),
+            path_arg(&output),
+        ];
+        args.extend(extra.iter().map(OsStr::new));
+        let out = run_bounded(&args);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(!output.exists(), "{extra:?}: left {:?}", tree(&output));
+
+        // With one input that converts, only its folder stays.
+        std::fs::create_dir_all(input.join("d")).unwrap();
+        std::fs::copy(fixture("classic_conv2d_full.h5"), input.join("d/good.h5")).unwrap();
+        let out = run_bounded(&args);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let expected: &[&str] = if extra.is_empty() {
+            &["d", "d/good.safetensors"]
+        } else {
+            &["d", "d/good", "d/good/model.safetensors"]
+        };
+        assert_eq!(tree(&output), expected, "{extra:?}");
+        std::fs::remove_dir_all(&output).unwrap();
+        std::fs::remove_dir_all(input.join("d")).unwrap();
+    }
+    assert_eq!(
+        tree(&input),
+        ["a", "a/b", "a/b/not_keras.h5", "c", "c/failing.h5"],
+        "the inputs' folders are untouched"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -424,7 +665,8 @@ fn sigterm_stops_reading_the_structure() {
     let dir = tempfile::tempdir().unwrap();
     let index = many_shards(&dir.path().join("model"), 900);
     stopped_by_sigterm(&[OsStr::new("inspect"), path_arg(&index)], &[], &|| true);
-    // The same in `convert`: nothing is written.
+    // The same in `convert`, single and batch: nothing is written, no
+    // output folder is made.
     let output = dir.path().join("out");
     std::fs::create_dir_all(&output).unwrap();
     let file = output.join("model.safetensors");
@@ -439,6 +681,21 @@ fn sigterm_stops_reading_the_structure() {
         &|| true,
     );
     assert_eq!(tree(&output), Vec::<String>::new());
+    let batch = dir.path().join("batch");
+    stopped_by_sigterm(
+        &[
+            OsStr::new("convert"),
+            path_arg(&dir.path().join("model")),
+            path_arg(&fixture("classic_conv2d_full.h5")),
+            OsStr::new("-o"),
+            path_arg(&batch),
+            OsStr::new("--max-shard-size"),
+            OsStr::new("1MB"),
+        ],
+        &[],
+        &|| true,
+    );
+    assert!(!batch.exists(), "left {:?}", tree(&batch));
 }
 
 #[test]
@@ -470,4 +727,25 @@ fn sigterm_stops_reading_data_in_stats_verify_and_manifest() {
         &|| true,
     );
     assert!(!manifest.exists());
+}
+
+#[test]
+fn sigterm_while_writing_shards_leaves_no_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("new/shards");
+    let watch = output.clone();
+    stopped_by_sigterm(
+        &[
+            OsStr::new("convert"),
+            path_arg(&fixture("chunked_names_full.h5")),
+            OsStr::new("-o"),
+            path_arg(&output),
+            OsStr::new("--max-shard-size"),
+            OsStr::new("100KB"),
+        ],
+        // 334 tensors at 30 ms each: the signal lands mid-write.
+        &[("KERAS2SAFETENSORS_TEST_PAUSE_MS", "30")],
+        &move || tree(&watch).iter().any(|f| f.ends_with(".tmp")),
+    );
+    assert_eq!(tree(dir.path()), Vec::<String>::new());
 }

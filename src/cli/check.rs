@@ -7,6 +7,7 @@ use serde::Serialize;
 use keras2safetensors::cancel;
 use keras2safetensors::compare::{self, Report, Tolerance};
 use keras2safetensors::export::PlanOptions;
+use keras2safetensors::files::{self, FileId};
 use keras2safetensors::manifest::{self, Difference};
 use keras2safetensors::tensors::TensorFile;
 use keras2safetensors::{Error, Result};
@@ -164,7 +165,13 @@ pub fn manifest(args: ManifestArgs) -> Result<Outcome> {
     let text = manifest::to_text(&manifest::build(&args.file, &file)?);
     cancel::check(&args.file)?;
     match &args.output {
-        Some(path) => std::fs::write(path, text).map_err(|e| Error::new(path, e.into()))?,
+        Some(path) => {
+            // Written over as before, but never the file described, nor a
+            // pipe or a device.
+            let inputs: Vec<FileId> = FileId::of_path(&args.file).into_iter().collect();
+            files::check_writable(path, &inputs)?;
+            std::fs::write(path, text).map_err(|e| Error::new(path, e.into()))?
+        }
         None => print_out(&text)?,
     }
     Ok(Outcome::Success)

@@ -238,8 +238,9 @@ pub fn is_shard_of_index(path: &Path) -> bool {
     shard_index_of(path).is_some()
 }
 
-/// `<base>_00001.weights.h5` belongs to the save indexed by `<base>.weights.json`.
-fn shard_index_of(path: &Path) -> Option<PathBuf> {
+/// `<base>_00001.weights.h5` belongs to the save indexed by
+/// `<base>.weights.json`: the index, when it is there.
+pub fn shard_index_of(path: &Path) -> Option<PathBuf> {
     let name = path.file_name()?.to_str()?;
     let stem = name.strip_suffix(".weights.h5")?;
     let (base, number) = stem.rsplit_once('_')?;
