@@ -581,21 +581,32 @@ fn handles_sigterm(pid: u32) -> bool {
         .is_some_and(|mask| mask & (1 << 14) != 0)
 }
 
-/// Starts the binary, sends SIGTERM once it is `delay` into its work, and
-/// checks it stops within [`BOUND`] with exit code 130 and one line naming
-/// the stop.
-fn stopped_by_sigterm(args: &[&OsStr], env: &[(&str, &str)], ready: &dyn Fn() -> bool) -> Output {
+/// How many files process `pid` has open (`None` without /proc).
+fn open_files(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// Starts the binary, sends SIGTERM once `ready(pid)` says it is in the
+/// phase under test and `delay` more has passed, and checks it stops within
+/// [`BOUND`] with exit code 130 and one line naming the stop.
+fn stopped_by_sigterm(
+    args: &[&OsStr],
+    env: &[(&str, &str)],
+    ready: &dyn Fn(u32) -> bool,
+    delay: Duration,
+) -> Output {
     let logs = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let mut child = spawn(args, env, logs.path());
-    while !(handles_sigterm(child.id()) && ready()) {
+    while !(handles_sigterm(child.id()) && ready(child.id())) {
         if child.try_wait().unwrap().is_some() || started.elapsed() > BOUND {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("{args:?}: never got ready for the signal");
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(delay);
     assert!(
         child.try_wait().unwrap().is_none(),
         "{args:?}: finished before the signal; the input is not slow enough"
@@ -664,7 +675,15 @@ fn big_sparse_safetensors(path: &Path, bytes: u64) {
 fn sigterm_stops_reading_the_structure() {
     let dir = tempfile::tempdir().unwrap();
     let index = many_shards(&dir.path().join("model"), 900);
-    stopped_by_sigterm(&[OsStr::new("inspect"), path_arg(&index)], &[], &|| true);
+    // Signalled while the shards are being opened and walked (they stay
+    // open once read), however fast that becomes.
+    let reading_shards = |pid| open_files(pid).is_none_or(|n| n > 100);
+    stopped_by_sigterm(
+        &[OsStr::new("inspect"), path_arg(&index)],
+        &[],
+        &reading_shards,
+        Duration::ZERO,
+    );
     // The same in `convert`, single and batch: nothing is written, no
     // output folder is made.
     let output = dir.path().join("out");
@@ -678,7 +697,8 @@ fn sigterm_stops_reading_the_structure() {
             path_arg(&file),
         ],
         &[],
-        &|| true,
+        &reading_shards,
+        Duration::ZERO,
     );
     assert_eq!(tree(&output), Vec::<String>::new());
     let batch = dir.path().join("batch");
@@ -693,7 +713,8 @@ fn sigterm_stops_reading_the_structure() {
             OsStr::new("1MB"),
         ],
         &[],
-        &|| true,
+        &reading_shards,
+        Duration::ZERO,
     );
     assert!(!batch.exists(), "left {:?}", tree(&batch));
 }
@@ -708,12 +729,14 @@ fn sigterm_stops_reading_data_in_stats_verify_and_manifest() {
     stopped_by_sigterm(
         &os(&["inspect", "--stats", big.to_str().unwrap()]),
         &[],
-        &|| true,
+        &|_| true,
+        Duration::from_millis(200),
     );
     stopped_by_sigterm(
         &os(&["verify", big.to_str().unwrap(), other.to_str().unwrap()]),
         &[],
-        &|| true,
+        &|_| true,
+        Duration::from_millis(200),
     );
     let manifest = dir.path().join("manifest.json");
     stopped_by_sigterm(
@@ -724,7 +747,8 @@ fn sigterm_stops_reading_data_in_stats_verify_and_manifest() {
             manifest.to_str().unwrap(),
         ]),
         &[],
-        &|| true,
+        &|_| true,
+        Duration::from_millis(200),
     );
     assert!(!manifest.exists());
 }
@@ -745,7 +769,8 @@ fn sigterm_while_writing_shards_leaves_no_folder() {
         ],
         // 334 tensors at 30 ms each: the signal lands mid-write.
         &[("KERAS2SAFETENSORS_TEST_PAUSE_MS", "30")],
-        &move || tree(&watch).iter().any(|f| f.ends_with(".tmp")),
+        &move |_| tree(&watch).iter().any(|f| f.ends_with(".tmp")),
+        Duration::from_millis(200),
     );
     assert_eq!(tree(dir.path()), Vec::<String>::new());
 }
