@@ -124,6 +124,9 @@ impl Storage for WindowStorage {
             needed: len as u64,
             available: self.len.saturating_sub(offset),
         };
+        // Every read of the file's structure passes here: a stop is
+        // noticed however long the crate's walk.
+        crate::cancel::checkpoint()?;
         let end = offset.checked_add(len as u64).ok_or_else(eof)?;
         if end > self.len {
             return Err(eof());
@@ -197,9 +200,22 @@ pub struct DatasetInfo {
 
 impl File {
     pub fn open(path: &Path) -> Result<File> {
-        let file = FsFile::open(path)?;
+        File::from_fs_file(FsFile::open(path)?)
+    }
+
+    /// Reads the HDF5 file behind an open handle.
+    pub fn from_fs_file(file: FsFile) -> Result<File> {
         let len = file.metadata()?.len();
         File::open_window(Arc::new(file), 0, len)
+    }
+
+    /// The identity of the file on disk this is read from (`None` for one
+    /// held in memory).
+    pub fn file_id(&self) -> Option<crate::files::FileId> {
+        match &self.bytes {
+            Bytes::Window { file, .. } => crate::files::FileId::of_file(file),
+            Bytes::Memory(_) => None,
+        }
     }
 
     /// Opens the HDF5 file stored in `len` bytes of `file` from `base`.
@@ -287,6 +303,7 @@ impl File {
         seen: &mut std::collections::HashSet<u64>,
         datasets: &mut Vec<String>,
     ) -> Result<()> {
+        crate::cancel::checkpoint()?;
         if depth > MAX_GROUP_DEPTH {
             return Err(H5Error(format!(
                 "groups nest deeper than {MAX_GROUP_DEPTH} levels at `{path}`"
@@ -638,6 +655,7 @@ impl File {
             Location::Contiguous { offset, len } => {
                 let mut done = 0u64;
                 while done < *len {
+                    crate::cancel::checkpoint()?;
                     let n = (*len - done).min(buf.len() as u64) as usize;
                     self.bytes.read_exact_at(&mut buf[..n], offset + done)?;
                     out.write_all(&buf[..n])?;

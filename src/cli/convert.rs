@@ -1,5 +1,6 @@
 //! `convert`: one file, or many in parallel.
 
+use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -7,7 +8,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use keras2safetensors::cancel;
 use keras2safetensors::export::{self, Plan, WriteOptions};
+use keras2safetensors::files::{self, CreatedDirs, FileId};
 use keras2safetensors::inspect::{human_bytes, shape_string};
 use keras2safetensors::keras::{self, FileKind};
 use keras2safetensors::values::parallel_map;
@@ -96,10 +99,18 @@ struct Job {
 
 pub fn run(args: Args) -> Result<Outcome> {
     let read = args.read.options();
+    // Files read besides the inputs: never replaced by an output.
+    let side_inputs: Vec<PathBuf> = read
+        .config
+        .iter()
+        .chain(&args.plan.rename)
+        .cloned()
+        .collect();
     let plan_options = args.plan.options()?;
     let write = WriteOptions {
         force: args.force,
         max_shard_bytes: args.max_shard_size,
+        inputs: Vec::new(),
     };
     let batch = args.inputs.len() > 1 || args.inputs.iter().any(|p| p.is_dir());
     let pairs = if batch {
@@ -117,11 +128,28 @@ pub fn run(args: Args) -> Result<Outcome> {
         vec![(input, output)]
     };
 
-    let jobs: Vec<Job> = pairs
+    // Every file the run reads, by identity: no output may be one of them.
+    let protected: Vec<FileId> = pairs
+        .iter()
+        .map(|(input, _)| input)
+        .chain(&side_inputs)
+        .filter_map(|p| FileId::of_path(p))
+        .collect();
+    let mut jobs: Vec<Job> = pairs
         .into_iter()
         .map(|(input, output)| {
             let started = Instant::now();
-            let prepared = prepare(&input, &output, &read, &plan_options, &write, args.dry_run);
+            let prepared = cancel::check(&input).and_then(|_| {
+                prepare(
+                    &input,
+                    &output,
+                    &read,
+                    &plan_options,
+                    &write,
+                    &protected,
+                    args.dry_run,
+                )
+            });
             Job {
                 input,
                 output,
@@ -155,8 +183,27 @@ pub fn run(args: Args) -> Result<Outcome> {
             }
         }
     }
+    if let Some(job) = jobs.first().filter(|_| cancel::requested()) {
+        return Err(cancel::stopped(&job.input));
+    }
     if args.dry_run {
         return dry_run(jobs, batch);
+    }
+
+    // The folders a batch writes into are made now, one after the other,
+    // for the inputs that opened; those still empty at the end (every input
+    // in them failed) go again. A shard folder itself is the writer's.
+    let mut created = CreatedDirs::new();
+    for job in &mut jobs {
+        if job.prepared.is_err() || !batch {
+            continue;
+        }
+        let folder = job.output.parent();
+        if let Some(folder) = folder.filter(|f| !f.as_os_str().is_empty()) {
+            if let Err(e) = created.create(folder) {
+                job.prepared = Err(e);
+            }
+        }
     }
 
     let total: u64 = jobs
@@ -172,6 +219,8 @@ pub fn run(args: Args) -> Result<Outcome> {
     let written = parallel_map(jobs.len(), |i| {
         let job = &jobs[i];
         let (model, plan) = job.prepared.as_ref().ok()?;
+        let mut write = write.clone();
+        write.inputs = job_inputs(&job.input, &side_inputs);
         Some(export::write(plan, model, &job.output, &write, &mut |n| {
             if let Ok(guard) = bar.lock() {
                 if let Some(bar) = guard.as_ref() {
@@ -184,6 +233,17 @@ pub fn run(args: Args) -> Result<Outcome> {
         if let Some(bar) = guard.as_ref() {
             bar.finish_and_clear();
         }
+    }
+    created.remove_empty();
+    let stopped = written
+        .iter()
+        .zip(&jobs)
+        .any(|(w, j)| matches!(w, Some(Err(_))) || j.prepared.is_err());
+    if stopped && cancel::requested() {
+        // The writes stopped took their files away (those complete before
+        // the stop stay): one line says so.
+        let first = jobs.first().map(|j| j.input.clone()).unwrap_or_default();
+        return Err(cancel::stopped(&first));
     }
 
     let mut reports = Vec::new();
@@ -249,17 +309,34 @@ pub fn run(args: Args) -> Result<Outcome> {
     }
 }
 
-/// Opens and plans one input, and checks its output is free.
+/// The files one conversion reads: its input, the index of a shard, and
+/// the config and rename rules.
+fn job_inputs(input: &Path, side_inputs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut inputs = vec![input.to_path_buf()];
+    inputs.extend(keras::shard_index_of(input));
+    inputs.extend(side_inputs.iter().cloned());
+    inputs
+}
+
+/// Opens and plans one input, and checks its output may be written: not
+/// there (or `--force`), a regular file, and none of the files the run
+/// reads (`protected`).
 fn prepare(
     input: &Path,
     output: &Path,
     read: &keras2safetensors::ReadOptions,
     plan_options: &keras2safetensors::PlanOptions,
     write: &WriteOptions,
+    protected: &[FileId],
     dry_run: bool,
 ) -> Result<(Model, Plan)> {
-    if !dry_run && !write.force && write.max_shard_bytes.is_none() && output.exists() {
-        return Err(Error::new(output, ErrorKind::OutputExists));
+    if !dry_run {
+        let mut protected = protected.to_vec();
+        protected.extend(keras::shard_index_of(input).and_then(|i| FileId::of_path(&i)));
+        match write.max_shard_bytes {
+            None => files::check_output(output, write.force, &protected)?,
+            Some(_) => files::check_output_folder(output)?,
+        }
     }
     let model = open(input, read)?;
     let plan = export::plan(&model, input, plan_options)?;
@@ -356,21 +433,26 @@ fn batch_pairs(
     shards: bool,
 ) -> Result<Vec<(PathBuf, PathBuf)>> {
     if let Some(dir) = output {
-        if dir.is_file() {
-            return Err(Error::new(
-                dir,
-                ErrorKind::Unsupported(
-                    "several inputs need an output folder, and this is a file".into(),
-                ),
-            ));
+        // Made later, when there is something to write into it.
+        match std::fs::metadata(dir) {
+            Ok(meta) if !meta.is_dir() => {
+                return Err(Error::new(
+                    dir,
+                    ErrorKind::Unsupported(format!(
+                        "several inputs need an output folder, and this is {}",
+                        files::kind_name(meta.file_type())
+                    )),
+                ))
+            }
+            _ => {}
         }
-        std::fs::create_dir_all(dir).map_err(|e| Error::new(dir, e.into()))?;
     }
     let mut pairs = Vec::new();
+    let mut visited = HashSet::new();
     for input in inputs {
         if input.is_dir() {
             let mut found = Vec::new();
-            find_keras_files(input, &mut found)?;
+            find_keras_files(input, &mut found, &mut visited)?;
             found.sort();
             for file in found {
                 let relative = file.strip_prefix(input).unwrap_or(&file).to_path_buf();
@@ -378,9 +460,6 @@ fn batch_pairs(
                     Some(dir) => default_output(&dir.join(&relative), shards),
                     None => default_output(&file, shards),
                 };
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| Error::new(parent, e.into()))?;
-                }
                 pairs.push((file, target));
             }
         } else {
@@ -396,13 +475,44 @@ fn batch_pairs(
 }
 
 /// Keras files under `dir`, by content: HDF5, zip archives and sharded
-/// indexes; a shard whose index is there is left to the index.
-fn find_keras_files(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
+/// indexes; a shard whose index is there is left to the index. Only
+/// regular files are opened (named pipes, sockets and devices are passed
+/// over: opening one could block). Symbolic links to folders are not
+/// followed, and each real folder (by device and inode) is visited once, so
+/// no link leads the search out of the tree or round it again.
+fn find_keras_files(
+    dir: &Path,
+    found: &mut Vec<PathBuf>,
+    visited: &mut HashSet<FileId>,
+) -> Result<()> {
+    if let Some(id) = FileId::of_path(dir) {
+        if !visited.insert(id) {
+            return Ok(());
+        }
+    }
     let entries = std::fs::read_dir(dir).map_err(|e| Error::new(dir, e.into()))?;
     for entry in entries {
-        let path = entry.map_err(|e| Error::new(dir, e.into()))?.path();
-        if path.is_dir() {
-            find_keras_files(&path, found)?;
+        cancel::check(dir)?;
+        let entry = entry.map_err(|e| Error::new(dir, e.into()))?;
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(|e| Error::new(&path, e.into()))?;
+        if file_type.is_dir() {
+            find_keras_files(&path, found, visited)?;
+            continue;
+        }
+        if file_type.is_symlink() {
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => {}
+                Ok(meta) if meta.is_dir() => {
+                    eprintln!(
+                        "note: {}: a symbolic link to a folder, not followed",
+                        path.display()
+                    );
+                    continue;
+                }
+                _ => continue,
+            }
+        } else if !file_type.is_file() {
             continue;
         }
         let is_index = path.to_string_lossy().ends_with(".weights.json");

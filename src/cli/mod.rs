@@ -183,7 +183,7 @@ impl PlanArgs {
     fn options(self) -> Result<PlanOptions> {
         let rename = match &self.rename {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| Error::new(path, e.into()))?;
+                let text = keras2safetensors::files::read_text(path)?;
                 rename::parse_rules(&text).map_err(|e| {
                     Error::new(path, ErrorKind::Unsupported(format!("rename rules: {e}")))
                 })?

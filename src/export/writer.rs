@@ -26,6 +26,7 @@ use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
 use crate::export::plan::{Plan, PlannedTensor, Source};
 use crate::export::transform;
+use crate::files::{self, CreatedDirs, FileId};
 use crate::h5;
 use crate::model::Model;
 
@@ -73,6 +74,10 @@ pub struct WriteOptions {
     /// Split into Hugging Face shards of at most this many bytes of tensor
     /// data; the output is then a folder.
     pub max_shard_bytes: Option<u64>,
+    /// Files the conversion reads (the input, its index, a config): an
+    /// output that is one of them is refused, even with `force`. The files
+    /// the weights are read from are protected without being listed.
+    pub inputs: Vec<PathBuf>,
 }
 
 /// What a conversion wrote.
@@ -99,10 +104,20 @@ pub fn write(
 ) -> Result<WriteSummary> {
     let started = Instant::now();
     let fail = |path: &Path, kind: ErrorKind| Error::new(path, kind);
+    let mut inputs: Vec<FileId> = options
+        .inputs
+        .iter()
+        .filter_map(|p| FileId::of_path(p))
+        .collect();
+    inputs.extend(model.stores.iter().filter_map(h5::File::file_id));
+    // Folders made here (a shard folder and its missing parents) go again
+    // if the write fails.
+    let mut created = CreatedDirs::new();
     let shards: Vec<(PathBuf, Vec<usize>)> = match options.max_shard_bytes {
         None => vec![(output.to_path_buf(), (0..plan.tensors.len()).collect())],
         Some(max) => {
-            std::fs::create_dir_all(output).map_err(|e| fail(output, e.into()))?;
+            files::check_output_folder(output)?;
+            created.create(output)?;
             let groups = pack_shards(&plan.tensors, max);
             let count = groups.len();
             groups
@@ -120,12 +135,8 @@ pub fn write(
         }
     };
     let index = (shards.len() > 1).then(|| output.join(SHARD_INDEX));
-    if !options.force {
-        for path in shards.iter().map(|(p, _)| p).chain(&index) {
-            if path.exists() {
-                return Err(fail(path, ErrorKind::OutputExists));
-            }
-        }
+    for path in shards.iter().map(|(p, _)| p).chain(&index) {
+        files::check_output(path, options.force, &inputs)?;
     }
 
     let mut written: Vec<(PathBuf, NamedTempFile)> = Vec::new();
@@ -159,9 +170,20 @@ pub fn write(
     }
     let mut files = Vec::new();
     for (path, temp) in written {
-        persist(temp, &path, options.force)?;
+        // Checked again just before the rename, which would replace
+        // whatever is there by then.
+        let persisted = files::check_output(&path, options.force, &inputs)
+            .and_then(|_| persist(temp, &path, options.force));
+        if let Err(e) = persisted {
+            // A sharded output appears whole or not at all.
+            for done in &files {
+                let _ = std::fs::remove_file(done);
+            }
+            return Err(e);
+        }
         files.push(path);
     }
+    created.keep();
     // The renames themselves are durable once the folder is synced.
     #[cfg(unix)]
     if let Some(dir) = files.first().and_then(|f| f.parent()) {

@@ -178,6 +178,7 @@ impl Reader<'_> {
 
         let mut layers = Vec::new();
         for name in &layer_names {
+            crate::cancel::check(self.path)?;
             let group = weights_root.group(name).map_err(|e| {
                 self.invalid(format!(
                     "layer `{name}` is listed in layer_names but has no group ({e})"
