@@ -4,6 +4,7 @@
 mod check;
 mod convert;
 mod inspect;
+mod outputs;
 
 use std::io::Write;
 use std::path::PathBuf;
