@@ -18,7 +18,9 @@ use keras2safetensors::{open, Model, Result};
 use keras2safetensors::terminal::escape;
 
 use super::outputs;
-use super::{parse_size, print_json, print_out, progress_bar, Outcome, PlanArgs, ReadArgs};
+use super::{
+    advance, parse_size, print_json, print_out, progress_bar, Outcome, PlanArgs, ReadArgs,
+};
 
 /// Convert Keras weight files to safetensors.
 ///
@@ -215,8 +217,18 @@ pub fn run(args: Args) -> Result<Outcome> {
         .filter_map(|j| j.prepared.as_ref().ok())
         .map(|(_, plan)| plan.total_bytes())
         .sum();
-    let bar =
-        (!args.quiet && !args.json && std::io::stderr().is_terminal()).then(|| progress_bar(total));
+    let bar = (!args.quiet && !args.json && std::io::stderr().is_terminal()).then(|| {
+        let what = match &jobs[..] {
+            [one] => one
+                .input
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            many => format!("{} files", many.len()),
+        };
+        progress_bar(total, &what)
+    });
     let bar = Mutex::new(bar);
     // Inputs that failed to open are not written; their error is taken
     // from the job below.
@@ -228,7 +240,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         Some(export::write(plan, model, &job.output, &write, &mut |n| {
             if let Ok(guard) = bar.lock() {
                 if let Some(bar) = guard.as_ref() {
-                    bar.inc(n);
+                    advance(bar, n);
                 }
             }
         }))

@@ -271,15 +271,38 @@ pub fn is_broken_pipe(e: &Error) -> bool {
     matches!(&e.kind, ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
-fn progress_bar(total_bytes: u64) -> ProgressBar {
+/// A progress bar on stderr: what is being written, how far, how fast.
+/// The time left is shown only once the rate is known (after a second),
+/// so the first moments never promise hours.
+fn progress_bar(total_bytes: u64, what: &str) -> ProgressBar {
     let bar =
         ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr_with_hz(10));
-    if let Ok(style) = ProgressStyle::with_template(
-        "{bar:40} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
-    ) {
-        bar.set_style(style);
-    }
+    bar.set_style(progress_style(false));
+    bar.set_message(terminal_safe(what));
     bar
+}
+
+/// Advances the bar by `bytes`, showing the time left once it means something.
+fn advance(bar: &ProgressBar, bytes: u64) {
+    bar.inc(bytes);
+    if bar.elapsed() >= std::time::Duration::from_secs(1)
+        && bar.position() < bar.length().unwrap_or(0)
+    {
+        bar.set_style(progress_style(true));
+    }
+}
+
+fn progress_style(with_eta: bool) -> ProgressStyle {
+    let template = if with_eta {
+        "{msg} {bar:40} {percent:>3}% {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}"
+    } else {
+        "{msg} {bar:40} {percent:>3}% {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}"
+    };
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+fn terminal_safe(text: &str) -> String {
+    keras2safetensors::terminal::escape(text).into_owned()
 }
 
 #[cfg(test)]
