@@ -70,4 +70,5 @@ pub fn convert_file(
     let plan = export::plan(&model, input, &options.plan)?;
     export::plan::ensure_tensors(&plan, &model, input)?;
     export::write(&plan, &model, output, &options.write, progress)
+        .map_err(|e| e.refusal_names(input))
 }

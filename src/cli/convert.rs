@@ -167,13 +167,14 @@ pub fn run(args: Args) -> Result<Outcome> {
     let written = parallel_map(jobs.len(), |i| {
         let job = &jobs[i];
         let (model, plan) = job.prepared.as_ref().ok()?;
-        Some(export::write(plan, model, &job.output, &write, &mut |n| {
+        let written = export::write(plan, model, &job.output, &write, &mut |n| {
             if let Ok(guard) = bar.lock() {
                 if let Some(bar) = guard.as_ref() {
                     bar.inc(n);
                 }
             }
-        }))
+        });
+        Some(written.map_err(|e| e.refusal_names(&job.input)))
     });
     if let Ok(guard) = bar.lock() {
         if let Some(bar) = guard.as_ref() {
