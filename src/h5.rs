@@ -407,7 +407,7 @@ impl File {
     /// The address of a dataset's object header: two paths with the same
     /// address are two links to one dataset.
     pub fn dataset_address(&self, path: &str) -> Result<u64> {
-        Ok(self.h5.dataset(path)?.address())
+        Ok(self.open_dataset(path)?.address())
     }
 
     fn refuse_links_below(
@@ -556,9 +556,20 @@ impl File {
         Ok(Some(names))
     }
 
+    /// The HDF5 crate's handle on the dataset at `path`, opened from its
+    /// group: the crate's own path lookup keeps a second copy of every
+    /// dataset's description, for good (a model of 100,000 weights).
+    fn open_dataset(&self, path: &str) -> Result<hdf5_reader::Dataset> {
+        let (parent, name) = path
+            .trim_end_matches('/')
+            .rsplit_once('/')
+            .unwrap_or(("", path));
+        Ok(self.h5.group(parent)?.dataset(name)?)
+    }
+
     /// Describes the dataset at an absolute path (`/model_weights/dense/dense/kernel:0`).
     pub fn dataset(&self, path: &str) -> Result<DatasetInfo> {
-        let ds = self.h5.dataset(path)?;
+        let ds = self.open_dataset(path)?;
         let shape = ds
             .shape()
             .iter()
@@ -888,7 +899,7 @@ impl File {
     /// A dataset's bytes, decompressed or filled in memory, within the
     /// file's budgets for decoded and never-written data.
     fn decoded_bytes(&self, path: &str, swap_bytes: Option<usize>) -> Result<Vec<u8>> {
-        let ds = self.h5.dataset(path)?;
+        let ds = self.open_dataset(path)?;
         let header = self.h5.get_or_parse_header(ds.address())?;
         let mut layout = None;
         let mut stages = 0u64;
