@@ -165,7 +165,7 @@ fn a_huge_name_is_elided_in_the_table() {
     let path = write(
         dir.path(),
         "long.weights.h5",
-        &keras3_tree(&[key.clone()]).finish(),
+        &keras3_tree(std::slice::from_ref(&key)).finish(),
     );
     let table = run(&["inspect", path.to_str().unwrap()]);
     assert_eq!(table.code, Some(0), "{}", table.stderr);
