@@ -158,6 +158,10 @@ pub struct File {
     /// Every dataset's absolute path, found by [`File::refuse_links`]'s walk.
     datasets: std::sync::OnceLock<Vec<String>>,
     limits: Limits,
+    /// Member name -> object header address, for big old-style groups.
+    name_index: std::sync::Mutex<
+        std::collections::HashMap<u64, Arc<std::collections::HashMap<String, u64>>>,
+    >,
     /// Bytes decompression has produced so far, and fill bytes made.
     decoded: std::sync::atomic::AtomicU64,
     filled: std::sync::atomic::AtomicU64,
@@ -321,6 +325,7 @@ impl File {
             len,
             datasets: std::sync::OnceLock::new(),
             limits: Limits::default(),
+            name_index: Default::default(),
             decoded: Default::default(),
             filled: Default::default(),
         })
@@ -569,9 +574,178 @@ impl File {
 
     /// Describes the dataset at an absolute path (`/model_weights/dense/dense/kernel:0`).
     pub fn dataset(&self, path: &str) -> Result<DatasetInfo> {
+        if let Some(meta) = self.header_meta(path)? {
+            return self.describe(path, meta);
+        }
         let ds = self.open_dataset(path)?;
-        let shape = ds
-            .shape()
+        let datatype = ds.dtype().clone();
+        let raw_datatype = match numeric(&element_of(&datatype)) {
+            true => Some(self.datatype_message(&ds)?),
+            false => None,
+        };
+        let meta = Meta {
+            address: ds.address(),
+            dims: ds.shape().to_vec(),
+            datatype,
+            raw_datatype,
+            element_size: ds.raw_element_size()? as u64,
+            byte_len: ds.raw_byte_len()? as u64,
+            chunk: ds.chunks(),
+            dtype_attr: ds
+                .attribute("dtype")
+                .ok()
+                .and_then(|a| a.read_string().ok()),
+        };
+        self.describe(path, meta)
+    }
+
+    /// What a dataset's object header says, read from the header itself:
+    /// the crate's dataset handle would keep its own copy of it (2 KB or
+    /// so) for the life of the file, a lot for 100,000 weights. `None`
+    /// where this does not follow the header (a dense group, a `dtype`
+    /// attribute, a shared or unusual datatype): the crate's handle then.
+    fn header_meta(&self, path: &str) -> Result<Option<Meta>> {
+        // Anything amiss is left to the crate's handle, whose errors say
+        // what is wrong the way they always have.
+        let Ok(Some(address)) = self.child_address(path) else {
+            return Ok(None);
+        };
+        let Ok(header) = self.h5.get_or_parse_header(address) else {
+            return Ok(None);
+        };
+        let (mut space, mut datatype, mut chunk) = (None, None, None);
+        for message in &header.messages {
+            match message {
+                HdfMessage::Dataspace(d) => space = Some(d),
+                HdfMessage::Datatype(d) => datatype = Some(&d.datatype),
+                HdfMessage::DataLayout(m) => {
+                    if let DataLayout::Chunked { dims, .. } = &m.layout {
+                        chunk = Some(dims.clone());
+                    }
+                }
+                HdfMessage::Attribute(a) if a.name == "dtype" => return Ok(None),
+                HdfMessage::AttributeInfo(_) => return Ok(None),
+                _ => {}
+            }
+        }
+        let (Some(space), Some(datatype)) = (space, datatype) else {
+            return Ok(None);
+        };
+        let Some(element_size) = type_size(datatype) else {
+            return Ok(None);
+        };
+        let raw_datatype = match numeric(&element_of(datatype)) {
+            true => match self.find_datatype_message(address) {
+                Some(raw) => Some(raw),
+                None => return Ok(None),
+            },
+            false => None,
+        };
+        let elements = space
+            .num_elements()
+            .map_err(|e| H5Error::new(format!("dataset {path}: {e}")))?;
+        let byte_len = elements.checked_mul(element_size).ok_or_else(|| {
+            H5Error::new(format!("dataset {path} has more bytes than 64 bits count"))
+        })?;
+        Ok(Some(Meta {
+            address,
+            dims: space.dims.clone(),
+            datatype: datatype.clone(),
+            raw_datatype,
+            element_size,
+            byte_len,
+            chunk,
+            dtype_attr: None,
+        }))
+    }
+
+    /// The object header address of the member at `path`, where its group
+    /// lists members the way this reads (symbol tables, links in the
+    /// header); `None` otherwise.
+    fn child_address(&self, path: &str) -> Result<Option<u64>> {
+        let (parent, name) = path
+            .trim_end_matches('/')
+            .rsplit_once('/')
+            .unwrap_or(("", path));
+        let group = self.h5.group(parent)?;
+        let header = self.h5.get_or_parse_header(group.address())?;
+        for message in &header.messages {
+            match message {
+                HdfMessage::SymbolTable(table) => {
+                    return self.symbol_lookup(group.address(), table, name)
+                }
+                HdfMessage::Link(link) if link.name == name => {
+                    return Ok(match link.target {
+                        LinkTarget::Hard { address } => Some(address),
+                        _ => None,
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// A member of an old-style group by name: big groups are indexed
+    /// once (looking each member up in turn stays linear), small ones
+    /// scanned.
+    fn symbol_lookup(
+        &self,
+        group: u64,
+        table: &SymbolTableMessage,
+        name: &str,
+    ) -> Result<Option<u64>> {
+        if let Some(index) = self
+            .name_index
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&group).cloned())
+        {
+            return Ok(index.get(name).copied());
+        }
+        let entries = self.symbol_entries(table)?;
+        let storage = self.h5.storage();
+        let superblock = self.h5.superblock();
+        let heap = hdf5_reader::local_heap::LocalHeap::parse_at_storage(
+            storage,
+            table.heap_address,
+            superblock.offset_size,
+            superblock.length_size,
+        )?;
+        let segment = usize::try_from(heap.data_segment_size)
+            .map_err(|_| H5Error::new("a group's name heap is too large"))?;
+        let data = storage.read_range(heap.data_segment_address, segment)?;
+        let data = data.as_ref();
+        let name_at = |offset: u64| -> Option<&[u8]> {
+            let start = usize::try_from(offset).ok().filter(|&s| s < data.len())?;
+            let len = data[start..].iter().position(|&b| b == 0)?;
+            Some(&data[start..start + len])
+        };
+        if entries.len() <= 64 {
+            return Ok(entries
+                .iter()
+                .find(|e| name_at(e.link_name_offset) == Some(name.as_bytes()))
+                .map(|e| e.object_header_address));
+        }
+        let mut index = std::collections::HashMap::with_capacity(entries.len());
+        for e in &entries {
+            if let Some(n) = name_at(e.link_name_offset) {
+                index
+                    .entry(String::from_utf8_lossy(n).into_owned())
+                    .or_insert(e.object_header_address);
+            }
+        }
+        let found = index.get(name).copied();
+        if let Ok(mut map) = self.name_index.lock() {
+            map.insert(group, Arc::new(index));
+        }
+        Ok(found)
+    }
+
+    /// A dataset's description from what its header says.
+    fn describe(&self, path: &str, meta: Meta) -> Result<DatasetInfo> {
+        let shape = meta
+            .dims
             .iter()
             .map(|&d| {
                 usize::try_from(d).map_err(|_| H5Error::new(format!("dimension {d} too large")))
@@ -588,21 +762,14 @@ impl File {
             .ok_or_else(|| {
                 H5Error::new(format!("dataset {path} has an impossible shape {shape:?}"))
             })?;
-        let mut element = element_of(ds.dtype());
-        if matches!(
-            element,
-            Element::Float { .. } | Element::Int { .. } | Element::Bool
-        ) {
+        let mut element = element_of(&meta.datatype);
+        if let Some(raw) = &meta.raw_datatype {
             // The parsed datatype drops the bit layout: check the stored bytes.
-            if let Some(detail) = nonstandard_layout(&self.datatype_message(&ds)?) {
+            if let Some(detail) = nonstandard_layout(raw) {
                 element = Element::NonStandard(detail);
             }
         }
-        let dtype_attr = ds
-            .attribute("dtype")
-            .ok()
-            .and_then(|a| a.read_string().ok());
-        let byte_len = ds.raw_byte_len()? as u64;
+        let byte_len = meta.byte_len;
         if byte_len > self.len && !matches!(element, Element::Other(_)) {
             // Guards allocation on crafted files: no dataset can hold more
             // bytes than the file it lives in (Keras never writes fill-only data).
@@ -611,13 +778,13 @@ impl File {
                 self.len
             )));
         }
-        let location = self.locate(&ds, path, byte_len)?;
-        self.check_chunk_size(&ds, path, byte_len)?;
+        let location = self.locate(meta.address, &meta.datatype, path, byte_len)?;
+        check_chunk_size(meta.chunk.as_deref(), meta.element_size, path, byte_len)?;
         Ok(DatasetInfo {
             shape,
             element,
             location,
-            dtype_attr,
+            dtype_attr: meta.dtype_attr,
         })
     }
 
@@ -738,36 +905,17 @@ impl File {
         }
     }
 
-    /// Refuses a chunk far larger than its dataset: a few bytes of data
-    /// could otherwise make the reader inflate hundreds of MB per dataset.
-    fn check_chunk_size(&self, ds: &hdf5_reader::Dataset, path: &str, byte_len: u64) -> Result<()> {
-        let Some(dims) = ds.chunks() else {
-            return Ok(());
-        };
-        if byte_len == 0 {
-            return Ok(());
-        }
-        let element = ds.raw_element_size()? as u64;
-        let chunk = dims
-            .iter()
-            .try_fold(element, |n, &d| n.checked_mul(u64::from(d)));
-        let allowed = byte_len.saturating_mul(2).saturating_add(CHUNK_SLACK_BYTES);
-        match chunk {
-            Some(chunk) if chunk <= allowed => Ok(()),
-            _ => Err(H5Error::refused(format!(
-                "dataset {path} declares chunks of {} bytes for {byte_len} bytes of data \
-                 (at most twice the data plus {} MiB)",
-                chunk.map_or_else(|| "over 2^64".to_string(), |c| c.to_string()),
-                CHUNK_SLACK_BYTES >> 20
-            ))),
-        }
-    }
-
-    fn locate(&self, ds: &hdf5_reader::Dataset, path: &str, byte_len: u64) -> Result<Location> {
+    fn locate(
+        &self,
+        address: u64,
+        datatype: &Datatype,
+        path: &str,
+        byte_len: u64,
+    ) -> Result<Location> {
         if byte_len == 0 {
             return Ok(Location::Empty);
         }
-        let header = self.h5.get_or_parse_header(ds.address())?;
+        let header = self.h5.get_or_parse_header(address)?;
         let mut contiguous = None;
         // Compact data lives in the object header, which the HDF5 crate
         // reads; only contiguous data is copied straight from the file.
@@ -786,7 +934,7 @@ impl File {
                 _ => {}
             }
         }
-        let swap = swap_size(ds.dtype());
+        let swap = swap_size(datatype);
         match contiguous {
             Some((address, size)) if swap.is_none() && address != u64::MAX => {
                 if size < byte_len {
@@ -808,7 +956,7 @@ impl File {
             _ => Ok(Location::Decoded {
                 path: path.to_string(),
                 swap_bytes: swap,
-                address: ds.address(),
+                address,
             }),
         }
     }
@@ -1026,6 +1174,64 @@ fn copy_chunk(
             }
             index[d] = 0;
         }
+    }
+}
+
+/// A dataset as its header describes it.
+struct Meta {
+    address: u64,
+    dims: Vec<u64>,
+    datatype: Datatype,
+    /// The datatype message's bytes, for numbers (their bit layout).
+    raw_datatype: Option<Vec<u8>>,
+    element_size: u64,
+    byte_len: u64,
+    /// Chunk dimensions, for chunked data.
+    chunk: Option<Vec<u32>>,
+    dtype_attr: Option<String>,
+}
+
+/// Whether an element type is a number or bool, whose bit layout matters.
+fn numeric(element: &Element) -> bool {
+    matches!(
+        element,
+        Element::Float { .. } | Element::Int { .. } | Element::Bool
+    )
+}
+
+/// The stored size of one element of the types a weight can have.
+fn type_size(datatype: &Datatype) -> Option<u64> {
+    match datatype {
+        Datatype::FloatingPoint { size, .. } | Datatype::FixedPoint { size, .. } => {
+            Some(u64::from(*size))
+        }
+        Datatype::Enum { base, .. } => type_size(base),
+        Datatype::Opaque { size, .. } => Some(u64::from(*size)),
+        _ => None,
+    }
+}
+
+/// Refuses a chunk far larger than its dataset: a few bytes of data could
+/// otherwise make the reader inflate hundreds of MB per dataset.
+fn check_chunk_size(dims: Option<&[u32]>, element: u64, path: &str, byte_len: u64) -> Result<()> {
+    let Some(dims) = dims else {
+        return Ok(());
+    };
+    if byte_len == 0 {
+        return Ok(());
+    }
+    let chunk = dims
+        .iter()
+        .try_fold(element, |n, &d| n.checked_mul(u64::from(d)));
+    let allowed = byte_len.saturating_mul(2).saturating_add(CHUNK_SLACK_BYTES);
+    match chunk {
+        Some(chunk) if chunk <= allowed => Ok(()),
+        _ => Err(H5Error::refused(format!(
+            "dataset {path} declares chunks of {} bytes for {byte_len} bytes of data \
+             (at most twice the data plus {} MiB)",
+            chunk.map_or_else(|| "over 2^64".to_string(), |c| c.to_string()),
+            CHUNK_SLACK_BYTES >> 20
+        ))),
     }
 }
 
