@@ -83,6 +83,15 @@ impl Error {
         }
     }
 
+    /// A refusal found while writing names the output; it is the input's
+    /// fault, so it names the input.
+    pub fn refusal_names(self, input: &Path) -> Error {
+        match self.kind {
+            ErrorKind::Unsafe(_) => Error::new(input, self.kind),
+            _ => self,
+        }
+    }
+
     /// Wraps a kind-producing closure's error with a path.
     pub fn at(path: &Path) -> impl Fn(ErrorKind) -> Error + '_ {
         move |kind| Error::new(path, kind)

@@ -523,7 +523,10 @@ pub fn render_table(s: &Summary) -> String {
     }
     // Everything else that came from the file (the path, versions, notes,
     // optimizer names): no control character reaches the terminal.
-    escape_keeping_lines(&out).into_owned()
+    match escape_keeping_lines(&out) {
+        std::borrow::Cow::Borrowed(_) => out,
+        escaped => escaped.into_owned(),
+    }
 }
 
 fn stats_table(weights: &[&WeightSummary]) -> String {

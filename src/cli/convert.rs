@@ -237,13 +237,14 @@ pub fn run(args: Args) -> Result<Outcome> {
         let (model, plan) = job.prepared.as_ref().ok()?;
         let mut write = write.clone();
         write.inputs = job_inputs(&job.input, &side_inputs);
-        Some(export::write(plan, model, &job.output, &write, &mut |n| {
+        let written = export::write(plan, model, &job.output, &write, &mut |n| {
             if let Ok(guard) = bar.lock() {
                 if let Some(bar) = guard.as_ref() {
                     advance(bar, n);
                 }
             }
-        }))
+        });
+        Some(written.map_err(|e| e.refusal_names(&job.input)))
     });
     if let Ok(guard) = bar.lock() {
         if let Some(bar) = guard.as_ref() {

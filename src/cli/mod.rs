@@ -97,6 +97,17 @@ struct ReadArgs {
     /// so that no array is ever dropped silently.
     #[arg(long)]
     allow_unclaimed: bool,
+    /// Write datasets the file never wrote (HDF5 fills them with a fill
+    /// value) even when they add more than the input's size to the output.
+    /// Keras never writes such datasets; without this flag they are refused
+    /// past that size, so a small crafted file cannot write gigabytes.
+    #[arg(long)]
+    allow_fill: bool,
+    /// Decompress compressed datasets past 32 times the input's size (plus
+    /// 16 MiB). Keras never compresses weights; without this flag a file
+    /// that would decompress further is refused (a decompression bomb).
+    #[arg(long)]
+    allow_expansion: bool,
 }
 
 impl ReadArgs {
@@ -105,6 +116,8 @@ impl ReadArgs {
             include_optimizer: self.include_optimizer,
             config: self.config.clone(),
             allow_unclaimed: self.allow_unclaimed,
+            allow_fill: self.allow_fill,
+            allow_expansion: self.allow_expansion,
         }
     }
 }

@@ -410,6 +410,9 @@ fn write_one(
             };
             result.map_err(|e| {
                 let name = &plan.tensors[i].name;
+                if let Some(limit) = crate::h5::refusal(&e) {
+                    return fail(ErrorKind::Unsafe(format!("tensor `{name}`: {limit}")));
+                }
                 fail(ErrorKind::Io(std::io::Error::new(
                     e.kind(),
                     format!("writing tensor `{name}`: {e}"),

@@ -15,7 +15,7 @@ use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
 use crate::h5;
 use crate::inspect::human_bytes;
-use crate::keras::config::{LayerConfig, MAX_CONFIG_BYTES};
+use crate::keras::config::{ConfigIndex, LayerConfig, MAX_CONFIG_BYTES};
 use crate::keras::{weight_dtype, ReadOptions};
 use crate::labels;
 use crate::model::{Format, Layer, Model, SkippedGroup, Weight};
@@ -176,6 +176,8 @@ impl Reader<'_> {
             .map_err(|e| self.corrupt(e))?
             .ok_or_else(|| self.invalid("`model_weights` has no `layer_names` attribute".into()))?;
 
+        // Each layer's config by name, in constant time.
+        let config_index = config.as_ref().map(ConfigIndex::new);
         let mut layers = Vec::new();
         for name in &layer_names {
             crate::cancel::check(self.path)?;
@@ -189,7 +191,7 @@ impl Reader<'_> {
             if raw.is_empty() {
                 continue;
             }
-            let layer_config = config.as_ref().and_then(|c| c.child(name));
+            let layer_config = config_index.as_ref().and_then(|c| c.child(name));
             layers.extend(self.assemble(name, layer_config, raw)?);
         }
         if !layer_names.iter().any(|n| n == "top_level_model_weights")
@@ -253,7 +255,8 @@ impl Reader<'_> {
         for stored_name in names {
             let dataset_path = format!("{group_path}/{stored_name}");
             let info = self.file.dataset(&dataset_path).map_err(|e| {
-                self.invalid(format!("weight `{stored_name}` of layer `{layer}`: {e}"))
+                let e = e.within(format_args!("weight `{stored_name}` of layer `{layer}`"));
+                Error::new(self.path, e.kind(ErrorKind::InvalidKeras))
             })?;
             let dtype = self.dtype_of(&info, &stored_name)?;
             let trimmed = stored_name.strip_suffix(":0").unwrap_or(&stored_name);
@@ -326,6 +329,7 @@ impl Reader<'_> {
         }
 
         // Group by inner layer (the first name component), in first-seen order.
+        let index = config.map(ConfigIndex::with_descendants);
         let mut order: Vec<String> = Vec::new();
         let mut by_inner: HashMap<String, Vec<RawWeight>> = HashMap::new();
         for mut w in raw {
@@ -342,18 +346,22 @@ impl Reader<'_> {
         let mut layers = Vec::new();
         for inner in order {
             let weights = by_inner.remove(&inner).unwrap_or_default();
-            let chain = config.and_then(|c| c.find(&inner));
+            let found = index.as_ref().and_then(|i| i.find(&inner));
             let mut path = vec![name.to_string()];
-            match &chain {
-                Some(chain) => path.extend(chain.iter().map(|c| c.name.clone())),
+            match &found {
+                Some((chain, _)) => path.extend(chain.iter().map(|c| c.name.clone())),
                 None => path.push(inner.clone()),
             }
-            let inner_config = chain.as_ref().and_then(|c| c.last());
+            let inner_config = found.as_ref().and_then(|(c, _)| c.last());
             let class = inner_config.map(|c| c.class.clone());
             if let Some(class) = &class {
                 self.note_unknown_class(&path.join("/"), class);
             }
-            let rank = config.map(|c| config_order(c, &path[1..]));
+            // Position in config order, as a key that sorts depth-first.
+            let rank = config.map(|_| match &found {
+                Some((_, positions)) => positions.to_vec(),
+                None => vec![usize::MAX],
+            });
             layers.push((
                 rank,
                 Layer {
@@ -413,18 +421,22 @@ fn split_sub_layers(
         return Err(raw);
     }
     let mut layers: Vec<Layer> = Vec::new();
+    let mut by_path: HashMap<Vec<String>, usize> = HashMap::new();
     for w in raw {
         let mut path = vec![name.to_string()];
         path.extend(below(&w));
         let weight = to_weight(w, Vec::new());
-        match layers.iter_mut().find(|l| l.path == path) {
-            Some(layer) => layer.weights.push(weight),
-            None => layers.push(Layer {
-                path,
-                class: None,
-                config: None,
-                weights: vec![weight],
-            }),
+        match by_path.get(&path) {
+            Some(&i) => layers[i].weights.push(weight),
+            None => {
+                by_path.insert(path.clone(), layers.len());
+                layers.push(Layer {
+                    path,
+                    class: None,
+                    config: None,
+                    weights: vec![weight],
+                });
+            }
         }
     }
     Ok(layers)
@@ -447,44 +459,21 @@ fn is_scaffolding(layer: &str, component: &str) -> bool {
     numbered_layer || cell
 }
 
-/// Position of a nested layer in config order, as a key that sorts
-/// depth-first.
-fn config_order(config: &LayerConfig, path: &[String]) -> Vec<usize> {
-    let mut key = Vec::new();
-    let mut node = config;
-    for name in path {
-        match node.position(name) {
-            Some(i) => {
-                key.push(i);
-                node = &node.children[i];
-            }
-            None => {
-                key.push(usize::MAX);
-                break;
-            }
-        }
-    }
-    key
-}
-
 /// Labels the weights of one layer from their stored names: the label is the
 /// last name component. The scope in between (`conv2d_1_1` in Keras 2.0's
 /// `conv2d_1/conv2d_1_1/kernel:0`, `lstm_cell`) is dropped, except where the
 /// layer has two weights with the same label: then the part of the scope
 /// that tells them apart (`forward_lstm`, `backward_lstm`) stays.
 fn label_layer(raw: Vec<RawWeight>) -> Vec<Weight> {
-    let mut label_count: HashMap<&str, usize> = HashMap::new();
-    for w in &raw {
-        *label_count.entry(last(&w.parts)).or_default() += 1;
+    let mut by_label: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, w) in raw.iter().enumerate() {
+        by_label.entry(last(&w.parts)).or_default().push(i);
     }
     let mut sub_paths: Vec<Vec<String>> = vec![Vec::new(); raw.len()];
-    for (label, count) in &label_count {
-        if *count < 2 {
+    for members in by_label.values() {
+        if members.len() < 2 {
             continue;
         }
-        let members: Vec<usize> = (0..raw.len())
-            .filter(|&i| last(&raw[i].parts) == *label)
-            .collect();
         let middles: Vec<&[String]> = members.iter().map(|&i| middle(&raw[i].parts)).collect();
         let prefix = common_prefix(&middles);
         let suffix = common_suffix(&middles, prefix);

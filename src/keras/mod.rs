@@ -32,6 +32,11 @@ pub struct ReadOptions {
     /// to no layer they know (each is reported as skipped); without it such
     /// a file is refused, naming the first.
     pub allow_unclaimed: bool,
+    /// Write datasets that were never written (their fill value) even past
+    /// [`h5::FILL_MULTIPLE`] x the file's size.
+    pub allow_fill: bool,
+    /// Decompress past [`h5::DECODED_MULTIPLE`] x the file's size.
+    pub allow_expansion: bool,
 }
 
 /// What a file is, judged from its first bytes (never from its extension).
@@ -153,7 +158,22 @@ pub fn open(path: &Path, options: &ReadOptions) -> Result<Model> {
     cancel::check(path)?;
     accounting::account(&mut model, path, options.allow_unclaimed).map_err(cancel::blame)?;
     cancel::check(path)?;
+    dedupe(&mut model.notes);
+    let limits = h5::Limits {
+        allow_fill: options.allow_fill,
+        allow_expansion: options.allow_expansion,
+    };
+    for store in &mut model.stores {
+        store.set_limits(limits);
+    }
     Ok(model)
+}
+
+/// Drops repeated notes, keeping the first of each (readers note some
+/// things once per weight).
+fn dedupe(notes: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    notes.retain(|n| seen.insert(n.clone()));
 }
 
 fn read_model(path: &Path, options: &ReadOptions) -> Result<Model> {
@@ -413,12 +433,12 @@ pub(crate) fn weight_dtype(
         // `dtype` attribute, tf-keras weights-only files mark it nowhere.
         Element::Opaque { size: 2, .. } => {
             if info.dtype_attr.as_deref() != Some("bfloat16") {
-                let note = "2-byte opaque weights carry no dtype mark; read as bfloat16, \
-                            the only 2-byte opaque type Keras writes"
-                    .to_string();
-                if !notes.contains(&note) {
-                    notes.push(note);
-                }
+                // Once per weight; `open` keeps one.
+                notes.push(
+                    "2-byte opaque weights carry no dtype mark; read as bfloat16, \
+                     the only 2-byte opaque type Keras writes"
+                        .to_string(),
+                );
             }
             Dtype::BF16
         }
