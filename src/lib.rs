@@ -40,6 +40,7 @@ mod pread;
 pub mod safetensors_file;
 pub mod stats;
 pub mod tensors;
+pub mod tf_bundle;
 pub mod values;
 
 use std::path::Path;
