@@ -32,13 +32,16 @@ pub fn normalize(path: &str) -> String {
 /// Checks that every dataset of the model's files is claimed by a weight
 /// or skipped on purpose, and records the skipped ones in `model.skipped`.
 pub fn account(model: &mut Model, path: &Path, allow_unclaimed: bool) -> Result<()> {
-    let corrupt = |e: crate::h5::H5Error| Error::new(path, ErrorKind::CorruptHdf5(e.0));
+    let corrupt = |e: String| Error::new(path, ErrorKind::CorruptHdf5(e));
     let claimed: HashSet<(usize, String)> = model
         .layers
         .iter()
         .flat_map(|l| &l.weights)
         .chain(&model.optimizer)
-        .map(|w| (w.file, normalize(&w.dataset)))
+        .map(|w| match model.stores.get(w.file) {
+            Some(store) => (w.file, store.canonical(&w.dataset)),
+            None => (w.file, normalize(&w.dataset)),
+        })
         .collect();
     let mut skipped = Vec::new();
     let mut unclaimed: Vec<(usize, String)> = Vec::new();
@@ -47,11 +50,13 @@ pub fn account(model: &mut Model, path: &Path, allow_unclaimed: bool) -> Result<
             if claimed.contains(&(file, dataset.clone())) {
                 continue;
             }
+            // A group sets aside what lies below it; a bundle entry is
+            // set aside by its own key.
             let set_aside = model.skipped_groups.iter().find(|g| {
                 g.file == file
                     && dataset
                         .strip_prefix(g.group.as_str())
-                        .is_some_and(|rest| rest.starts_with('/'))
+                        .is_some_and(|rest| rest.starts_with('/') || rest.is_empty())
             });
             match set_aside {
                 Some(group) => skipped.push(Skipped {

@@ -99,7 +99,12 @@ pub fn run(args: Args) -> Result<Outcome> {
         force: args.force,
         max_shard_bytes: args.max_shard_size,
     };
-    let batch = args.inputs.len() > 1 || args.inputs.iter().any(|p| p.is_dir());
+    // A SavedModel or checkpoint folder is one model, not a batch.
+    let batch = args.inputs.len() > 1
+        || args
+            .inputs
+            .iter()
+            .any(|p| p.is_dir() && !keras::tf_checkpoint::is_tf_folder(p));
     let pairs = if batch {
         batch_pairs(
             &args.inputs,
@@ -385,7 +390,12 @@ fn find_keras_files(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
     for entry in entries {
         let path = entry.map_err(|e| Error::new(dir, e.into()))?.path();
         if path.is_dir() {
-            find_keras_files(&path, found)?;
+            // A SavedModel or checkpoint folder is one model.
+            if keras::tf_checkpoint::is_tf_folder(&path) {
+                found.push(path);
+            } else {
+                find_keras_files(&path, found)?;
+            }
             continue;
         }
         let is_index = path.to_string_lossy().ends_with(".weights.json");
@@ -393,6 +403,10 @@ fn find_keras_files(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
             Ok(FileKind::Hdf5) if !keras::is_shard_of_index(&path) => found.push(path),
             Ok(FileKind::Zip) => found.push(path),
             Ok(FileKind::Json) if is_index => found.push(path),
+            // A TF checkpoint, once, by its index file.
+            Ok(FileKind::TfCheckpoint) if path.extension().is_some_and(|e| e == "index") => {
+                found.push(path)
+            }
             _ => {}
         }
     }

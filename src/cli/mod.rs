@@ -95,6 +95,12 @@ struct ReadArgs {
     /// so that no array is ever dropped silently.
     #[arg(long)]
     allow_unclaimed: bool,
+    /// TF1 checkpoints (Google AutoML EfficientDet releases): write each
+    /// variable's `/ExponentialMovingAverage` shadow under the variable's
+    /// own name, the values evaluation loads. Without it the shadows are
+    /// skipped and the raw variables written.
+    #[arg(long)]
+    use_ema: bool,
 }
 
 impl ReadArgs {
@@ -103,6 +109,7 @@ impl ReadArgs {
             include_optimizer: self.include_optimizer,
             config: self.config.clone(),
             allow_unclaimed: self.allow_unclaimed,
+            use_ema: self.use_ema,
         }
     }
 }

@@ -109,3 +109,26 @@ pub struct SlotVariableReference {
     #[prost(int32, tag = "3")]
     pub slot_variable_node_id: i32,
 }
+
+/// tf-keras's `keras_metadata.pb` beside a SavedModel (from tf-keras's
+/// `saved_metadata.proto`): one JSON description per saved Keras object.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SavedMetadata {
+    #[prost(message, repeated, tag = "1")]
+    pub nodes: Vec<SavedObject>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SavedObject {
+    #[prost(int32, tag = "2")]
+    pub node_id: i32,
+    /// `root`, `root.layer_with_weights-0`, ...
+    #[prost(string, tag = "3")]
+    pub node_path: String,
+    /// `_tf_keras_network`, `_tf_keras_layer`, ...
+    #[prost(string, tag = "4")]
+    pub identifier: String,
+    /// JSON: `class_name`, `name`, `config`, ...
+    #[prost(string, tag = "5")]
+    pub metadata: String,
+}
