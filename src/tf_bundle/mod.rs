@@ -347,6 +347,15 @@ impl Bundle {
                     pieces.push(Piece { start, len, chunk });
                 }
                 check_cover(&pieces, elements).map_err(bad)?;
+                // Slices are assembled in memory: never more than the
+                // shards hold (honest slices share no bytes).
+                let total: u64 = pieces.iter().map(|p| p.chunk.size).sum();
+                let available: u64 = sizes.iter().flatten().sum();
+                if total > available {
+                    return Err(bad(format!(
+                        "its slices add up to {total} bytes, more than its shards hold ({available})"
+                    )));
+                }
                 Data::Sliced(pieces)
             };
             entries.push(Entry {
@@ -737,6 +746,119 @@ mod tests {
 #[cfg(test)]
 mod fixture_tests {
     use super::*;
+
+    /// A bundle written by hand: `entries` (key, entry) after the header,
+    /// one data shard of `data`.
+    fn bundle(dir: &Path, entries: &[(Vec<u8>, proto::BundleEntryProto)], data: &[u8]) -> PathBuf {
+        let header = proto::BundleHeaderProto {
+            num_shards: 1,
+            endianness: 0,
+        }
+        .encode_to_vec();
+        let mut rows: Vec<(Vec<u8>, Vec<u8>)> = vec![(Vec::new(), header)];
+        rows.extend(entries.iter().map(|(k, e)| (k.clone(), e.encode_to_vec())));
+        rows.sort();
+        let refs: Vec<(&[u8], &[u8])> = rows.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        let prefix = dir.join("ckpt");
+        std::fs::write(index_path(&prefix), table::tests::table(&refs, true)).unwrap();
+        std::fs::write(shard_path(&prefix, 0, 1), data).unwrap();
+        prefix
+    }
+
+    fn f32_entry(shape: &[i64], offset: i64, size: i64, data: &[u8]) -> proto::BundleEntryProto {
+        proto::BundleEntryProto {
+            dtype: 1,
+            shape: Some(proto::TensorShapeProto {
+                dim: shape.iter().map(|&size| proto::Dim { size }).collect(),
+                unknown_rank: false,
+            }),
+            shard_id: 0,
+            offset,
+            size,
+            crc32c: crc::mask(crc32c::crc32c(
+                &data[offset as usize..(offset + size) as usize],
+            )),
+            slices: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn hand_made_bundles_read_and_hostile_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..64u8).collect();
+        // A plain tensor, and a (2, 4) tensor saved as two row slices.
+        let whole = f32_entry(&[4], 0, 16, &data);
+        let rows = |start: i64| proto::TensorSliceProto {
+            extent: vec![
+                proto::Extent {
+                    start,
+                    length: Some(1),
+                },
+                proto::Extent {
+                    start: 0,
+                    length: None,
+                },
+            ],
+        };
+        let mut sliced = f32_entry(&[2, 4], 0, 0, &data);
+        sliced.slices = vec![rows(0), rows(1)];
+        let key = |row: i64| slice_key::encode(b"s", &[(row, 1), (0, -1)]);
+        let entries = vec![
+            (b"w".to_vec(), whole.clone()),
+            (b"s".to_vec(), sliced.clone()),
+            (key(0), f32_entry(&[1, 4], 16, 16, &data)),
+            (key(1), f32_entry(&[1, 4], 32, 16, &data)),
+        ];
+        let prefix = bundle(dir.path(), &entries, &data);
+        let b = Bundle::open(&prefix).unwrap();
+        assert_eq!(b.read(b.find("w").unwrap()).unwrap(), &data[..16]);
+        assert_eq!(b.read(b.find("s").unwrap()).unwrap(), &data[16..48]);
+        // Two slices claiming the same rows: refused.
+        let mut overlapping = sliced.clone();
+        overlapping.slices = vec![rows(0), rows(0)];
+        let mut e = entries.clone();
+        e[1].1 = overlapping;
+        let prefix = bundle(dir.path(), &e, &data);
+        assert!(Bundle::open(&prefix)
+            .unwrap_err()
+            .message
+            .contains("overlap"));
+        // A tensor larger than its shard.
+        let mut e = entries.clone();
+        e[0].1 = f32_entry(&[4], 0, 16, &data);
+        e[0].1.size = 1 << 40;
+        e[0].1.shape = Some(proto::TensorShapeProto {
+            dim: vec![proto::Dim { size: 1 << 38 }],
+            unknown_rank: false,
+        });
+        let prefix = bundle(dir.path(), &e, &data);
+        assert!(Bundle::open(&prefix)
+            .unwrap_err()
+            .message
+            .contains("truncated"));
+        // A size that does not fit the shape.
+        let mut e = entries.clone();
+        e[0].1.size = 12;
+        let prefix = bundle(dir.path(), &e, &data);
+        assert!(Bundle::open(&prefix)
+            .unwrap_err()
+            .message
+            .contains("need 16"));
+        // A slice with no entry of its own.
+        let e: Vec<_> = entries[..3].to_vec();
+        let prefix = bundle(dir.path(), &e, &data);
+        assert!(Bundle::open(&prefix)
+            .unwrap_err()
+            .message
+            .contains("has no entry"));
+        // A CRC that does not match is found on reading.
+        let mut e = entries.clone();
+        e[0].1.crc32c ^= 1;
+        let prefix = bundle(dir.path(), &e, &data);
+        let b = Bundle::open(&prefix).unwrap();
+        let err = b.read(b.find("w").unwrap()).unwrap_err();
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    }
 
     #[test]
     fn reads_the_keras_checkpoint_fixture() {

@@ -205,7 +205,7 @@ fn block_entries(data: &[u8], what: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A table built by hand: one data block, an empty metaindex, an index.
