@@ -515,7 +515,23 @@ fn name_layers(
 ) -> Result<Vec<Layer>> {
     let mut order: Vec<String> = Vec::new();
     let mut groups: HashMap<String, Vec<RawWeight>> = HashMap::new();
+    // A variable whose name has one component (`tf.Variable(..., name='w')`)
+    // belongs to no layer: it is written under its own name.
+    let mut top_level = Vec::new();
     for w in raw {
+        if w.parts.len() == 1 {
+            top_level.push(Weight {
+                label: w.parts[0].clone(),
+                sub_path: Vec::new(),
+                stored_name: w.stored_name,
+                dtype: w.dtype,
+                shape: w.shape,
+                file: 0,
+                dataset: w.dataset,
+                location: w.location,
+            });
+            continue;
+        }
         let first = &w.parts[0];
         let group = match config.and_then(|c| c.find(first)) {
             Some(chain) if chain.len() > 1 => chain[0].name.clone(),
@@ -536,7 +552,105 @@ fn name_layers(
         let layer_config = config.and_then(|c| c.child(&group));
         layers.extend(legacy_h5::assemble(&group, layer_config, raw, notes)?);
     }
+    if !top_level.is_empty() {
+        layers.push(Layer {
+            path: Vec::new(),
+            class: None,
+            config: None,
+            weights: top_level,
+        });
+    }
     Ok(layers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::Dtype;
+    use crate::export::plan::tensor_name;
+
+    fn raw(name: &str, shape: &[usize]) -> RawWeight {
+        RawWeight {
+            stored_name: name.into(),
+            dataset: name.into(),
+            parts: name.split('/').map(String::from).collect(),
+            dtype: Dtype::F32,
+            shape: shape.to_vec(),
+            location: Location::Bundle(0),
+        }
+    }
+
+    fn names(layers: &[Layer]) -> Vec<String> {
+        layers
+            .iter()
+            .flat_map(|l| l.weights.iter().map(|w| tensor_name(&l.path, w)))
+            .collect()
+    }
+
+    #[test]
+    fn variable_names_become_tensor_names() {
+        let layers = name_layers(
+            vec![
+                raw("efficientnet-b0/stem/conv2d/kernel", &[3, 3, 3, 4]),
+                raw(
+                    "efficientnet-b0/blocks_0/depthwise_conv2d/depthwise_kernel",
+                    &[3, 3, 4, 1],
+                ),
+                raw("class_net/class-0/depthwise_kernel", &[3, 3, 4, 1]),
+                raw("class_net/class-0/pointwise_kernel", &[1, 1, 4, 4]),
+                raw("class_net/class-0/bias", &[4]),
+                raw("class_net/class-predict/bias", &[2]),
+                raw("dense/kernel", &[4, 3]),
+                raw("w", &[2]),
+                raw("bidirectional/forward_lstm/lstm_cell/kernel", &[4, 20]),
+            ],
+            None,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            names(&layers),
+            [
+                "efficientnet-b0/stem/conv2d/kernel",
+                "efficientnet-b0/blocks_0/depthwise_conv2d/depthwise_kernel",
+                "class_net/class-0/depthwise_kernel",
+                "class_net/class-0/pointwise_kernel",
+                "class_net/class-0/bias",
+                "class_net/class-predict/bias",
+                "dense/kernel",
+                "bidirectional/forward_lstm/kernel",
+                "w",
+            ]
+        );
+    }
+
+    #[test]
+    fn tf1_slots_need_their_variable() {
+        let keys = ["a/kernel", "a/kernel/Adam", "a/kernel/Adam_1", "b/Momentum"];
+        let has = |k: &str| keys.contains(&k);
+        assert!(is_slot("a/kernel/Adam", &has));
+        assert!(is_slot("a/kernel/Adam_1", &has));
+        assert!(!is_slot("b/Momentum", &has), "no variable `b`");
+        assert!(!is_slot("a/kernel", &has));
+    }
+
+    #[test]
+    fn the_state_file_names_the_latest_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ckpt-2.index"), b"").unwrap();
+        std::fs::write(
+            dir.path().join("checkpoint"),
+            "model_checkpoint_path: \"/elsewhere/ckpt-2\"\nall_model_checkpoint_paths: \"ckpt-1\"\n",
+        )
+        .unwrap();
+        // An absolute path that moved is found beside the state file.
+        assert_eq!(
+            latest_checkpoint(dir.path(), &dir.path().join("checkpoint")).unwrap(),
+            dir.path().join("ckpt-2")
+        );
+        std::fs::write(dir.path().join("checkpoint"), "nothing here\n").unwrap();
+        assert!(latest_checkpoint(dir.path(), &dir.path().join("checkpoint")).is_err());
+    }
 }
 
 /// The model config a tf-keras SavedModel keeps in `keras_metadata.pb`:
