@@ -563,6 +563,56 @@ fn name_layers(
     Ok(layers)
 }
 
+/// The model config a tf-keras SavedModel keeps in `keras_metadata.pb`:
+/// the root object's metadata holds the whole model's `class_name` and
+/// `config`, as `model.to_json()` would.
+fn saved_model_config(dir: &Path, notes: &mut Vec<String>) -> Result<Option<LayerConfig>> {
+    let path = dir.join("keras_metadata.pb");
+    if !path.is_file() {
+        notes.push(
+            "the SavedModel has no keras_metadata.pb (not written by Keras): tensors are named by variable name"
+                .into(),
+        );
+        return Ok(None);
+    }
+    let bytes = std::fs::read(&path).map_err(|e| Error::new(&path, e.into()))?;
+    let metadata = proto::SavedMetadata::decode(bytes.as_slice()).map_err(|e| {
+        Error::new(
+            &path,
+            ErrorKind::InvalidKeras(format!("unreadable keras_metadata.pb ({e})")),
+        )
+    })?;
+    let Some(root) = metadata.nodes.iter().find(|n| n.node_path == "root") else {
+        notes.push(
+            "keras_metadata.pb describes no root object: tensors are named by variable name".into(),
+        );
+        return Ok(None);
+    };
+    let json: serde_json::Value = serde_json::from_str(&root.metadata).map_err(|e| {
+        Error::new(
+            &path,
+            ErrorKind::InvalidKeras(format!("the root object's metadata is not JSON ({e})")),
+        )
+    })?;
+    let (Some(class), Some(config)) = (json.get("class_name"), json.get("config")) else {
+        notes.push(
+            "keras_metadata.pb has no model config (a subclassed model): tensors are named by variable name"
+                .into(),
+        );
+        return Ok(None);
+    };
+    let text = serde_json::json!({"class_name": class, "config": config}).to_string();
+    match LayerConfig::parse(&text) {
+        Ok(c) => Ok(Some(c)),
+        Err(e) => {
+            notes.push(format!(
+                "keras_metadata.pb: {e}; tensors are named by variable name"
+            ));
+            Ok(None)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -650,55 +700,5 @@ mod tests {
         );
         std::fs::write(dir.path().join("checkpoint"), "nothing here\n").unwrap();
         assert!(latest_checkpoint(dir.path(), &dir.path().join("checkpoint")).is_err());
-    }
-}
-
-/// The model config a tf-keras SavedModel keeps in `keras_metadata.pb`:
-/// the root object's metadata holds the whole model's `class_name` and
-/// `config`, as `model.to_json()` would.
-fn saved_model_config(dir: &Path, notes: &mut Vec<String>) -> Result<Option<LayerConfig>> {
-    let path = dir.join("keras_metadata.pb");
-    if !path.is_file() {
-        notes.push(
-            "the SavedModel has no keras_metadata.pb (not written by Keras): tensors are named by variable name"
-                .into(),
-        );
-        return Ok(None);
-    }
-    let bytes = std::fs::read(&path).map_err(|e| Error::new(&path, e.into()))?;
-    let metadata = proto::SavedMetadata::decode(bytes.as_slice()).map_err(|e| {
-        Error::new(
-            &path,
-            ErrorKind::InvalidKeras(format!("unreadable keras_metadata.pb ({e})")),
-        )
-    })?;
-    let Some(root) = metadata.nodes.iter().find(|n| n.node_path == "root") else {
-        notes.push(
-            "keras_metadata.pb describes no root object: tensors are named by variable name".into(),
-        );
-        return Ok(None);
-    };
-    let json: serde_json::Value = serde_json::from_str(&root.metadata).map_err(|e| {
-        Error::new(
-            &path,
-            ErrorKind::InvalidKeras(format!("the root object's metadata is not JSON ({e})")),
-        )
-    })?;
-    let (Some(class), Some(config)) = (json.get("class_name"), json.get("config")) else {
-        notes.push(
-            "keras_metadata.pb has no model config (a subclassed model): tensors are named by variable name"
-                .into(),
-        );
-        return Ok(None);
-    };
-    let text = serde_json::json!({"class_name": class, "config": config}).to_string();
-    match LayerConfig::parse(&text) {
-        Ok(c) => Ok(Some(c)),
-        Err(e) => {
-            notes.push(format!(
-                "keras_metadata.pb: {e}; tensors are named by variable name"
-            ));
-            Ok(None)
-        }
     }
 }
