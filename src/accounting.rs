@@ -47,6 +47,7 @@ pub fn account(model: &mut Model, path: &Path, allow_unclaimed: bool) -> Result<
     let mut unclaimed: Vec<(usize, String)> = Vec::new();
     for (file, store) in model.stores.iter().enumerate() {
         for dataset in store.dataset_paths().map_err(corrupt)? {
+            crate::cancel::check(path)?;
             if claimed.contains(&(file, dataset.clone())) {
                 continue;
             }

@@ -249,6 +249,7 @@ fn compare_pair(
     let mut offset = 0u64;
     let mut piecewise = true;
     while offset < len && piecewise {
+        crate::cancel::checkpoint().map_err(|e| (0, e))?;
         let n = (len - offset).min(chunk as u64) as usize;
         let ok_a = a.read_at(i, offset, &mut x[..n]).map_err(|e| (0, e))?;
         let ok_b = ok_a && b.read_at(j, offset, &mut y[..n]).map_err(|e| (1, e))?;

@@ -94,8 +94,12 @@ impl Error {
 }
 
 impl fmt::Display for Error {
+    /// One line: names from the file (and the file's own name) have their
+    /// control characters spelled out, so an error never sends a terminal
+    /// escape sequence or breaks the line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.kind)
+        let text = format!("{}: {}", self.path.display(), self.kind);
+        f.write_str(&crate::terminal::escape(&text))
     }
 }
 

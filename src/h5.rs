@@ -124,6 +124,9 @@ impl Storage for WindowStorage {
             needed: len as u64,
             available: self.len.saturating_sub(offset),
         };
+        // Every read of the file's structure passes here: a stop is
+        // noticed however long the crate's walk.
+        crate::cancel::checkpoint()?;
         let end = offset.checked_add(len as u64).ok_or_else(eof)?;
         if end > self.len {
             return Err(eof());
@@ -197,9 +200,22 @@ pub struct DatasetInfo {
 
 impl File {
     pub fn open(path: &Path) -> Result<File> {
-        let file = FsFile::open(path)?;
+        File::from_fs_file(FsFile::open(path)?)
+    }
+
+    /// Reads the HDF5 file behind an open handle.
+    pub fn from_fs_file(file: FsFile) -> Result<File> {
         let len = file.metadata()?.len();
         File::open_window(Arc::new(file), 0, len)
+    }
+
+    /// The identity of the file on disk this is read from (`None` for one
+    /// held in memory).
+    pub fn file_id(&self) -> Option<crate::files::FileId> {
+        match &self.bytes {
+            Bytes::Window { file, .. } => crate::files::FileId::of_file(file),
+            Bytes::Memory(_) => None,
+        }
     }
 
     /// Opens the HDF5 file stored in `len` bytes of `file` from `base`.
@@ -287,6 +303,7 @@ impl File {
         seen: &mut std::collections::HashSet<u64>,
         datasets: &mut Vec<String>,
     ) -> Result<()> {
+        crate::cancel::checkpoint()?;
         if depth > MAX_GROUP_DEPTH {
             return Err(H5Error(format!(
                 "groups nest deeper than {MAX_GROUP_DEPTH} levels at `{path}`"
@@ -638,6 +655,7 @@ impl File {
             Location::Contiguous { offset, len } => {
                 let mut done = 0u64;
                 while done < *len {
+                    crate::cancel::checkpoint()?;
                     let n = (*len - done).min(buf.len() as u64) as usize;
                     self.bytes.read_exact_at(&mut buf[..n], offset + done)?;
                     out.write_all(&buf[..n])?;
@@ -1056,7 +1074,50 @@ impl Group {
 
     /// A string attribute, scalar or one-element array, if present.
     pub fn string_attr(&self, name: &str) -> Result<Option<String>> {
-        match self.string_list_attr(name)? {
+        self.attributes()?.string(name)
+    }
+
+    /// An integer attribute (scalar), if present.
+    pub fn integer_attr(&self, name: &str) -> Option<u64> {
+        self.attributes().ok()?.integer(name)
+    }
+
+    /// A list-of-strings attribute (see [`Attributes::string_list`]).
+    pub fn string_list_attr(&self, name: &str) -> Result<Option<Vec<String>>> {
+        self.attributes()?.string_list(name)
+    }
+
+    /// All of the group's attributes, read once: looking several up costs
+    /// one read of the object header, not one per name.
+    pub fn attributes(&self) -> Result<Attributes> {
+        let list = self.inner.attributes()?;
+        let mut index = std::collections::HashMap::with_capacity(list.len());
+        for (i, attr) in list.iter().enumerate() {
+            index.entry(attr.name.clone()).or_insert(i);
+        }
+        Ok(Attributes { list, index })
+    }
+}
+
+/// The attributes of a group, looked up by name in constant time.
+#[derive(Debug)]
+pub struct Attributes {
+    list: Vec<hdf5_reader::Attribute>,
+    index: std::collections::HashMap<String, usize>,
+}
+
+impl Attributes {
+    pub fn has(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    fn get(&self, name: &str) -> Option<&hdf5_reader::Attribute> {
+        self.index.get(name).map(|&i| &self.list[i])
+    }
+
+    /// A string attribute, scalar or one-element array, if present.
+    pub fn string(&self, name: &str) -> Result<Option<String>> {
+        match self.string_list(name)? {
             None => Ok(None),
             Some(mut list) if list.len() == 1 => Ok(list.pop()),
             Some(list) => Err(H5Error(format!(
@@ -1067,10 +1128,9 @@ impl Group {
     }
 
     /// An integer attribute (scalar), if present.
-    pub fn integer_attr(&self, name: &str) -> Option<u64> {
-        let attrs = self.inner.attributes().ok()?;
-        let attr = attrs.into_iter().find(|a| a.name == name)?;
-        attr.read_as_f64()
+    pub fn integer(&self, name: &str) -> Option<u64> {
+        self.get(name)?
+            .read_as_f64()
             .ok()
             .filter(|v| v.fract() == 0.0 && *v >= 0.0)
             .map(|v| v as u64)
@@ -1079,9 +1139,8 @@ impl Group {
     /// A list-of-strings attribute in any of the encodings Keras has used:
     /// variable-length strings, fixed-length null-padded bytes, or an empty
     /// float64 array for an empty list.
-    pub fn string_list_attr(&self, name: &str) -> Result<Option<Vec<String>>> {
-        let attrs = self.inner.attributes()?;
-        let Some(attr) = attrs.into_iter().find(|a| a.name == name) else {
+    pub fn string_list(&self, name: &str) -> Result<Option<Vec<String>>> {
+        let Some(attr) = self.get(name) else {
             return Ok(None);
         };
         let element_count: u64 = attr.shape.iter().product();

@@ -18,6 +18,7 @@ use crate::model::{Layer, Model, Skipped, Weight};
 use crate::safetensors_file::{shard_folder_entry, SafetensorsSet, INDEX_SUFFIX};
 use crate::stats::Stats;
 use crate::tensors::{read_error, TensorFile};
+use crate::terminal::{elide, escape, escape_keeping_lines, pad};
 use crate::values::parallel_map;
 
 /// What `inspect --json` prints.
@@ -50,6 +51,10 @@ pub struct LayerSummary {
     /// Where the file records no class: the one class the weights fit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub class_guess: Option<String>,
+    /// Where the file records no class and several fit the weights: all of
+    /// them, likeliest first (a bias-free kernel: Conv2D or Conv2DTranspose).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub class_candidates: Vec<String>,
     pub params: u64,
     pub weights: Vec<WeightSummary>,
 }
@@ -156,13 +161,16 @@ pub fn summarize_model(path: &Path, model: &Model) -> Summary {
             .iter()
             .map(|w| weight_summary(&l.path, w))
             .collect();
-        LayerSummary {
+        let mut summary = LayerSummary {
             path: l.path_string(),
             class: l.class.clone(),
-            class_guess: guess(&l.class, &weights),
+            class_guess: None,
+            class_candidates: Vec::new(),
             params: l.param_count(),
             weights,
-        }
+        };
+        summary.guess_class();
+        summary
     };
     let optimizer_path = [OPTIMIZER_PREFIX.to_string()];
     Summary {
@@ -185,15 +193,24 @@ pub fn summarize_model(path: &Path, model: &Model) -> Summary {
     }
 }
 
-fn guess(class: &Option<String>, weights: &[WeightSummary]) -> Option<String> {
-    if class.is_some() {
-        return None;
+impl LayerSummary {
+    /// Where the file records no class: the one class the weights fit, or
+    /// every class they fit when there are several.
+    fn guess_class(&mut self) {
+        if self.class.is_some() {
+            return;
+        }
+        let labelled: Vec<(String, Vec<usize>)> = self
+            .weights
+            .iter()
+            .map(|w| (w.label.clone(), w.shape.clone()))
+            .collect();
+        match labels::class_candidates(&labelled)[..] {
+            [] => {}
+            [one] => self.class_guess = Some(one.to_string()),
+            ref several => self.class_candidates = several.iter().map(|c| c.to_string()).collect(),
+        }
     }
-    let labelled: Vec<(String, Vec<usize>)> = weights
-        .iter()
-        .map(|w| (w.label.clone(), w.shape.clone()))
-        .collect();
-    labels::guess_class(&labelled).map(str::to_string)
 }
 
 /// Describes a safetensors file from its header. Tensors are grouped into
@@ -235,6 +252,7 @@ pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
             path: p.clone(),
             class: class.clone(),
             class_guess: None,
+            class_candidates: Vec::new(),
             params: 0,
             weights: Vec::new(),
         })
@@ -290,6 +308,7 @@ pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
                     path: layer_path,
                     class: None,
                     class_guess: None,
+                    class_candidates: Vec::new(),
                     params: count,
                     weights: vec![weight],
                 });
@@ -298,7 +317,7 @@ pub fn summarize_safetensors(path: &Path) -> Result<Summary> {
     }
     layers.retain(|l| !l.weights.is_empty());
     for layer in &mut layers {
-        layer.class_guess = guess(&layer.class, &layer.weights);
+        layer.guess_class();
     }
     if known_layers.is_empty() {
         notes.push("no layer table in __metadata__: layers are grouped by tensor name".into());
@@ -335,33 +354,93 @@ fn longest_known_prefix<'a>(
         .find(|prefix| known.contains_key(prefix))
 }
 
+/// The widest a table cell gets: longer names (a crafted file can hold
+/// names of any length) are shown with their middle elided.
+pub const MAX_CELL_CHARS: usize = 120;
+
+/// The longest note shown in the table; JSON has them whole.
+const MAX_NOTE_CHARS: usize = 400;
+
+/// A name from the file as a table cell: control characters spelled out,
+/// the middle of an over-long name elided.
+fn cell(text: &str) -> String {
+    let escaped = escape(text);
+    elide(&escaped, MAX_CELL_CHARS).into_owned()
+}
+
+/// The width of each column: its widest cell, in characters.
+fn columns<'a, const N: usize>(rows: impl Iterator<Item = &'a [String; N]>) -> [usize; N] {
+    let mut widths = [0; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    widths
+}
+
 /// The table a person reads.
 pub fn render_table(s: &Summary) -> String {
     let mut rows: Vec<[String; 6]> = Vec::new();
-    let mut layer_starts = Vec::new();
+    // Whether a row starts a layer or a group (a rule goes above it).
+    let mut starts_layer: Vec<bool> = Vec::new();
+    // Sub-models and sub-networks show as a tree: a row per enclosing
+    // group (with the params of everything in it), then each layer by its
+    // own name, indented under its group.
+    let mut open: Vec<&str> = Vec::new();
+    // A group's first row needs no rule between it and its header.
+    let mut after_header = false;
     for layer in &s.layers {
-        layer_starts.push(rows.len());
+        let parts: Vec<&str> = layer.path.split('/').collect();
+        let (leaf, groups) = parts.split_last().unwrap_or((&"", &[]));
+        let shared = open.iter().zip(groups).take_while(|(a, b)| a == b).count();
+        open.truncate(shared);
+        for depth in shared..groups.len() {
+            let prefix = format!("{}/", groups[..=depth].join("/"));
+            let params: u64 = s
+                .layers
+                .iter()
+                .filter(|l| l.path.starts_with(&prefix))
+                .map(|l| l.params)
+                .sum();
+            starts_layer.push(!after_header);
+            after_header = true;
+            rows.push([
+                format!("{}{}/", "  ".repeat(depth), cell(groups[depth])),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                group_digits(params),
+            ]);
+            open.push(groups[depth]);
+        }
         let path = if layer.path.is_empty() {
             "(model)".to_string()
         } else {
-            layer.path.clone()
+            format!("{}{}", "  ".repeat(groups.len()), cell(leaf))
         };
         for (i, w) in layer.weights.iter().enumerate() {
             let first = i == 0;
+            starts_layer.push(first && !after_header);
+            after_header = false;
             rows.push([
                 if first { path.clone() } else { String::new() },
                 if first {
                     match (&layer.class, &layer.class_guess) {
-                        (Some(class), _) => class.clone(),
-                        (None, Some(guess)) => format!("{guess} (guess)"),
+                        (Some(class), _) => cell(class),
+                        (None, Some(guess)) => format!("{} (guess)", cell(guess)),
+                        (None, None) if !layer.class_candidates.is_empty() => {
+                            format!("{} (guess)", cell(&layer.class_candidates.join("|")))
+                        }
                         (None, None) => "?".into(),
                     }
                 } else {
                     String::new()
                 },
-                w.label.clone(),
+                cell(&w.label),
                 shape_string(&w.shape),
-                w.dtype.clone(),
+                cell(&w.dtype),
                 if first {
                     group_digits(layer.params)
                 } else {
@@ -370,20 +449,16 @@ pub fn render_table(s: &Summary) -> String {
             ]);
         }
     }
-    let head = ["Layer", "Class", "Weight", "Shape", "Dtype", "Params"];
-    let mut widths = head.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
+    let head = ["Layer", "Class", "Weight", "Shape", "Dtype", "Params"].map(String::from);
+    let widths = columns(std::iter::once(&head).chain(&rows));
     let line = |cells: &[String; 6]| -> String {
         let mut out = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
             if i == 5 {
-                let _ = write!(out, "{cell:>w$}");
+                out.push_str(&pad(cell, w, true));
             } else {
-                let _ = write!(out, "{cell:<w$}  ");
+                out.push_str(&pad(cell, w, false));
+                out.push_str("  ");
             }
         }
         out.trim_end().to_string()
@@ -405,10 +480,10 @@ pub fn render_table(s: &Summary) -> String {
         let _ = writeln!(out, "Saved by: {}", versions.join(", "));
     }
     let _ = writeln!(out, "{rule}");
-    let _ = writeln!(out, "{}", line(&head.map(String::from)));
+    let _ = writeln!(out, "{}", line(&head));
     let _ = writeln!(out, "{}", "═".repeat(total_width));
     for (i, row) in rows.iter().enumerate() {
-        if i > 0 && layer_starts.contains(&i) {
+        if i > 0 && starts_layer[i] {
             let _ = writeln!(out, "{}", "╌".repeat(total_width));
         }
         let _ = writeln!(out, "{}", line(row));
@@ -443,9 +518,12 @@ pub fn render_table(s: &Summary) -> String {
         }
     }
     for note in &s.notes {
-        let _ = writeln!(out, "note: {note}");
+        // Notes quote names, which can be of any length.
+        let _ = writeln!(out, "note: {}", elide(note, MAX_NOTE_CHARS));
     }
-    out
+    // Everything else that came from the file (the path, versions, notes,
+    // optimizer names): no control character reaches the terminal.
+    escape_keeping_lines(&out).into_owned()
 }
 
 fn stats_table(weights: &[&WeightSummary]) -> String {
@@ -455,7 +533,7 @@ fn stats_table(weights: &[&WeightSummary]) -> String {
         .filter_map(|w| {
             let st = w.stats.as_ref()?;
             Some([
-                w.name.clone(),
+                cell(&w.name),
                 number(st.min),
                 number(st.max),
                 number(st.mean),
@@ -466,26 +544,22 @@ fn stats_table(weights: &[&WeightSummary]) -> String {
             ])
         })
         .collect();
-    let head = ["Tensor", "Min", "Max", "Mean", "Std", "NaN", "Inf", "Zero"];
-    let mut widths = head.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
+    let head = ["Tensor", "Min", "Max", "Mean", "Std", "NaN", "Inf", "Zero"].map(String::from);
+    let widths = columns(std::iter::once(&head).chain(&rows));
     let mut out = String::from("\nStatistics\n");
     let line = |cells: &[String]| {
         let mut text = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
             if i == 0 {
-                let _ = write!(text, "{cell:<w$}");
+                text.push_str(&pad(cell, w, false));
             } else {
-                let _ = write!(text, "  {cell:>w$}");
+                text.push_str("  ");
+                text.push_str(&pad(cell, w, true));
             }
         }
         text + "\n"
     };
-    out.push_str(&line(&head.map(String::from)));
+    out.push_str(&line(&head));
     for row in &rows {
         out.push_str(&line(row));
     }

@@ -29,6 +29,7 @@ pub mod compare;
 pub mod dtype;
 pub mod error;
 pub mod export;
+pub mod files;
 pub mod h5;
 pub mod inspect;
 pub mod json_order;
@@ -40,6 +41,7 @@ mod pread;
 pub mod safetensors_file;
 pub mod stats;
 pub mod tensors;
+pub mod terminal;
 pub mod tf_bundle;
 pub mod values;
 
@@ -66,11 +68,21 @@ pub fn convert_file(
     options: &ConvertOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<WriteSummary> {
-    if !options.write.force && options.write.max_shard_bytes.is_none() && output.exists() {
-        return Err(Error::new(output, ErrorKind::OutputExists));
+    let mut write = options.write.clone();
+    write.inputs.push(input.to_path_buf());
+    write.inputs.extend(options.read.config.clone());
+    write.inputs.extend(keras::shard_index_of(input));
+    let protected: Vec<files::FileId> = write
+        .inputs
+        .iter()
+        .filter_map(|p| files::FileId::of_path(p))
+        .collect();
+    match write.max_shard_bytes {
+        None => files::check_output(output, write.force, &protected)?,
+        Some(_) => files::check_output_folder(output)?,
     }
     let model = keras::open(input, &options.read)?;
     let plan = export::plan(&model, input, &options.plan)?;
     export::plan::ensure_tensors(&plan, &model, input)?;
-    export::write(&plan, &model, output, &options.write, progress)
+    export::write(&plan, &model, output, &write, progress).map_err(cancel::blame)
 }

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         Err(e) if cli::is_broken_pipe(&e) => ExitCode::SUCCESS,
         // Stopped by Ctrl-C: the shell's convention for SIGINT.
         Err(e) if keras2safetensors::cancel::requested() => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", keras2safetensors::cancel::blame(e));
             ExitCode::from(130)
         }
         Err(e) => {

@@ -3,6 +3,7 @@
 //! commit beside a fixture, and a check of a file against it.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -72,7 +73,10 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Reads a manifest file.
 pub fn load(path: &Path) -> Result<Manifest> {
-    let bytes = std::fs::read(path).map_err(|e| Error::new(path, e.into()))?;
+    let mut bytes = Vec::new();
+    crate::files::open_regular(path)?
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::new(path, e.into()))?;
     let not_manifest = |why: String| Error::new(path, ErrorKind::InvalidManifest(why));
     let text = String::from_utf8(bytes).map_err(|_| not_manifest("not a text file".into()))?;
     serde_json::from_str(&text).map_err(|e| not_manifest(e.to_string()))

@@ -142,6 +142,22 @@ impl Store {
         }
     }
 
+    /// The identities of the files on disk the store reads, so that no
+    /// output replaces one of them.
+    pub(crate) fn file_ids(&self) -> Vec<crate::files::FileId> {
+        match self {
+            Store::H5(file) => file.file_id().into_iter().collect(),
+            Store::Bundle(bundle) => crate::files::FileId::of_path(&bundle.index_path())
+                .into_iter()
+                .chain(
+                    bundle
+                        .open_shards()
+                        .filter_map(crate::files::FileId::of_file),
+                )
+                .collect(),
+        }
+    }
+
     /// How a weight's `dataset` is compared with [`Store::dataset_paths`].
     pub(crate) fn canonical(&self, dataset: &str) -> String {
         match self {
@@ -301,6 +317,11 @@ impl Model {
                 "weight refers to a file that is not open",
             )),
         }
+    }
+
+    /// The identities of every file the model's bytes are read from.
+    pub fn input_file_ids(&self) -> Vec<crate::files::FileId> {
+        self.stores.iter().flat_map(Store::file_ids).collect()
     }
 
     pub fn total_params(&self) -> u64 {

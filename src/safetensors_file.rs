@@ -19,7 +19,7 @@ pub struct Header {
 
 pub fn read_header(path: &Path) -> Result<Header> {
     let invalid = |m: String| Error::new(path, ErrorKind::InvalidSafetensors(m));
-    let mut file = File::open(path).map_err(|e| Error::new(path, e.into()))?;
+    let mut file = crate::files::open_regular(path)?;
     let file_len = file
         .metadata()
         .map_err(|e| Error::new(path, e.into()))?
@@ -74,18 +74,22 @@ pub struct SafetensorsSet {
 impl SafetensorsSet {
     /// Opens a `.safetensors` file or a `model.safetensors.index.json`.
     pub fn open(path: &Path) -> Result<SafetensorsSet> {
-        let shards = match shard_files(path)? {
-            Some(shards) => shards,
-            None => vec![path.to_path_buf()],
+        let (shards, indexed) = match shard_files(path)? {
+            Some(shards) => (shards, true),
+            None => (vec![path.to_path_buf()], false),
         };
         let mut set = SafetensorsSet {
             files: Vec::new(),
             tensors: Vec::new(),
             metadata: Default::default(),
         };
+        let folder = path.parent().unwrap_or(Path::new("."));
         for (index, shard) in shards.iter().enumerate() {
+            if indexed {
+                crate::files::check_inside(shard, folder, "this shard")?;
+            }
             let header = read_header(shard)?;
-            let file = File::open(shard).map_err(|e| Error::new(shard, e.into()))?;
+            let file = crate::files::open_regular(shard)?;
             let data_start = header.file_len - header.metadata.data_len() as u64;
             if index == 0 {
                 set.metadata = header
@@ -152,7 +156,7 @@ fn shard_files(path: &Path) -> Result<Option<Vec<std::path::PathBuf>>> {
         return Ok(None);
     }
     let invalid = |m: String| Error::new(path, ErrorKind::InvalidSafetensors(m));
-    let text = std::fs::read_to_string(path).map_err(|e| Error::new(path, e.into()))?;
+    let text = crate::files::read_text(path)?;
     let index: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| invalid(format!("index is not JSON: {e}")))?;
     let map = index

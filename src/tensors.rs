@@ -139,6 +139,7 @@ impl TensorFile {
                 let mut buf = vec![0u8; COPY_BUFFER_BYTES.min(len as usize)];
                 let mut done = 0u64;
                 while done < len {
+                    crate::cancel::checkpoint()?;
                     let n = (len - done).min(buf.len() as u64) as usize;
                     read_exact_at(&set.files[t.file], &mut buf[..n], t.offset + done)?;
                     visit(&buf[..n])?;
@@ -190,6 +191,7 @@ struct Visitor<'a>(&'a mut dyn FnMut(&[u8]) -> std::io::Result<()>);
 
 impl Write for Visitor<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        crate::cancel::checkpoint()?;
         (self.0)(buf)?;
         Ok(buf.len())
     }

@@ -757,15 +757,19 @@ fn lstm() -> TestResult {
     case.check(&y)
 }
 
-/// CuDNNLSTM: the output Keras gives after loading the CuDNN weights
-/// into a plain LSTM with its own converter (the CuDNN kernel does not run
-/// without a GPU). Both biases are real here, not a zero `bias_hh_l0`.
-#[test]
-fn cudnn_lstm() -> TestResult {
-    let case = load_case("cudnn_lstm")?;
-    case.net.options("cudnn_lstm", "CuDNNLSTM")?;
-    let get = |name| case.net.get("cudnn_lstm", name);
-    let y = lstm_forward(
+/// A torch.nn recurrent layer's forward pass: input, weight_ih, weight_hh,
+/// bias_ih, bias_hh.
+type RecurrentForward = fn(&Tensor, &Tensor, &Tensor, &Tensor, &Tensor) -> TestResult<Tensor>;
+
+/// A CuDNN layer against the output Keras gives after loading its weights
+/// into the plain layer with Keras's own converter (the CuDNN kernel does
+/// not run without a GPU). Both biases are real here, not a zero
+/// `bias_hh_l0`; CuDNNGRU's gates [z, r, h] become PyTorch's [r, z, n].
+fn cudnn_case(name: &'static str, class: &str, forward: RecurrentForward) -> TestResult {
+    let case = load_case(name)?;
+    case.net.options(name, class)?;
+    let get = |tensor| case.net.get(name, tensor);
+    let y = forward(
         &case.input,
         &get("weight_ih_l0")?,
         &get("weight_hh_l0")?,
@@ -775,21 +779,14 @@ fn cudnn_lstm() -> TestResult {
     case.check(&y)
 }
 
-/// CuDNNGRU: the same, into GRU(reset_after=True); gates [z, r, h] become
-/// PyTorch's [r, z, n].
+#[test]
+fn cudnn_lstm() -> TestResult {
+    cudnn_case("cudnn_lstm", "CuDNNLSTM", lstm_forward)
+}
+
 #[test]
 fn cudnn_gru() -> TestResult {
-    let case = load_case("cudnn_gru")?;
-    case.net.options("cudnn_gru", "CuDNNGRU")?;
-    let get = |name| case.net.get("cudnn_gru", name);
-    let y = gru_forward(
-        &case.input,
-        &get("weight_ih_l0")?,
-        &get("weight_hh_l0")?,
-        &get("bias_ih_l0")?,
-        &get("bias_hh_l0")?,
-    )?;
-    case.check(&y)
+    cudnn_case("cudnn_gru", "CuDNNGRU", gru_forward)
 }
 
 #[test]
@@ -826,7 +823,7 @@ fn reverse_time(x: &Tensor) -> TestResult<Tensor> {
 fn bidirectional_case(
     name: &'static str,
     rnn_class: &str,
-    forward: fn(&Tensor, &Tensor, &Tensor, &Tensor, &Tensor) -> TestResult<Tensor>,
+    forward: RecurrentForward,
 ) -> TestResult {
     let case = load_case(name)?;
     case.net.options(name, "Bidirectional")?;

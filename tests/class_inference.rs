@@ -7,56 +7,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use common::*;
-use safetensors::SafeTensors;
 use serde_json::Value;
-
-/// Name -> (dtype, shape, sha256) of every tensor in a safetensors file,
-/// and its metadata.
-fn read_output(path: &Path) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
-    let bytes = std::fs::read(path).unwrap();
-    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
-    let metadata = header.metadata().clone().unwrap_or_default();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let tensors = st
-        .tensors()
-        .into_iter()
-        .map(|(name, t)| {
-            let value = format!("{:?} {:?} {}", t.dtype(), t.shape(), sha256_hex(t.data()));
-            (name, value)
-        })
-        .collect();
-    (tensors, metadata.into_iter().collect())
-}
-
-/// Converts `input` with `args` into `dir/out.safetensors`; returns the
-/// tensors, the metadata and stderr.
-fn convert(
-    dir: &Path,
-    input: &Path,
-    args: &[&str],
-) -> (BTreeMap<String, String>, BTreeMap<String, String>, String) {
-    let output = dir.join("out.safetensors");
-    let mut all = vec![
-        "convert",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-        "--force",
-    ];
-    all.extend_from_slice(args);
-    let out = run(&all);
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        input.display(),
-        stderr(&out)
-    );
-    let (tensors, metadata) = read_output(&output);
-    (tensors, metadata, stderr(&out))
-}
 
 #[test]
 fn weights_only_files_convert_to_pytorch_layout_like_their_full_twins() {
@@ -79,8 +32,8 @@ fn weights_only_files_convert_to_pytorch_layout_like_their_full_twins() {
             "numerics/bidirectional_gru_weights.h5",
         ),
     ] {
-        let (want, _, _) = convert(dir.path(), &fixture(full), &["--layout", "pytorch"]);
-        let (got, _, err) = convert(dir.path(), &fixture(weights), &["--layout", "pytorch"]);
+        let (want, _, _) = convert_ok(dir.path(), &fixture(full), &["--layout", "pytorch"]);
+        let (got, _, err) = convert_ok(dir.path(), &fixture(weights), &["--layout", "pytorch"]);
         assert_eq!(got, want, "{weights} differs from {full}");
         assert!(!err.contains("warning"), "{weights}: {err}");
     }
@@ -100,7 +53,7 @@ fn a_weights_only_bidirectional_layer_is_recognised() {
     assert_eq!(layer["class"], Value::Null, "the file records no class");
     assert_eq!(layer["class_guess"], "Bidirectional");
     let dir = tempfile::tempdir().unwrap();
-    let (tensors, _, _) = convert(
+    let (tensors, _, _) = convert_ok(
         dir.path(),
         &fixture("numerics/bidirectional_lstm_weights.h5"),
         &["--layout", "pytorch"],
@@ -125,12 +78,12 @@ fn a_weights_only_bidirectional_layer_is_recognised() {
 fn class_overrides_a_guess_and_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let input = fixture("zoo_weights.h5");
-    let (_, metadata, _) = convert(dir.path(), &input, &["--layout", "pytorch"]);
+    let (_, metadata, _) = convert_ok(dir.path(), &input, &["--layout", "pytorch"]);
     let options: Value = serde_json::from_str(&metadata["pytorch_options"]).unwrap();
     assert_eq!(options["conv2d_no_bias"]["class"], "Conv2D");
     assert_eq!(options["conv2d_no_bias"]["class_recorded"], Value::Null);
 
-    let (_, metadata, _) = convert(
+    let (_, metadata, _) = convert_ok(
         dir.path(),
         &input,
         &[
@@ -169,9 +122,9 @@ fn class_overrides_a_guess_and_is_recorded() {
 fn two_weights_with_one_label_are_both_written() {
     let dir = tempfile::tempdir().unwrap();
     let input = fixture("crafted/two_kernels_one_label.h5");
-    let (keras, _, _) = convert(dir.path(), &input, &[]);
+    let (keras, _, _) = convert_ok(dir.path(), &input, &[]);
     assert_eq!(keras.len(), 3);
-    let (torch, metadata, err) = convert(dir.path(), &input, &["--layout", "pytorch"]);
+    let (torch, metadata, err) = convert_ok(dir.path(), &input, &["--layout", "pytorch"]);
     let names: Vec<&str> = torch.keys().map(String::as_str).collect();
     assert_eq!(names, ["dense.bias", "dense.extra.kernel", "dense.kernel"]);
     assert!(err.contains("layer `dense` has no PyTorch layout"), "{err}");
@@ -199,10 +152,10 @@ fn two_weights_with_one_label_are_both_written() {
 fn the_format_key_is_one_hugging_face_loaders_accept() {
     let dir = tempfile::tempdir().unwrap();
     let input = fixture("classic_conv2d_full.h5");
-    let (_, keras, _) = convert(dir.path(), &input, &[]);
+    let (_, keras, _) = convert_ok(dir.path(), &input, &[]);
     assert_eq!(keras["format"], "tf");
     assert_eq!(keras["layout"], "keras");
-    let (_, torch, _) = convert(dir.path(), &input, &["--layout", "pytorch"]);
+    let (_, torch, _) = convert_ok(dir.path(), &input, &["--layout", "pytorch"]);
     assert_eq!(torch["format"], "pt");
     assert_eq!(torch["layout"], "pytorch");
 }
@@ -217,7 +170,7 @@ fn layer_metadata_follows_renamed_layers_and_unused_rules_are_warned() {
     )
     .unwrap();
     let input = fixture("classic_separable_full.h5");
-    let (tensors, metadata, err) = convert(
+    let (tensors, metadata, err) = convert_ok(
         dir.path(),
         &input,
         &["--layout", "pytorch", "--rename", rules.to_str().unwrap()],
@@ -277,14 +230,14 @@ fn subclassed_models_keep_their_variable_names() {
         .collect();
     assert_eq!(want.len(), 96);
     let dir = tempfile::tempdir().unwrap();
-    let (got, _, _) = convert(dir.path(), &input, &[]);
+    let (got, _, _) = convert_ok(dir.path(), &input, &[]);
     let got: BTreeMap<String, String> = got
         .into_iter()
         .map(|(name, v)| (name, v.rsplit(' ').next().unwrap().to_string()))
         .collect();
     assert_eq!(got, want);
 
-    let (torch, metadata, _) = convert(dir.path(), &input, &["--layout", "pytorch"]);
+    let (torch, metadata, _) = convert_ok(dir.path(), &input, &["--layout", "pytorch"]);
     assert_eq!(torch.len(), 96, "every tensor written");
     assert_eq!(
         torch["efficientnet-b0.blocks_0.depthwise_conv2d.weight"]
@@ -300,4 +253,54 @@ fn subclassed_models_keep_their_variable_names() {
         ["fpn_cells/cell_0/fnode0", "fpn_cells/cell_0/fnode1"].map(|p| p.replace('/', ".")),
         "only the BiFPN nodes' scalar fusion weights lack a PyTorch module"
     );
+}
+
+/// Issue 16: `inspect` shows a sub-network's sub-layers as a tree, each
+/// group with the params of everything in it.
+#[test]
+fn inspect_shows_sub_networks_as_a_tree() {
+    let input = fixture("subclassed_effdet_weights.h5");
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            input.with_file_name("subclassed_effdet_weights.h5.expected.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let params_under = |prefix: &str| -> u64 {
+        expected["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["path"].as_str().unwrap().starts_with(prefix))
+            .map(|l| l["params"].as_u64().unwrap())
+            .sum()
+    };
+    let out = run(&["inspect", input.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let row = |start: &str| {
+        text.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no row starting {start:?} in\n{text}"))
+            .to_string()
+    };
+    for (indent, group, prefix) in [
+        ("", "efficientnet-b0/", "efficientnet-b0/"),
+        ("  ", "blocks_0/", "efficientnet-b0/blocks_0/"),
+        ("    ", "se/", "efficientnet-b0/blocks_0/se/"),
+        ("", "fpn_cells/", "fpn_cells/"),
+    ] {
+        let line = row(&format!("{indent}{group} "));
+        let params = params_under(prefix);
+        assert!(params > 0);
+        // Grouped as the table prints numbers (1,030), by Keras's own count.
+        let printed = keras2safetensors::inspect::group_digits(params);
+        assert!(
+            line.trim_end().ends_with(&format!(" {printed}")),
+            "{group}: {line}"
+        );
+    }
+    let dw = row("    depthwise_conv2d ");
+    assert!(dw.contains("DepthwiseConv2D (guess)"), "{dw}");
 }

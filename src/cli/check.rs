@@ -4,8 +4,10 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use keras2safetensors::cancel;
 use keras2safetensors::compare::{self, Report, Tolerance};
 use keras2safetensors::export::PlanOptions;
+use keras2safetensors::files::{self, FileId};
 use keras2safetensors::manifest::{self, Difference};
 use keras2safetensors::tensors::TensorFile;
 use keras2safetensors::{Error, Result};
@@ -149,6 +151,7 @@ fn report_text(report: &Report, what: &str) -> String {
 
 pub fn verify(args: VerifyArgs) -> Result<Outcome> {
     let report = compare::verify(&args.source, &args.converted, &args.read.options())?;
+    cancel::check(&args.source)?;
     if args.json {
         print_json(&report)?;
     } else {
@@ -163,6 +166,7 @@ pub fn diff(args: DiffArgs) -> Result<Outcome> {
         rtol: args.rtol,
     };
     let report = compare::diff(&args.a, &args.b, &args.read.options(), tolerance)?;
+    cancel::check(&args.a)?;
     if args.json {
         print_json(&report)?;
     } else {
@@ -179,8 +183,15 @@ pub fn diff(args: DiffArgs) -> Result<Outcome> {
 pub fn manifest(args: ManifestArgs) -> Result<Outcome> {
     let file = TensorFile::open(&args.file, &args.read.options(), &PlanOptions::default())?;
     let text = manifest::to_text(&manifest::build(&args.file, &file)?);
+    cancel::check(&args.file)?;
     match &args.output {
-        Some(path) => std::fs::write(path, text).map_err(|e| Error::new(path, e.into()))?,
+        Some(path) => {
+            // Written over as before, but never the file described, nor a
+            // pipe or a device.
+            let inputs: Vec<FileId> = FileId::of_path(&args.file).into_iter().collect();
+            files::check_writable(path, &inputs)?;
+            std::fs::write(path, text).map_err(|e| Error::new(path, e.into()))?
+        }
         None => print_out(&text)?,
     }
     Ok(Outcome::Success)
@@ -199,6 +210,7 @@ pub fn check(args: CheckArgs) -> Result<Outcome> {
     let expected = manifest::load(&args.manifest)?;
     let file = TensorFile::open(&args.file, &args.read.options(), &PlanOptions::default())?;
     let actual = manifest::build(&args.file, &file)?;
+    cancel::check(&args.file)?;
     let differences = manifest::compare(&expected, &actual);
     let report = CheckReport {
         file: args.file.display().to_string(),

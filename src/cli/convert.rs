@@ -7,13 +7,20 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use keras2safetensors::cancel;
 use keras2safetensors::export::{self, Plan, WriteOptions};
+use keras2safetensors::files::{self, CreatedDirs, FileId};
 use keras2safetensors::inspect::{human_bytes, shape_string};
-use keras2safetensors::keras::{self, FileKind};
+use keras2safetensors::keras;
 use keras2safetensors::values::parallel_map;
-use keras2safetensors::{open, Error, ErrorKind, Model, Result};
+use keras2safetensors::{open, Model, Result};
 
-use super::{parse_size, print_json, print_out, progress_bar, Outcome, PlanArgs, ReadArgs};
+use keras2safetensors::terminal::escape;
+
+use super::outputs;
+use super::{
+    advance, parse_size, print_json, print_out, progress_bar, Outcome, PlanArgs, ReadArgs,
+};
 
 /// Convert Keras weight files to safetensors.
 ///
@@ -94,37 +101,62 @@ struct Job {
 
 pub fn run(args: Args) -> Result<Outcome> {
     let read = args.read.options();
+    // Files read besides the inputs: never replaced by an output.
+    let side_inputs: Vec<PathBuf> = read
+        .config
+        .iter()
+        .chain(&args.plan.rename)
+        .cloned()
+        .collect();
     let plan_options = args.plan.options()?;
     let write = WriteOptions {
         force: args.force,
         max_shard_bytes: args.max_shard_size,
+        inputs: Vec::new(),
     };
     // A SavedModel or checkpoint folder is one model, not a batch.
-    let batch = args.inputs.len() > 1
-        || args
-            .inputs
-            .iter()
-            .any(|p| p.is_dir() && !keras::tf_checkpoint::is_tf_folder(p));
-    let pairs = if batch {
-        batch_pairs(
-            &args.inputs,
-            args.output.as_deref(),
-            args.max_shard_size.is_some(),
-        )?
-    } else {
-        let input = args.inputs[0].clone();
-        let output = args
-            .output
-            .clone()
-            .unwrap_or_else(|| default_output(&input, args.max_shard_size.is_some()));
-        vec![(input, output)]
+    let batch = outputs::is_batch(&args.inputs);
+    let mut planning_notes = Vec::new();
+    // `-o -`: written to a temporary file (the writer needs one to seek
+    // and to sync), then copied to standard output.
+    let to_stdout =
+        outputs::stdout_target(&args.inputs, args.output.as_deref(), args.max_shard_size)?;
+    let output = match &to_stdout {
+        Some(dir) => Some(dir.path().join("stdout.safetensors")),
+        None => args.output.clone(),
     };
+    let pairs = outputs::plan_outputs(
+        &args.inputs,
+        output.as_deref(),
+        args.max_shard_size.is_some(),
+        &mut planning_notes,
+    )?;
+    for note in &planning_notes {
+        eprintln!("{}", escape(&format!("note: {note}")));
+    }
 
-    let jobs: Vec<Job> = pairs
+    // Every file the run reads, by identity: no output may be one of them.
+    let protected: Vec<FileId> = pairs
+        .iter()
+        .map(|(input, _)| input)
+        .chain(&side_inputs)
+        .filter_map(|p| FileId::of_path(p))
+        .collect();
+    let mut jobs: Vec<Job> = pairs
         .into_iter()
         .map(|(input, output)| {
             let started = Instant::now();
-            let prepared = prepare(&input, &output, &read, &plan_options, &write, args.dry_run);
+            let prepared = cancel::check(&input).and_then(|_| {
+                prepare(
+                    &input,
+                    &output,
+                    &read,
+                    &plan_options,
+                    &write,
+                    &protected,
+                    args.dry_run,
+                )
+            });
             Job {
                 input,
                 output,
@@ -136,18 +168,49 @@ pub fn run(args: Args) -> Result<Outcome> {
     for job in &jobs {
         if let Ok((model, plan)) = &job.prepared {
             for note in model.notes.iter().chain(&plan.notes) {
-                eprintln!("note: {}: {note}", job.input.display());
+                eprintln!(
+                    "{}",
+                    escape(&format!("note: {}: {note}", job.input.display()))
+                );
             }
             for warning in &plan.warnings {
-                eprintln!("warning: {}: {warning}", job.input.display());
+                eprintln!(
+                    "{}",
+                    escape(&format!("warning: {}: {warning}", job.input.display()))
+                );
             }
             for reason in export::plan::skip_reasons(&plan.skipped) {
-                eprintln!("note: {}: not written: {reason}", job.input.display());
+                eprintln!(
+                    "{}",
+                    escape(&format!(
+                        "note: {}: not written: {reason}",
+                        job.input.display()
+                    ))
+                );
             }
         }
     }
+    if let Some(job) = jobs.first().filter(|_| cancel::requested()) {
+        return Err(cancel::stopped(&job.input));
+    }
     if args.dry_run {
         return dry_run(jobs, batch);
+    }
+
+    // The folders a batch writes into are made now, one after the other,
+    // for the inputs that opened; those still empty at the end (every input
+    // in them failed) go again. A shard folder itself is the writer's.
+    let mut created = CreatedDirs::new();
+    for job in &mut jobs {
+        if job.prepared.is_err() || !batch {
+            continue;
+        }
+        let folder = job.output.parent();
+        if let Some(folder) = folder.filter(|f| !f.as_os_str().is_empty()) {
+            if let Err(e) = created.create(folder) {
+                job.prepared = Err(e);
+            }
+        }
     }
 
     let total: u64 = jobs
@@ -155,18 +218,30 @@ pub fn run(args: Args) -> Result<Outcome> {
         .filter_map(|j| j.prepared.as_ref().ok())
         .map(|(_, plan)| plan.total_bytes())
         .sum();
-    let bar =
-        (!args.quiet && !args.json && std::io::stderr().is_terminal()).then(|| progress_bar(total));
+    let bar = (!args.quiet && !args.json && std::io::stderr().is_terminal()).then(|| {
+        let what = match &jobs[..] {
+            [one] => one
+                .input
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            many => format!("{} files", many.len()),
+        };
+        progress_bar(total, &what)
+    });
     let bar = Mutex::new(bar);
     // Inputs that failed to open are not written; their error is taken
     // from the job below.
     let written = parallel_map(jobs.len(), |i| {
         let job = &jobs[i];
         let (model, plan) = job.prepared.as_ref().ok()?;
+        let mut write = write.clone();
+        write.inputs = job_inputs(&job.input, &side_inputs);
         Some(export::write(plan, model, &job.output, &write, &mut |n| {
             if let Ok(guard) = bar.lock() {
                 if let Some(bar) = guard.as_ref() {
-                    bar.inc(n);
+                    advance(bar, n);
                 }
             }
         }))
@@ -175,6 +250,17 @@ pub fn run(args: Args) -> Result<Outcome> {
         if let Some(bar) = guard.as_ref() {
             bar.finish_and_clear();
         }
+    }
+    created.remove_empty();
+    let stopped = written
+        .iter()
+        .zip(&jobs)
+        .any(|(w, j)| matches!(w, Some(Err(_))) || j.prepared.is_err());
+    if stopped && cancel::requested() {
+        // The writes stopped took their files away (those complete before
+        // the stop stay): one line says so.
+        let first = jobs.first().map(|j| j.input.clone()).unwrap_or_default();
+        return Err(cancel::stopped(&first));
     }
 
     let mut reports = Vec::new();
@@ -207,7 +293,10 @@ pub fn run(args: Args) -> Result<Outcome> {
                     .map(|f| f.display().to_string())
                     .collect();
                 for w in &summary.warnings {
-                    eprintln!("warning: {}: {w}", job.input.display());
+                    eprintln!(
+                        "{}",
+                        escape(&format!("warning: {}: {w}", job.input.display()))
+                    );
                 }
                 report.warnings = summary.warnings;
             }
@@ -219,7 +308,16 @@ pub fn run(args: Args) -> Result<Outcome> {
         reports.push(report);
     }
 
-    if args.json {
+    if to_stdout.is_some() {
+        // Standard output carries the file itself; nothing else goes there.
+        if let Some(written) = reports
+            .first()
+            .filter(|r| r.ok)
+            .map(|r| PathBuf::from(&r.output))
+        {
+            outputs::copy_to_stdout(&written)?;
+        }
+    } else if args.json {
         print_json(&reports)?;
     } else if !args.quiet {
         print_out(&summary_text(&reports, batch))?;
@@ -237,17 +335,34 @@ pub fn run(args: Args) -> Result<Outcome> {
     }
 }
 
-/// Opens and plans one input, and checks its output is free.
+/// The files one conversion reads: its input, the index of a shard, and
+/// the config and rename rules.
+fn job_inputs(input: &Path, side_inputs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut inputs = vec![input.to_path_buf()];
+    inputs.extend(keras::shard_index_of(input));
+    inputs.extend(side_inputs.iter().cloned());
+    inputs
+}
+
+/// Opens and plans one input, and checks its output may be written: not
+/// there (or `--force`), a regular file, and none of the files the run
+/// reads (`protected`).
 fn prepare(
     input: &Path,
     output: &Path,
     read: &keras2safetensors::ReadOptions,
     plan_options: &keras2safetensors::PlanOptions,
     write: &WriteOptions,
+    protected: &[FileId],
     dry_run: bool,
 ) -> Result<(Model, Plan)> {
-    if !dry_run && !write.force && write.max_shard_bytes.is_none() && output.exists() {
-        return Err(Error::new(output, ErrorKind::OutputExists));
+    if !dry_run {
+        let mut protected = protected.to_vec();
+        protected.extend(keras::shard_index_of(input).and_then(|i| FileId::of_path(&i)));
+        match write.max_shard_bytes {
+            None => files::check_output(output, write.force, &protected)?,
+            Some(_) => files::check_output_folder(output)?,
+        }
     }
     let model = open(input, read)?;
     let plan = export::plan(&model, input, plan_options)?;
@@ -333,128 +448,4 @@ fn summary_text(reports: &[Converted], batch: bool) -> String {
     let ok = reports.iter().filter(|r| r.ok).count();
     out.push_str(&format!("{ok} of {} converted\n", reports.len()));
     out
-}
-
-/// Inputs and outputs for a batch: files as given, folders searched
-/// recursively for Keras files, each written under `output` (or beside
-/// its input) with the `.safetensors` extension.
-fn batch_pairs(
-    inputs: &[PathBuf],
-    output: Option<&Path>,
-    shards: bool,
-) -> Result<Vec<(PathBuf, PathBuf)>> {
-    if let Some(dir) = output {
-        if dir.is_file() {
-            return Err(Error::new(
-                dir,
-                ErrorKind::Unsupported(
-                    "several inputs need an output folder, and this is a file".into(),
-                ),
-            ));
-        }
-        std::fs::create_dir_all(dir).map_err(|e| Error::new(dir, e.into()))?;
-    }
-    let mut pairs = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            let mut found = Vec::new();
-            find_keras_files(input, &mut found)?;
-            found.sort();
-            for file in found {
-                let relative = file.strip_prefix(input).unwrap_or(&file).to_path_buf();
-                let target = match output {
-                    Some(dir) => default_output(&dir.join(&relative), shards),
-                    None => default_output(&file, shards),
-                };
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| Error::new(parent, e.into()))?;
-                }
-                pairs.push((file, target));
-            }
-        } else {
-            let name = input.file_name().map(PathBuf::from).unwrap_or_default();
-            let target = match output {
-                Some(dir) => default_output(&dir.join(name), shards),
-                None => default_output(input, shards),
-            };
-            pairs.push((input.clone(), target));
-        }
-    }
-    Ok(pairs)
-}
-
-/// Keras files under `dir`, by content: HDF5, zip archives and sharded
-/// indexes; a shard whose index is there is left to the index.
-fn find_keras_files(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::new(dir, e.into()))?;
-    for entry in entries {
-        let path = entry.map_err(|e| Error::new(dir, e.into()))?.path();
-        if path.is_dir() {
-            // A SavedModel or checkpoint folder is one model.
-            if keras::tf_checkpoint::is_tf_folder(&path) {
-                found.push(path);
-            } else {
-                find_keras_files(&path, found)?;
-            }
-            continue;
-        }
-        let is_index = path.to_string_lossy().ends_with(".weights.json");
-        match keras::detect(&path) {
-            Ok(FileKind::Hdf5) if !keras::is_shard_of_index(&path) => found.push(path),
-            Ok(FileKind::Zip) => found.push(path),
-            Ok(FileKind::Json) if is_index => found.push(path),
-            // A TF checkpoint, once, by its index file.
-            Ok(FileKind::TfCheckpoint) if path.extension().is_some_and(|e| e == "index") => {
-                found.push(path)
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// INPUT with the extension `.safetensors` (or, for shards, without an
-/// extension: a folder); Keras's double extensions (`x.weights.h5`,
-/// `x.weights.json`) are replaced whole.
-fn default_output(input: &Path, folder: bool) -> PathBuf {
-    let name = input
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = [".weights.h5", ".weights.json"]
-        .iter()
-        .find_map(|double| name.strip_suffix(double))
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            Path::new(&name)
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or(name.clone())
-        });
-    if folder {
-        input.with_file_name(stem)
-    } else {
-        input.with_file_name(format!("{stem}.safetensors"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_outputs_replace_keras_double_extensions() {
-        assert_eq!(
-            default_output(Path::new("d/m.h5"), false),
-            Path::new("d/m.safetensors")
-        );
-        assert_eq!(
-            default_output(Path::new("m.weights.h5"), false),
-            Path::new("m.safetensors")
-        );
-        assert_eq!(
-            default_output(Path::new("d/m.keras"), true),
-            Path::new("d/m")
-        );
-    }
 }

@@ -48,6 +48,7 @@ pub fn run(args: Args) -> Result<Outcome> {
     if args.stats {
         add_stats(&mut summary, &args.file, &read)?;
     }
+    keras2safetensors::cancel::check(&args.file)?;
     if args.json {
         print_json(&summary)?;
     } else {

@@ -4,6 +4,7 @@
 mod check;
 mod convert;
 mod inspect;
+mod outputs;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use regex::Regex;
 
 use keras2safetensors::dtype::Dtype;
 use keras2safetensors::export::{rename, Layout, PlanOptions};
+use keras2safetensors::terminal::escape_keeping_lines;
 use keras2safetensors::{Error, ErrorKind, ReadOptions, Result};
 
 /// Convert Keras weight files to safetensors, see what is inside a saved
@@ -189,7 +191,7 @@ impl PlanArgs {
     fn options(self) -> Result<PlanOptions> {
         let rename = match &self.rename {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| Error::new(path, e.into()))?;
+                let text = keras2safetensors::files::read_text(path)?;
                 rename::parse_rules(&text).map_err(|e| {
                     Error::new(path, ErrorKind::Unsupported(format!("rename rules: {e}")))
                 })?
@@ -250,9 +252,15 @@ fn parse_size(text: &str) -> std::result::Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// Writes human output to stdout; a closed pipe comes back as an error
-/// that `main` treats as a quiet end, never a panic.
+/// Writes human output to stdout, with control characters in names from
+/// the files spelled out (see [`keras2safetensors::terminal`]).
 fn print_out(text: &str) -> Result<()> {
+    write_stdout(&escape_keeping_lines(text))
+}
+
+/// Writes to stdout as it is; a closed pipe comes back as an error that
+/// `main` treats as a quiet end, never a panic.
+fn write_stdout(text: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|_| out.flush())
@@ -261,7 +269,8 @@ fn print_out(text: &str) -> Result<()> {
 
 /// Prints a value as pretty JSON.
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
-    print_out(&(serde_json::to_string_pretty(value).unwrap_or_default() + "\n"))
+    // Exact: JSON escapes control characters itself.
+    write_stdout(&(serde_json::to_string_pretty(value).unwrap_or_default() + "\n"))
 }
 
 /// Whether an error is stdout closing under us (`... | head`).
@@ -269,15 +278,38 @@ pub fn is_broken_pipe(e: &Error) -> bool {
     matches!(&e.kind, ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
-fn progress_bar(total_bytes: u64) -> ProgressBar {
+/// A progress bar on stderr: what is being written, how far, how fast.
+/// The time left is shown only once the rate is known (after a second),
+/// so the first moments never promise hours.
+fn progress_bar(total_bytes: u64, what: &str) -> ProgressBar {
     let bar =
         ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr_with_hz(10));
-    if let Ok(style) = ProgressStyle::with_template(
-        "{bar:40} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
-    ) {
-        bar.set_style(style);
-    }
+    bar.set_style(progress_style(false));
+    bar.set_message(terminal_safe(what));
     bar
+}
+
+/// Advances the bar by `bytes`, showing the time left once it means something.
+fn advance(bar: &ProgressBar, bytes: u64) {
+    bar.inc(bytes);
+    if bar.elapsed() >= std::time::Duration::from_secs(1)
+        && bar.position() < bar.length().unwrap_or(0)
+    {
+        bar.set_style(progress_style(true));
+    }
+}
+
+fn progress_style(with_eta: bool) -> ProgressStyle {
+    let template = if with_eta {
+        "{msg} {bar:40} {percent:>3}% {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}"
+    } else {
+        "{msg} {bar:40} {percent:>3}% {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}"
+    };
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+fn terminal_safe(text: &str) -> String {
+    keras2safetensors::terminal::escape(text).into_owned()
 }
 
 #[cfg(test)]

@@ -209,6 +209,7 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
     let mut torch = TorchMetadata::default();
     let separator = options.layout.separator();
     for (index, layer) in model.layers.iter().enumerate() {
+        crate::cancel::check(source)?;
         let path = layer.path_string();
         if options.skip.contains(&path) {
             notes.push(format!("layer `{path}` skipped (--skip)"));

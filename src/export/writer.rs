@@ -26,6 +26,7 @@ use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
 use crate::export::plan::{Plan, PlannedTensor, Source};
 use crate::export::transform;
+use crate::files::{self, CreatedDirs, FileId};
 use crate::h5;
 use crate::model::Model;
 
@@ -73,6 +74,10 @@ pub struct WriteOptions {
     /// Split into Hugging Face shards of at most this many bytes of tensor
     /// data; the output is then a folder.
     pub max_shard_bytes: Option<u64>,
+    /// Files the conversion reads (the input, its index, a config): an
+    /// output that is one of them is refused, even with `force`. The files
+    /// the weights are read from are protected without being listed.
+    pub inputs: Vec<PathBuf>,
 }
 
 /// What a conversion wrote.
@@ -99,10 +104,23 @@ pub fn write(
 ) -> Result<WriteSummary> {
     let started = Instant::now();
     let fail = |path: &Path, kind: ErrorKind| Error::new(path, kind);
+    let mut inputs: Vec<FileId> = options
+        .inputs
+        .iter()
+        .filter_map(|p| FileId::of_path(p))
+        .collect();
+    inputs.extend(model.input_file_ids());
+    // Folders made here (a shard folder and its missing parents) go again
+    // if the write fails.
+    let mut created = CreatedDirs::new();
     let shards: Vec<(PathBuf, Vec<usize>)> = match options.max_shard_bytes {
         None => vec![(output.to_path_buf(), (0..plan.tensors.len()).collect())],
         Some(max) => {
-            std::fs::create_dir_all(output).map_err(|e| fail(output, e.into()))?;
+            files::check_output_folder(output)?;
+            if !previous_set(output).is_empty() && !options.force {
+                return Err(fail(output, ErrorKind::OutputExists));
+            }
+            created.create(output)?;
             let groups = pack_shards(&plan.tensors, max);
             let count = groups.len();
             groups
@@ -120,14 +138,15 @@ pub fn write(
         }
     };
     let index = (shards.len() > 1).then(|| output.join(SHARD_INDEX));
-    if !options.force {
-        for path in shards.iter().map(|(p, _)| p).chain(&index) {
-            if path.exists() {
-                return Err(fail(path, ErrorKind::OutputExists));
-            }
-        }
+    for path in shards.iter().map(|(p, _)| p).chain(&index) {
+        files::check_output(path, options.force, &inputs)?;
     }
 
+    // What an earlier sharded conversion left here, replaced below.
+    let previous = match options.max_shard_bytes {
+        Some(_) => previous_set(output),
+        None => Vec::new(),
+    };
     let mut written: Vec<(PathBuf, NamedTempFile)> = Vec::new();
     let mut warnings = Vec::new();
     for (path, members) in &shards {
@@ -159,8 +178,28 @@ pub fn write(
     }
     let mut files = Vec::new();
     for (path, temp) in written {
-        persist(temp, &path, options.force)?;
+        // Checked again just before the rename, which would replace
+        // whatever is there by then.
+        let persisted = files::check_output(&path, options.force, &inputs)
+            .and_then(|_| persist(temp, &path, options.force));
+        if let Err(e) = persisted {
+            // A sharded output appears whole or not at all.
+            for done in &files {
+                let _ = std::fs::remove_file(done);
+            }
+            return Err(e);
+        }
         files.push(path);
+    }
+    created.keep();
+    if options.max_shard_bytes.is_some() {
+        // The previous set goes as a whole: its shards that this set did
+        // not replace. Files the tool did not write are left alone.
+        for stale in previous {
+            if !files.contains(&stale) {
+                let _ = std::fs::remove_file(&stale);
+            }
+        }
     }
     // The renames themselves are durable once the folder is synced.
     #[cfg(unix)]
@@ -181,6 +220,34 @@ pub fn write(
         files,
         warnings,
     })
+}
+
+/// The files an earlier sharded conversion wrote into `folder`: its index
+/// and the shards the index names, and a lone `model.safetensors`. Names
+/// in the index that are not plain file names in the folder are ignored.
+fn previous_set(folder: &Path) -> Vec<PathBuf> {
+    let mut set = Vec::new();
+    let index = folder.join(SHARD_INDEX);
+    if index.is_file() {
+        let shards = std::fs::read_to_string(&index)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|json| json.get("weight_map").and_then(|m| m.as_object()).cloned())
+            .unwrap_or_default();
+        for name in shards.values().filter_map(|v| v.as_str()) {
+            let plain = Path::new(name).file_name().is_some_and(|f| f == name);
+            let path = folder.join(name);
+            if plain && path.is_file() && !set.contains(&path) {
+                set.push(path);
+            }
+        }
+        set.push(index);
+    }
+    let single = folder.join(SINGLE_SHARD);
+    if single.is_file() {
+        set.push(single);
+    }
+    set
 }
 
 /// Hugging Face's packing: tensors in name order, a new shard when the next
@@ -206,14 +273,33 @@ pub fn pack_shards(tensors: &[PlannedTensor], max: u64) -> Vec<Vec<usize>> {
     shards
 }
 
+/// A temporary file in `path`'s folder, to be renamed to `path`. It is
+/// created with mode 0666 less the umask, as `cp` and `cat >` create files
+/// (tempfile's default is 0600). Errors name the output or its folder,
+/// never the temporary name.
 fn temp_beside(path: &Path) -> Result<NamedTempFile> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    tempfile::Builder::new()
-        .prefix(".keras2safetensors-")
-        .suffix(".tmp")
+    if !dir.is_dir() {
+        return Err(Error::new(
+            dir,
+            ErrorKind::Unsupported(format!(
+                "no such folder, so `{}` cannot be written there",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            )),
+        ));
+    }
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".keras2safetensors-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The kernel applies the umask to the mode given at creation.
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder
         .tempfile_in(dir)
         .map_err(|e| Error::new(path, e.into()))
 }
@@ -501,11 +587,24 @@ fn header_bytes(plan: &Plan, order: &[usize]) -> std::result::Result<Vec<u8>, Er
         ));
         offset += len;
     }
+    // The crate checks the header (offsets, names); the bytes are written
+    // here so that they are the same on every run: the crate keeps
+    // `__metadata__` in a hash map, whose order changes from run to run.
     let metadata: HashMap<String, String> = plan.metadata.clone().into_iter().collect();
-    let header = Metadata::new(Some(metadata), infos)
+    Metadata::new(Some(metadata), infos.clone())
         .map_err(|e| ErrorKind::InvalidSafetensors(format!("planned header is invalid: {e}")))?;
-    let mut bytes = serde_json::to_vec(&header)
-        .map_err(|e| ErrorKind::InvalidSafetensors(format!("header does not serialise: {e}")))?;
+    let unserialisable = |e: serde_json::Error| {
+        ErrorKind::InvalidSafetensors(format!("header does not serialise: {e}"))
+    };
+    let mut bytes = b"{\"__metadata__\":".to_vec();
+    bytes.extend(serde_json::to_vec(&plan.metadata).map_err(unserialisable)?);
+    for (name, info) in &infos {
+        bytes.push(b',');
+        bytes.extend(serde_json::to_vec(name).map_err(unserialisable)?);
+        bytes.push(b':');
+        bytes.extend(serde_json::to_vec(info).map_err(unserialisable)?);
+    }
+    bytes.push(b'}');
     bytes.resize(bytes.len().next_multiple_of(8), b' ');
     if bytes.len() > MAX_HEADER_BYTES {
         return Err(ErrorKind::Unsupported(format!(

@@ -4,7 +4,6 @@
 //! is extracted to disk. A compressed member is read into memory instead,
 //! after checking that it does not expand far beyond the archive.
 
-use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
@@ -37,7 +36,7 @@ pub struct Archive {
 
 pub fn open(path: &Path) -> Result<Archive> {
     let fail = |m: String| Error::new(path, ErrorKind::InvalidKeras(m));
-    let file = File::open(path).map_err(|e| Error::new(path, e.into()))?;
+    let file = crate::files::open_regular(path)?;
     let archive_len = file
         .metadata()
         .map_err(|e| Error::new(path, e.into()))?

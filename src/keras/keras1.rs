@@ -54,6 +54,7 @@ pub fn read(path: &Path, file: &h5::File, config: Option<&LayerConfig>) -> Resul
     }
     let mut layers = Vec::new();
     for k in 0..count {
+        crate::cancel::check(path)?;
         let key = format!("layer_{k}");
         if !groups.contains(&key) {
             return Err(invalid(format!(

@@ -97,8 +97,9 @@ impl Reader<'_> {
     ) -> Result<ReadResult> {
         let root = self.file.root().map_err(|e| self.corrupt(e))?;
         let (groups, _) = root.member_names().map_err(|e| self.corrupt(e))?;
-        let root_attrs = root.attribute_names().map_err(|e| self.corrupt(e))?;
-        let has_attr = |name: &str| root_attrs.iter().any(|a| a == name);
+        // Every root attribute is looked up in one read of them.
+        let root_attrs = root.attributes().map_err(|e| self.corrupt(e))?;
+        let has_attr = |name: &str| root_attrs.has(name);
 
         let (format, weights_root, weights_root_path) =
             if groups.iter().any(|g| g == "model_weights") {
@@ -137,15 +138,21 @@ impl Reader<'_> {
                 ));
             };
 
+        let weights_attrs = match format {
+            Format::KerasH5Model => Some(weights_root.attributes().map_err(|e| self.corrupt(e))?),
+            _ => None,
+        };
+        let weights_attrs = weights_attrs.as_ref().unwrap_or(&root_attrs);
         let string_attr = |name: &str| -> Option<String> {
-            root.string_attr(name)
+            root_attrs
+                .string(name)
                 .ok()
                 .flatten()
-                .or_else(|| weights_root.string_attr(name).ok().flatten())
+                .or_else(|| weights_attrs.string(name).ok().flatten())
         };
         let keras_version = string_attr("keras_version");
         let backend = string_attr("backend");
-        let config = match root.string_attr("model_config") {
+        let config = match root_attrs.string("model_config") {
             Ok(Some(json)) if json.len() > MAX_CONFIG_BYTES => {
                 return Err(Error::new(
                     self.path,
@@ -166,12 +173,13 @@ impl Reader<'_> {
             _ => config,
         };
 
-        let layer_names = read_list(&weights_root, "layer_names")
+        let layer_names = read_list(weights_attrs, "layer_names")
             .map_err(|e| self.corrupt(e))?
             .ok_or_else(|| self.invalid("`model_weights` has no `layer_names` attribute".into()))?;
 
         let mut layers = Vec::new();
         for name in &layer_names {
+            crate::cancel::check(self.path)?;
             let group = weights_root.group(name).map_err(|e| {
                 self.invalid(format!(
                     "layer `{name}` is listed in layer_names but has no group ({e})"
@@ -236,7 +244,10 @@ impl Reader<'_> {
         group_path: &str,
         layer: &str,
     ) -> Result<Vec<RawWeight>> {
-        let names = read_list(group, "weight_names")
+        let attrs = group
+            .attributes()
+            .map_err(|e| self.invalid(format!("layer `{layer}`: {e}")))?;
+        let names = read_list(&attrs, "weight_names")
             .map_err(|e| self.invalid(format!("layer `{layer}`: {e}")))?
             .unwrap_or_default();
         let mut weights = Vec::with_capacity(names.len());
@@ -543,16 +554,18 @@ fn common_suffix(lists: &[&[String]], prefix: usize) -> usize {
 
 /// A name-list attribute, joined from its chunks (`layer_names0`,
 /// `layer_names1`, ...) where Keras split it to fit HDF5's header limit.
+/// The attributes are read once for every chunk: a crafted file can hold
+/// thousands of (empty) chunks.
 fn read_list(
-    group: &h5::Group,
+    attrs: &h5::Attributes,
     name: &str,
 ) -> std::result::Result<Option<Vec<String>>, h5::H5Error> {
-    if let Some(list) = group.string_list_attr(name)? {
+    if let Some(list) = attrs.string_list(name)? {
         return Ok(Some(list));
     }
     let mut joined: Option<Vec<String>> = None;
     for chunk in 0.. {
-        match group.string_list_attr(&format!("{name}{chunk}"))? {
+        match attrs.string_list(&format!("{name}{chunk}"))? {
             Some(list) => joined.get_or_insert_with(Vec::new).extend(list),
             None => break,
         }

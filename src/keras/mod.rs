@@ -12,8 +12,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::accounting;
+use crate::cancel;
 use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
+use crate::files;
 use crate::h5::{self, Element};
 use crate::model::{Format, Model};
 use config::LayerConfig;
@@ -63,7 +65,7 @@ pub fn detect(path: &Path) -> Result<FileKind> {
         return Ok(FileKind::TfCheckpoint);
     }
     let mut head = [0u8; 16];
-    let mut file = File::open(path).map_err(|e| Error::new(path, e.into()))?;
+    let mut file = files::open_regular(path)?;
     let n = read_up_to(&mut file, &mut head).map_err(|e| Error::new(path, e.into()))?;
     let head = &head[..n];
     if head.is_empty() {
@@ -159,8 +161,10 @@ fn layout(path: &Path, file: &h5::File) -> Result<Layout> {
 /// structure (not its data). Every dataset of the input is then accounted
 /// for: claimed by a layer, or skipped for a reason the model records.
 pub fn open(path: &Path, options: &ReadOptions) -> Result<Model> {
-    let mut model = read_model(path, options)?;
-    accounting::account(&mut model, path, options.allow_unclaimed)?;
+    let mut model = read_model(path, options).map_err(cancel::blame)?;
+    cancel::check(path)?;
+    accounting::account(&mut model, path, options.allow_unclaimed).map_err(cancel::blame)?;
+    cancel::check(path)?;
     Ok(model)
 }
 
@@ -226,7 +230,8 @@ fn read_model(path: &Path, options: &ReadOptions) -> Result<Model> {
 }
 
 fn open_h5(path: &Path) -> Result<h5::File> {
-    let file = h5::File::open(path).map_err(|e| Error::new(path, ErrorKind::CorruptHdf5(e.0)))?;
+    let file = h5::File::from_fs_file(files::open_regular(path)?)
+        .map_err(|e| Error::new(path, ErrorKind::CorruptHdf5(e.0)))?;
     refuse_links(path, &file)?;
     Ok(file)
 }
@@ -246,11 +251,9 @@ pub(crate) fn refuse_links(path: &Path, file: &h5::File) -> Result<()> {
 
 fn read_config(path: &Path) -> Result<LayerConfig> {
     let mut text = String::new();
-    File::open(path)
-        .and_then(|f| {
-            f.take(config::MAX_CONFIG_BYTES as u64 + 1)
-                .read_to_string(&mut text)
-        })
+    files::open_regular(path)?
+        .take(config::MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_string(&mut text)
         .map_err(|e| Error::new(path, e.into()))?;
     if text.len() > config::MAX_CONFIG_BYTES {
         return Err(Error::new(
@@ -269,8 +272,9 @@ pub fn is_shard_of_index(path: &Path) -> bool {
     shard_index_of(path).is_some()
 }
 
-/// `<base>_00001.weights.h5` belongs to the save indexed by `<base>.weights.json`.
-fn shard_index_of(path: &Path) -> Option<PathBuf> {
+/// `<base>_00001.weights.h5` belongs to the save indexed by
+/// `<base>.weights.json`: the index, when it is there.
+pub fn shard_index_of(path: &Path) -> Option<PathBuf> {
     let name = path.file_name()?.to_str()?;
     let stem = name.strip_suffix(".weights.h5")?;
     let (base, number) = stem.rsplit_once('_')?;
@@ -282,7 +286,7 @@ fn shard_index_of(path: &Path) -> Option<PathBuf> {
 }
 
 fn open_sharded(index: &Path, options: &ReadOptions, config: Option<LayerConfig>) -> Result<Model> {
-    let json = std::fs::read_to_string(index).map_err(|e| Error::new(index, e.into()))?;
+    let json = files::read_text(index)?;
     let shards = v3_weights::shard_files(index, &json)?;
     if shards.is_empty() {
         return Err(Error::new(
@@ -290,9 +294,14 @@ fn open_sharded(index: &Path, options: &ReadOptions, config: Option<LayerConfig>
             ErrorKind::InvalidKeras("the shard index names no shard files".into()),
         ));
     }
+    let folder = index.parent().unwrap_or(Path::new("."));
     let files = shards
         .iter()
         .map(|shard| {
+            // Shard names are plain file names; a symbolic link must not
+            // lead out of the index's folder either.
+            cancel::check(index)?;
+            files::check_inside(shard, folder, "this shard")?;
             if detect(shard)? != FileKind::Hdf5 {
                 return Err(Error::new(
                     shard,

@@ -87,6 +87,7 @@ impl<'a> Tree<'a> {
         rank: usize,
         seen: &mut HashSet<u64>,
     ) -> Result<()> {
+        crate::cancel::check(self.path)?;
         let file = &self.files[file_index];
         // `h5::File::refuse_links` has checked the tree when the file was
         // opened; these guards only keep a crafted file from looping here.
@@ -324,6 +325,7 @@ impl Reader<'_, '_> {
         prefix: &[String],
         out: &mut Vec<Layer>,
     ) -> Result<()> {
+        crate::cancel::check(self.tree.path)?;
         let recorded = self.tree.recorded_name(object);
         let mut path = prefix.to_vec();
         path.push(recorded.clone().unwrap_or_else(|| key.to_string()));

@@ -397,6 +397,11 @@ impl Bundle {
         &self.shard_paths
     }
 
+    /// The data shards that are open (those some entry uses).
+    pub fn open_shards(&self) -> impl Iterator<Item = &File> {
+        self.shards.iter().flatten()
+    }
+
     pub fn find(&self, key: &str) -> Option<usize> {
         self.by_key.get(key).copied()
     }

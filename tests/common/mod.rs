@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -228,4 +229,49 @@ pub fn assert_clean_convert_failure(input: &Path, expect: &str) {
         .map(|e| e.unwrap().path())
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Name -> (dtype, shape, sha256) of every tensor in a safetensors file,
+/// and its metadata.
+pub fn read_output(path: &Path) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            let value = format!("{:?} {:?} {}", t.dtype(), t.shape(), sha256_hex(t.data()));
+            (name, value)
+        })
+        .collect();
+    (tensors, metadata.into_iter().collect())
+}
+
+/// Converts `input` with `args` into `dir/out.safetensors` (overwriting),
+/// asserting success; returns the tensors, the metadata and stderr.
+pub fn convert_ok(
+    dir: &Path,
+    input: &Path,
+    args: &[&str],
+) -> (BTreeMap<String, String>, BTreeMap<String, String>, String) {
+    let output = dir.join("out.safetensors");
+    let mut all = vec![
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+        "--force",
+    ];
+    all.extend_from_slice(args);
+    let out = run(&all);
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        input.display(),
+        stderr(&out)
+    );
+    let (tensors, metadata) = read_output(&output);
+    (tensors, metadata, stderr(&out))
 }
