@@ -670,3 +670,24 @@ fn each_folder_needs_each_of_its_files() {
         }
     }
 }
+
+#[test]
+fn a_checkpoint_file_is_never_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_checkpoint(dir.path(), SHARDED);
+    let prefix = dir.path().join("ckpt");
+    for target in ["ckpt.index", "ckpt.data-00002-of-00004"] {
+        let before = std::fs::read(dir.path().join(target)).unwrap();
+        let out = dir.path().join(target);
+        let r = run(&[
+            "convert",
+            prefix.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--force",
+        ]);
+        assert_eq!(r.status.code(), Some(1), "{target}");
+        assert!(stderr(&r).contains("is an input"), "{}", stderr(&r));
+        assert_eq!(std::fs::read(&out).unwrap(), before, "{target} untouched");
+    }
+}
