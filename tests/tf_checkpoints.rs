@@ -141,6 +141,7 @@ fn saved_model_names_and_classes_come_from_keras_metadata() {
     assert_eq!(tensors(&out), keras_tensors(&exp, "name"));
     let meta = metadata(&out);
     assert_eq!(meta["source_format"], "keras-savedmodel");
+    assert_eq!(meta["keras_version"], "2.21.0");
     assert!(meta["layer_classes"].contains("\"head_sep\":\"SeparableConv2D\""));
     // One model, not a batch: the folder gives one output file.
     let dir = tempfile::tempdir().unwrap();

@@ -224,11 +224,11 @@ pub fn read(
         }
         None => (Format::Tf1Checkpoint, reader.name_based()?),
     };
-    let config = match (config, input) {
-        (Some(config), _) => Some(config),
-        (None, TfInput::SavedModel(dir)) => saved_model_config(dir, &mut reader.notes)?,
-        (None, TfInput::Checkpoint(_)) => None,
+    let saved = match input {
+        TfInput::SavedModel(dir) => saved_model_metadata(dir, &mut reader.notes)?,
+        TfInput::Checkpoint(_) => SavedModelMetadata::default(),
     };
+    let config = config.or(saved.config);
     if config.is_none() && format != Format::Tf1Checkpoint {
         reader.notes.push(
             "a TF checkpoint records variable names, not layer classes or sub-model names: \
@@ -247,8 +247,8 @@ pub fn read(
     let _ = path;
     Ok(Model {
         format,
-        keras_version: None,
-        backend: Some("tensorflow".into()),
+        keras_version: saved.keras_version,
+        backend: Some(saved.backend.unwrap_or_else(|| "tensorflow".into())),
         date_saved: None,
         layers,
         optimizer,
@@ -563,17 +563,25 @@ fn name_layers(
     Ok(layers)
 }
 
-/// The model config a tf-keras SavedModel keeps in `keras_metadata.pb`:
-/// the root object's metadata holds the whole model's `class_name` and
-/// `config`, as `model.to_json()` would.
-fn saved_model_config(dir: &Path, notes: &mut Vec<String>) -> Result<Option<LayerConfig>> {
+/// What a tf-keras SavedModel's `keras_metadata.pb` tells about the model.
+#[derive(Default)]
+struct SavedModelMetadata {
+    config: Option<LayerConfig>,
+    keras_version: Option<String>,
+    backend: Option<String>,
+}
+
+/// The root object's metadata in `keras_metadata.pb`: the whole model's
+/// `class_name` and `config` (as `model.to_json()` would give them; a
+/// subclassed model's config lists no layers), `keras_version`, `backend`.
+fn saved_model_metadata(dir: &Path, notes: &mut Vec<String>) -> Result<SavedModelMetadata> {
     let path = dir.join("keras_metadata.pb");
     if !path.is_file() {
         notes.push(
             "the SavedModel has no keras_metadata.pb (not written by Keras): tensors are named by variable name"
                 .into(),
         );
-        return Ok(None);
+        return Ok(SavedModelMetadata::default());
     }
     let bytes = std::fs::read(&path).map_err(|e| Error::new(&path, e.into()))?;
     let metadata = proto::SavedMetadata::decode(bytes.as_slice()).map_err(|e| {
@@ -586,7 +594,7 @@ fn saved_model_config(dir: &Path, notes: &mut Vec<String>) -> Result<Option<Laye
         notes.push(
             "keras_metadata.pb describes no root object: tensors are named by variable name".into(),
         );
-        return Ok(None);
+        return Ok(SavedModelMetadata::default());
     };
     let json: serde_json::Value = serde_json::from_str(&root.metadata).map_err(|e| {
         Error::new(
@@ -594,23 +602,26 @@ fn saved_model_config(dir: &Path, notes: &mut Vec<String>) -> Result<Option<Laye
             ErrorKind::InvalidKeras(format!("the root object's metadata is not JSON ({e})")),
         )
     })?;
+    let text_of = |key: &str| json.get(key).and_then(|v| v.as_str()).map(str::to_string);
+    let mut saved = SavedModelMetadata {
+        config: None,
+        keras_version: text_of("keras_version"),
+        backend: text_of("backend"),
+    };
     let (Some(class), Some(config)) = (json.get("class_name"), json.get("config")) else {
         notes.push(
-            "keras_metadata.pb has no model config (a subclassed model): tensors are named by variable name"
-                .into(),
+            "keras_metadata.pb has no model config: tensors are named by variable name".into(),
         );
-        return Ok(None);
+        return Ok(saved);
     };
     let text = serde_json::json!({"class_name": class, "config": config}).to_string();
     match LayerConfig::parse(&text) {
-        Ok(c) => Ok(Some(c)),
-        Err(e) => {
-            notes.push(format!(
-                "keras_metadata.pb: {e}; tensors are named by variable name"
-            ));
-            Ok(None)
-        }
+        Ok(c) => saved.config = Some(c),
+        Err(e) => notes.push(format!(
+            "keras_metadata.pb: {e}; tensors are named by variable name"
+        )),
     }
+    Ok(saved)
 }
 
 #[cfg(test)]
