@@ -290,7 +290,7 @@ impl Model {
             (Some(Store::Bundle(bundle)), Location::Bundle(i))
                 if offset == 0 && bundle.entries[*i].byte_len() == buf.len() as u64 =>
             {
-                buf.copy_from_slice(&bundle.read(*i)?);
+                bundle.read_into(*i, buf)?;
                 Ok(true)
             }
             _ => Ok(false),
