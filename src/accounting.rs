@@ -12,7 +12,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::h5::Location;
+use crate::h5;
+use crate::model::Location;
 use crate::model::{Model, Skipped};
 
 /// Why optimizer state is not written by default.
@@ -33,14 +34,17 @@ pub fn normalize(path: &str) -> String {
 /// Checks that every dataset of the model's files is claimed by a weight
 /// or skipped on purpose, and records the skipped ones in `model.skipped`.
 pub fn account(model: &mut Model, path: &Path, allow_unclaimed: bool) -> Result<()> {
-    let corrupt = |e: crate::h5::H5Error| Error::new(path, ErrorKind::CorruptHdf5(e.0));
+    let corrupt = |e: String| Error::new(path, ErrorKind::CorruptHdf5(e));
     refuse_shared_data(model, path)?;
     let claimed: HashSet<(usize, String)> = model
         .layers
         .iter()
         .flat_map(|l| &l.weights)
         .chain(&model.optimizer)
-        .map(|w| (w.file, normalize(&w.dataset)))
+        .map(|w| match model.stores.get(w.file) {
+            Some(store) => (w.file, store.canonical(&w.dataset)),
+            None => (w.file, normalize(&w.dataset)),
+        })
         .collect();
     let mut skipped = Vec::new();
     let mut unclaimed: Vec<(usize, String)> = Vec::new();
@@ -50,11 +54,13 @@ pub fn account(model: &mut Model, path: &Path, allow_unclaimed: bool) -> Result<
             if claimed.contains(&(file, dataset.clone())) {
                 continue;
             }
+            // A group sets aside what lies below it; a bundle entry is
+            // set aside by its own key.
             let set_aside = model.skipped_groups.iter().find(|g| {
                 g.file == file
                     && dataset
                         .strip_prefix(g.group.as_str())
-                        .is_some_and(|rest| rest.starts_with('/'))
+                        .is_some_and(|rest| rest.starts_with('/') || rest.is_empty())
             });
             match set_aside {
                 Some(group) => skipped.push(Skipped {
@@ -142,7 +148,7 @@ fn refuse_shared_data(model: &Model, path: &Path) -> Result<()> {
     // Contiguous data: no two ranges may overlap.
     let mut ranges: Vec<(usize, u64, u64, &str)> = weights()
         .filter_map(|w| match &w.location {
-            Location::Contiguous { offset, len } => {
+            Location::H5(h5::Location::Contiguous { offset, len }) => {
                 Some((w.file, *offset, offset + len, w.dataset.as_str()))
             }
             _ => None,
@@ -163,7 +169,7 @@ fn refuse_shared_data(model: &Model, path: &Path) -> Result<()> {
     // Data stored otherwise: no two names for one object header.
     let mut headers: HashMap<(usize, u64), &str> = HashMap::new();
     for w in weights() {
-        if let Location::Decoded { address, .. } = &w.location {
+        if let Location::H5(h5::Location::Decoded { address, .. }) = &w.location {
             if let Some(first) = headers.insert((w.file, *address), &w.dataset) {
                 return refuse(first, &w.dataset, "are one dataset (hard links)");
             }

@@ -136,7 +136,7 @@ pub fn inspect(path: &Path, options: &ReadOptions) -> Result<Summary> {
     }
     match keras::detect(path)? {
         FileKind::Safetensors => summarize_safetensors(path),
-        FileKind::Hdf5 | FileKind::Zip | FileKind::Json => {
+        FileKind::Hdf5 | FileKind::Zip | FileKind::Json | FileKind::TfCheckpoint => {
             Ok(summarize_model(path, &keras::open(path, options)?))
         }
     }

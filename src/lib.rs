@@ -42,6 +42,7 @@ pub mod safetensors_file;
 pub mod stats;
 pub mod tensors;
 pub mod terminal;
+pub mod tf_bundle;
 pub mod values;
 
 use std::path::Path;

@@ -114,7 +114,8 @@ pub fn run(args: Args) -> Result<Outcome> {
         max_shard_bytes: args.max_shard_size,
         inputs: Vec::new(),
     };
-    let batch = args.inputs.len() > 1 || args.inputs.iter().any(|p| p.is_dir());
+    // A SavedModel or checkpoint folder is one model, not a batch.
+    let batch = outputs::is_batch(&args.inputs);
     let mut planning_notes = Vec::new();
     // `-o -`: written to a temporary file (the writer needs one to seek
     // and to sync), then copied to standard output.

@@ -108,6 +108,12 @@ struct ReadArgs {
     /// that would decompress further is refused (a decompression bomb).
     #[arg(long)]
     allow_expansion: bool,
+    /// TF1 checkpoints (Google AutoML EfficientDet releases): write each
+    /// variable's `/ExponentialMovingAverage` shadow under the variable's
+    /// own name, the values evaluation loads. Without it the shadows are
+    /// skipped and the raw variables written.
+    #[arg(long)]
+    use_ema: bool,
 }
 
 impl ReadArgs {
@@ -118,6 +124,7 @@ impl ReadArgs {
             allow_unclaimed: self.allow_unclaimed,
             allow_fill: self.allow_fill,
             allow_expansion: self.allow_expansion,
+            use_ema: self.use_ema,
         }
     }
 }

@@ -21,7 +21,7 @@ pub fn stdout_target(
         return Ok(None);
     }
     let unsupported = |why: &str| Error::new("-", ErrorKind::Unsupported(why.to_string()));
-    if inputs.len() != 1 || inputs[0].is_dir() {
+    if inputs.len() != 1 || is_folder_of_files(&inputs[0]) {
         return Err(unsupported(
             "standard output takes one converted file: give one input",
         ));
@@ -68,7 +68,7 @@ pub fn plan_outputs(
             ),
         ));
     }
-    let batch = inputs.len() > 1 || inputs.iter().any(|p| p.is_dir());
+    let batch = is_batch(inputs);
     let pairs = if batch {
         let pairs = batch_pairs(inputs, output, shards)?;
         if pairs.is_empty() {
@@ -96,6 +96,17 @@ pub fn plan_outputs(
         vec![(input.clone(), target)]
     };
     distinct(pairs, shards, notes)
+}
+
+/// A folder to search for Keras files: any folder but a SavedModel or a
+/// checkpoint folder, which is one model.
+pub fn is_folder_of_files(path: &Path) -> bool {
+    path.is_dir() && !keras::tf_checkpoint::is_tf_folder(path)
+}
+
+/// Whether a run converts several models (several inputs, or a folder).
+pub fn is_batch(inputs: &[PathBuf]) -> bool {
+    inputs.len() > 1 || inputs.iter().any(|p| is_folder_of_files(p))
 }
 
 fn ends_with_separator(path: &Path) -> bool {
@@ -204,7 +215,7 @@ fn batch_pairs(
     let mut pairs = Vec::new();
     let mut visited = HashSet::new();
     for input in inputs {
-        if input.is_dir() {
+        if is_folder_of_files(input) {
             let mut found = Vec::new();
             find_keras_files(input, &mut found, &mut visited)?;
             found.sort();
@@ -251,7 +262,12 @@ fn find_keras_files(
         let path = entry.path();
         let file_type = entry.file_type().map_err(|e| Error::new(&path, e.into()))?;
         if file_type.is_dir() {
-            find_keras_files(&path, found, visited)?;
+            // A SavedModel or checkpoint folder is one model.
+            if keras::tf_checkpoint::is_tf_folder(&path) {
+                found.push(path);
+            } else {
+                find_keras_files(&path, found, visited)?;
+            }
             continue;
         }
         if file_type.is_symlink() {
@@ -274,6 +290,10 @@ fn find_keras_files(
             Ok(FileKind::Hdf5) if !keras::is_shard_of_index(&path) => found.push(path),
             Ok(FileKind::Zip) => found.push(path),
             Ok(FileKind::Json) if is_index => found.push(path),
+            // A TF checkpoint, once, by its index file.
+            Ok(FileKind::TfCheckpoint) if path.extension().is_some_and(|e| e == "index") => {
+                found.push(path)
+            }
             _ => {}
         }
     }

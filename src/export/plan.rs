@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::export::metadata::{self, TorchMetadata};
 use crate::export::pytorch::{self, TorchSource};
 use crate::export::transform::{self, Step};
-use crate::h5::Location;
+use crate::model::Location;
 use crate::model::{Format, Layer, Model, Skipped, Weight};
 
 /// The `__metadata__` key of the JSON object that maps layer paths to classes.

@@ -109,7 +109,7 @@ pub fn write(
         .iter()
         .filter_map(|p| FileId::of_path(p))
         .collect();
-    inputs.extend(model.stores.iter().filter_map(h5::File::file_id));
+    inputs.extend(model.input_file_ids());
     // Folders made here (a shard folder and its missing parents) go again
     // if the write fails.
     let mut created = CreatedDirs::new();

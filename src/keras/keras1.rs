@@ -120,7 +120,7 @@ pub fn read(path: &Path, file: &h5::File, config: Option<&LayerConfig>) -> Resul
                 shape: info.shape,
                 file: 0,
                 dataset,
-                location: info.location,
+                location: info.location.into(),
             });
         }
         layers.push(Layer {

@@ -18,7 +18,7 @@ use crate::inspect::human_bytes;
 use crate::keras::config::{ConfigIndex, LayerConfig, MAX_CONFIG_BYTES};
 use crate::keras::{weight_dtype, ReadOptions};
 use crate::labels;
-use crate::model::{Format, Layer, Model, SkippedGroup, Weight};
+use crate::model::{Format, Layer, Location, Model, SkippedGroup, Weight};
 
 /// Layers that never hold weights, so a missing label table is no surprise.
 const WRAPPERS: &[&str] = &["Bidirectional", "TimeDistributed"];
@@ -49,7 +49,7 @@ pub fn read(
         notes,
         skipped_groups,
         skipped: Vec::new(),
-        stores: vec![file],
+        stores: vec![file.into()],
     })
 }
 
@@ -60,16 +60,17 @@ struct Reader<'a> {
     skipped_groups: Vec<SkippedGroup>,
 }
 
-/// A stored weight before it is assigned to a layer.
-struct RawWeight {
-    stored_name: String,
-    /// The dataset's absolute path.
-    dataset: String,
+/// A stored weight before it is assigned to a layer (also what the TF
+/// checkpoint readers hand to [`assemble`], so both name alike).
+pub(crate) struct RawWeight {
+    pub(crate) stored_name: String,
+    /// The dataset's absolute path (a bundle: the entry's key).
+    pub(crate) dataset: String,
     /// The stored name split on `/`, without the `:0` suffix.
-    parts: Vec<String>,
-    dtype: Dtype,
-    shape: Vec<usize>,
-    location: h5::Location,
+    pub(crate) parts: Vec<String>,
+    pub(crate) dtype: Dtype,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) location: Location,
 }
 
 type ReadResult = (
@@ -192,7 +193,7 @@ impl Reader<'_> {
                 continue;
             }
             let layer_config = config_index.as_ref().and_then(|c| c.child(name));
-            layers.extend(self.assemble(name, layer_config, raw)?);
+            layers.extend(assemble(name, layer_config, raw, &mut self.notes)?);
         }
         if !layer_names.iter().any(|n| n == "top_level_model_weights")
             && weights_root.has_group("top_level_model_weights")
@@ -274,7 +275,7 @@ impl Reader<'_> {
                 parts,
                 dtype,
                 shape: info.shape,
-                location: info.location,
+                location: info.location.into(),
             });
         }
         Ok(weights)
@@ -283,107 +284,107 @@ impl Reader<'_> {
     fn dtype_of(&mut self, info: &h5::DatasetInfo, weight: &str) -> Result<Dtype> {
         weight_dtype(self.path, info, weight, &mut self.notes)
     }
+}
 
-    /// Turns the weights of one layer group into one layer, or, for a nested
-    /// model, into one layer per inner layer.
-    fn assemble(
-        &mut self,
-        name: &str,
-        config: Option<&LayerConfig>,
-        raw: Vec<RawWeight>,
-    ) -> Result<Vec<Layer>> {
-        let is_model = match config {
-            Some(c) => c.is_model(),
-            // Without a config, the weight names tell: a plain layer's
-            // weights all start with its own scope.
-            None => raw.iter().any(|w| w.parts.len() > 1 && w.parts[0] != name),
-        };
-        if !is_model {
-            let class = config.map(|c| c.class.clone());
-            if let Some(class) = &class {
-                self.note_unknown_class(name, class);
-            }
-            let known = class
-                .as_deref()
-                .is_some_and(|c| labels::table(c).is_some() || WRAPPERS.contains(&c));
-            let raw = match known {
-                true => raw,
-                false => match split_sub_layers(name, raw) {
-                    Ok(mut layers) => {
-                        // The group's own weights keep the group's class.
-                        if let Some(own) = layers.iter_mut().find(|l| l.path.len() == 1) {
-                            own.class = class;
-                            own.config = config.map(|c| c.config.clone());
-                        }
-                        return Ok(layers);
+/// Turns the weights of one layer group into one layer, or, for a nested
+/// model, into one layer per inner layer.
+pub(crate) fn assemble(
+    name: &str,
+    config: Option<&LayerConfig>,
+    raw: Vec<RawWeight>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Layer>> {
+    let is_model = match config {
+        Some(c) => c.is_model(),
+        // Without a config, the weight names tell: a plain layer's
+        // weights all start with its own scope.
+        None => raw.iter().any(|w| w.parts.len() > 1 && w.parts[0] != name),
+    };
+    if !is_model {
+        let class = config.map(|c| c.class.clone());
+        if let Some(class) = &class {
+            note_unknown_class(notes, name, class);
+        }
+        let known = class
+            .as_deref()
+            .is_some_and(|c| labels::table(c).is_some() || WRAPPERS.contains(&c));
+        let raw = match known {
+            true => raw,
+            false => match split_sub_layers(name, raw) {
+                Ok(mut layers) => {
+                    // The group's own weights keep the group's class.
+                    if let Some(own) = layers.iter_mut().find(|l| l.path.len() == 1) {
+                        own.class = class;
+                        own.config = config.map(|c| c.config.clone());
                     }
-                    Err(raw) => raw,
-                },
-            };
-            return Ok(vec![Layer {
-                path: vec![name.to_string()],
-                weights: canonical(label_layer(raw), class.as_deref()),
-                class,
-                config: config.map(|c| c.config.clone()),
-            }]);
-        }
-
-        // Group by inner layer (the first name component), in first-seen order.
-        let index = config.map(ConfigIndex::with_descendants);
-        let mut order: Vec<String> = Vec::new();
-        let mut by_inner: HashMap<String, Vec<RawWeight>> = HashMap::new();
-        for mut w in raw {
-            // Keras 3 prefixes inner weights with the sub-model's own name.
-            if w.parts.len() > 2 && w.parts[0] == name {
-                w.parts.remove(0);
-            }
-            let inner = w.parts[0].clone();
-            if !by_inner.contains_key(&inner) {
-                order.push(inner.clone());
-            }
-            by_inner.entry(inner).or_default().push(w);
-        }
-        let mut layers = Vec::new();
-        for inner in order {
-            let weights = by_inner.remove(&inner).unwrap_or_default();
-            let found = index.as_ref().and_then(|i| i.find(&inner));
-            let mut path = vec![name.to_string()];
-            match &found {
-                Some((chain, _)) => path.extend(chain.iter().map(|c| c.name.clone())),
-                None => path.push(inner.clone()),
-            }
-            let inner_config = found.as_ref().and_then(|(c, _)| c.last());
-            let class = inner_config.map(|c| c.class.clone());
-            if let Some(class) = &class {
-                self.note_unknown_class(&path.join("/"), class);
-            }
-            // Position in config order, as a key that sorts depth-first.
-            let rank = config.map(|_| match &found {
-                Some((_, positions)) => positions.to_vec(),
-                None => vec![usize::MAX],
-            });
-            layers.push((
-                rank,
-                Layer {
-                    path,
-                    weights: canonical(label_layer(weights), class.as_deref()),
-                    class,
-                    config: inner_config.map(|c| c.config.clone()),
-                },
-            ));
-        }
-        // The weight list puts every trainable weight before every
-        // non-trainable one; the config has the real layer order.
-        layers.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(layers.into_iter().map(|(_, l)| l).collect())
+                    return Ok(layers);
+                }
+                Err(raw) => raw,
+            },
+        };
+        return Ok(vec![Layer {
+            path: vec![name.to_string()],
+            weights: canonical(label_layer(raw), class.as_deref()),
+            class,
+            config: config.map(|c| c.config.clone()),
+        }]);
     }
 
-    fn note_unknown_class(&mut self, path: &str, class: &str) {
-        if labels::table(class).is_none() && !WRAPPERS.contains(&class) {
-            self.notes.push(format!(
-                "layer `{path}` has class {class}, which has no label table; labels are taken from the stored weight names"
-            ));
+    // Group by inner layer (the first name component), in first-seen order.
+    let index = config.map(ConfigIndex::with_descendants);
+    let mut order: Vec<String> = Vec::new();
+    let mut by_inner: HashMap<String, Vec<RawWeight>> = HashMap::new();
+    for mut w in raw {
+        // Keras 3 prefixes inner weights with the sub-model's own name.
+        if w.parts.len() > 2 && w.parts[0] == name {
+            w.parts.remove(0);
         }
+        let inner = w.parts[0].clone();
+        if !by_inner.contains_key(&inner) {
+            order.push(inner.clone());
+        }
+        by_inner.entry(inner).or_default().push(w);
+    }
+    let mut layers = Vec::new();
+    for inner in order {
+        let weights = by_inner.remove(&inner).unwrap_or_default();
+        let found = index.as_ref().and_then(|i| i.find(&inner));
+        let mut path = vec![name.to_string()];
+        match &found {
+            Some((chain, _)) => path.extend(chain.iter().map(|c| c.name.clone())),
+            None => path.push(inner.clone()),
+        }
+        let inner_config = found.as_ref().and_then(|(c, _)| c.last());
+        let class = inner_config.map(|c| c.class.clone());
+        if let Some(class) = &class {
+            note_unknown_class(notes, &path.join("/"), class);
+        }
+        // Position in config order, as a key that sorts depth-first.
+        let rank = config.map(|_| match &found {
+            Some((_, positions)) => positions.to_vec(),
+            None => vec![usize::MAX],
+        });
+        layers.push((
+            rank,
+            Layer {
+                path,
+                weights: canonical(label_layer(weights), class.as_deref()),
+                class,
+                config: inner_config.map(|c| c.config.clone()),
+            },
+        ));
+    }
+    // The weight list puts every trainable weight before every
+    // non-trainable one; the config has the real layer order.
+    layers.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(layers.into_iter().map(|(_, l)| l).collect())
+}
+
+fn note_unknown_class(notes: &mut Vec<String>, path: &str, class: &str) {
+    if labels::table(class).is_none() && !WRAPPERS.contains(&class) {
+        notes.push(format!(
+            "layer `{path}` has class {class}, which has no label table; labels are taken from the stored weight names"
+        ));
     }
 }
 
@@ -577,7 +578,7 @@ mod tests {
                 .collect(),
             dtype: Dtype::F32,
             shape: vec![1],
-            location: h5::Location::Empty,
+            location: h5::Location::Empty.into(),
         }
     }
 

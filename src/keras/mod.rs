@@ -4,6 +4,7 @@ pub mod archive;
 pub mod config;
 pub mod keras1;
 pub mod legacy_h5;
+pub mod tf_checkpoint;
 pub mod v3_weights;
 
 use std::fs::File;
@@ -37,6 +38,9 @@ pub struct ReadOptions {
     pub allow_fill: bool,
     /// Decompress past [`h5::DECODED_MULTIPLE`] x the file's size.
     pub allow_expansion: bool,
+    /// TF1 checkpoints: write each variable's ExponentialMovingAverage
+    /// shadow under the variable's name (what evaluation loads).
+    pub use_ema: bool,
 }
 
 /// What a file is, judged from its first bytes (never from its extension).
@@ -48,15 +52,23 @@ pub enum FileKind {
     /// A JSON document: the index of a sharded Keras 3 save.
     Json,
     Safetensors,
+    /// A TensorFlow checkpoint (prefix, `.index`, data shard, folder with a
+    /// `checkpoint` file) or a tf-keras SavedModel folder.
+    TfCheckpoint,
 }
 
 /// The formats `open` reads, for error messages.
 pub const SUPPORTED: &str = "Keras HDF5 (.h5, .hdf5, .weights.h5), .keras archives, \
-                             sharded .weights.json saves, and safetensors";
+                             sharded .weights.json saves, TensorFlow checkpoints and \
+                             SavedModel folders, and safetensors";
 
 /// Looks at the first bytes of a file and says what it is, or why it is
 /// nothing we read.
 pub fn detect(path: &Path) -> Result<FileKind> {
+    if let Some(input) = tf_checkpoint::resolve(path) {
+        input?;
+        return Ok(FileKind::TfCheckpoint);
+    }
     let mut head = [0u8; 16];
     let mut file = files::open_regular(path)?;
     let n = read_up_to(&mut file, &mut head).map_err(|e| Error::new(path, e.into()))?;
@@ -181,7 +193,14 @@ fn read_model(path: &Path, options: &ReadOptions) -> Result<Model> {
         Some(config_path) => Some(read_config(config_path)?),
         None => None,
     };
+    if let Some(input) = tf_checkpoint::resolve(path) {
+        return tf_checkpoint::read(path, &input?, options, config);
+    }
     match detect(path)? {
+        FileKind::TfCheckpoint => Err(Error::new(
+            path,
+            ErrorKind::Unsupported("a TensorFlow checkpoint that could not be resolved".into()),
+        )),
         FileKind::Hdf5 => {
             if let Some(index) = shard_index_of(path) {
                 return open_sharded(&index, options, config);
@@ -390,7 +409,7 @@ fn model(
         notes,
         skipped_groups: Vec::new(),
         skipped: Vec::new(),
-        stores,
+        stores: stores.into_iter().map(Into::into).collect(),
     }
 }
 

@@ -708,7 +708,7 @@ impl Reader<'_, '_> {
             shape: info.shape,
             file,
             dataset: dataset.to_string(),
-            location: info.location,
+            location: info.location.into(),
         })
     }
 }
