@@ -166,3 +166,84 @@ pub fn table(mut entries: Vec<(Vec<u8>, Vec<u8>)>, snappy: bool) -> Vec<u8> {
     file.extend_from_slice(&footer);
     file
 }
+
+/// The separator `shard_folder` inputs use between the files of a folder.
+pub const FILE_SEPARATOR: &[u8] = b"\n@@file@@\n";
+
+/// The files a `shard_folder` input is cut into, in this order: a Keras
+/// sharded index and two shards, a Hugging Face index and its two shards.
+pub const FOLDER_FILES: [&str; 6] = [
+    "m.weights.json",
+    "m_00000.weights.h5",
+    "m_00001.weights.h5",
+    "model.safetensors.index.json",
+    "model-00001-of-00002.safetensors",
+    "model-00002-of-00002.safetensors",
+];
+
+/// Target `shard_folder`: `data` cut into the files of one folder (a
+/// sharded Keras save and a sharded safetensors save); then every call the
+/// command line makes on a folder or an index: open, inspect, read every
+/// tensor, convert.
+pub fn folder_calls(data: &[u8]) {
+    let folder = scratch().join("folder");
+    let _ = std::fs::remove_dir_all(&folder);
+    std::fs::create_dir_all(&folder).expect("fuzz folder");
+    for (name, part) in FOLDER_FILES.iter().zip(split(data, FILE_SEPARATOR)) {
+        std::fs::write(folder.join(name), part).expect("fuzz folder file");
+    }
+    let keras_index = folder.join(FOLDER_FILES[0]);
+    keras_calls(&keras_index);
+    keras_calls(&folder.join(FOLDER_FILES[2]));
+    safetensors_calls(&folder);
+    safetensors_calls(&folder.join(FOLDER_FILES[3]));
+}
+
+/// A real Keras 3 weights file, for configs to describe.
+const CONFIG_WEIGHTS: &[u8] = include_bytes!("../../fixtures/k3_classic_separable.weights.h5");
+
+/// Target `keras_config`: `data` as a model config, parsed alone, given as
+/// `--config` to a real weights file, and as the `config.json` and
+/// `metadata.json` of a `.keras` archive around that file.
+pub fn config_calls(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = keras::config::LayerConfig::parse(&text);
+    let weights = write_input("model.weights.h5", CONFIG_WEIGHTS);
+    let config = write_input("config.json", data);
+    let options = ReadOptions {
+        config: Some(config),
+        ..ReadOptions::default()
+    };
+    if let Ok(model) = keras2safetensors::open(&weights, &options) {
+        let _ = keras2safetensors::export::plan(&model, &weights, &PlanOptions::default());
+        let pytorch = PlanOptions {
+            layout: Layout::PyTorch,
+            ..PlanOptions::default()
+        };
+        let _ = keras2safetensors::export::plan(&model, &weights, &pytorch);
+    }
+    let _ = inspect::inspect(&weights, &options);
+    let archive = write_input("model.keras", &keras_archive(data, data, CONFIG_WEIGHTS));
+    keras_calls(&archive);
+}
+
+/// A `.keras` archive of these three members, stored.
+pub fn keras_archive(config: &[u8], metadata: &[u8], weights: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut buffer = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut buffer);
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        for (name, bytes) in [
+            ("metadata.json", metadata),
+            ("config.json", config),
+            ("model.weights.h5", weights),
+        ] {
+            zip.start_file(name, stored).expect("zip member");
+            zip.write_all(bytes).expect("zip member bytes");
+        }
+        zip.finish().expect("zip");
+    }
+    buffer.into_inner()
+}
