@@ -146,6 +146,64 @@ fn floats_are_cast_to_nearest_and_integers_left_alone() {
 }
 
 #[test]
+fn casting_to_f32_rounds_float64_once_and_widens_float16_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("dtypes_full.h5");
+    let plain = dir.path().join("plain.safetensors");
+    let single = dir.path().join("single.safetensors");
+    convert(&[input.to_str().unwrap(), "-o", plain.to_str().unwrap()]);
+    convert(&[
+        input.to_str().unwrap(),
+        "-o",
+        single.to_str().unwrap(),
+        "--dtype",
+        "f32",
+    ]);
+    // The uncast file is Keras's own values (checked against Keras's hashes),
+    // so the expected f32 bytes come from those, by IEEE rounding.
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("dtypes_full.h5.expected.json")).unwrap(),
+    )
+    .unwrap();
+    check_converted(&input, &std::fs::read(&plain).unwrap(), &expected);
+    let (plain, single) = (tensors(&plain), tensors(&single));
+    assert_eq!(
+        single.keys().collect::<Vec<_>>(),
+        plain.keys().collect::<Vec<_>>()
+    );
+    let mut cast = BTreeMap::new();
+    for (name, (dtype, shape, bytes)) in &plain {
+        let (s_dtype, s_shape, s_bytes) = &single[name];
+        assert_eq!(s_shape, shape, "{name}");
+        let want: Vec<u8> = match dtype.as_str() {
+            // Round to nearest even, once: what numpy's astype(float32) does.
+            "F64" => bytes
+                .chunks_exact(8)
+                .flat_map(|c| (f64::from_le_bytes(c.try_into().unwrap()) as f32).to_le_bytes())
+                .collect(),
+            // Every float16 is exactly a float32.
+            "F16" => bytes
+                .chunks_exact(2)
+                .flat_map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32().to_le_bytes())
+                .collect(),
+            _ => {
+                assert_eq!((s_dtype, s_bytes), (dtype, bytes), "{name}: not cast");
+                continue;
+            }
+        };
+        assert_eq!((s_dtype.as_str(), s_bytes), ("F32", &want), "{name}");
+        if !bytes.is_empty() {
+            *cast.entry(dtype.clone()).or_insert(0) += 1;
+        }
+    }
+    // dtypes_full has a float64 weight and a float64 and a float16 Dense.
+    assert!(
+        cast.get("F64").is_some_and(|&n| n >= 3) && cast.get("F16").is_some_and(|&n| n >= 2),
+        "tensors cast: {cast:?}"
+    );
+}
+
+#[test]
 fn rename_include_exclude_and_dry_run() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.txt");
