@@ -204,6 +204,62 @@ fn casting_to_f32_rounds_float64_once_and_widens_float16_exactly() {
 }
 
 #[test]
+fn a_value_too_large_for_float16_becomes_infinite_with_a_warning() {
+    // Keras's own kernel, with its first value replaced in the file by 1e6
+    // (above float16's largest, 65504): the bytes are found by their
+    // content, which the uncast conversion checks against Keras's sha256.
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("classic_conv2d_full.h5");
+    let plain = dir.path().join("plain.safetensors");
+    convert(&[input.to_str().unwrap(), "-o", plain.to_str().unwrap()]);
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("classic_conv2d_full.h5.expected.json")).unwrap(),
+    )
+    .unwrap();
+    check_converted(&input, &std::fs::read(&plain).unwrap(), &expected);
+    let (dtype, _, kernel) = tensors(&plain).remove("conv2d/kernel").unwrap();
+    assert_eq!(dtype, "F32");
+    let mut file = std::fs::read(&input).unwrap();
+    let at: Vec<usize> = (0..=file.len() - kernel.len())
+        .filter(|&i| file[i..i + kernel.len()] == kernel[..])
+        .collect();
+    assert_eq!(at.len(), 1, "the kernel's bytes are in the file once");
+    file[at[0]..at[0] + 4].copy_from_slice(&1e6f32.to_le_bytes());
+    let patched = dir.path().join("patched.h5");
+    std::fs::write(&patched, &file).unwrap();
+
+    let half = dir.path().join("half.safetensors");
+    let out = convert(&[
+        patched.to_str().unwrap(),
+        "-o",
+        half.to_str().unwrap(),
+        "--dtype",
+        "f16",
+    ]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("tensor `conv2d/kernel`: 1 values too large for float16 became infinite"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("too large").count(),
+        1,
+        "only the kernel: {err}"
+    );
+    let (dtype, _, bytes) = tensors(&half).remove("conv2d/kernel").unwrap();
+    assert_eq!(dtype, "F16");
+    let want: Vec<u8> = std::iter::once(f16::INFINITY)
+        .chain(
+            kernel[4..]
+                .chunks_exact(4)
+                .map(|c| f16::from_f32(f32::from_le_bytes(c.try_into().unwrap()))),
+        )
+        .flat_map(f16::to_le_bytes)
+        .collect();
+    assert_eq!(bytes, want);
+}
+
+#[test]
 fn rename_include_exclude_and_dry_run() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.txt");

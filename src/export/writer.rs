@@ -554,5 +554,11 @@ mod tests {
             names(pack_shards(&tensors, 100)),
             [vec!["a", "b", "c", "d"]]
         );
+        // A shard may be filled exactly: Hugging Face starts a new one only
+        // when the next tensor would pass the limit.
+        assert_eq!(
+            names(pack_shards(&tensors, 6)),
+            [vec!["a", "b"], vec!["c"], vec!["d"]]
+        );
     }
 }
