@@ -140,6 +140,30 @@ fn existing_output_is_kept_without_force() {
 }
 
 #[test]
+fn a_folder_in_the_way_of_a_forced_output_is_named_as_the_cause() {
+    // --force replaces files, not folders: the rename into place fails,
+    // and the error says why instead of suggesting --force.
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.safetensors");
+    std::fs::create_dir_all(output.join("inside")).unwrap();
+    let input = fixture("classic_conv2d_full.h5");
+    let out = run(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("Is a directory"), "{err}");
+    assert!(!err.contains("output exists already"), "{err}");
+    assert!(output.join("inside").is_dir());
+    // The temporary file is gone with the failed rename.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
 fn default_output_sits_beside_the_input() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("model.h5");
