@@ -185,3 +185,52 @@ fn missing_file_and_usage_errors() {
     let out = run(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_plan_whose_sizes_disagree_with_the_stored_data_writes_nothing() {
+    // The writer checks each tensor's bytes against the size its header
+    // gives: a planner or reader bug that got one wrong would otherwise
+    // give a file whose offsets no longer match its data. Here the plan of
+    // a real file is altered to claim 15 of the bias's 16 float32 values.
+    use keras2safetensors::export::{self, PlanOptions, WriteOptions};
+    use keras2safetensors::{dtype::Dtype, ReadOptions};
+    let input = fixture("classic_conv2d_full.h5");
+    let model = keras2safetensors::open(&input, &ReadOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // As stored (streamed), and cast to f16 (built in memory).
+    for (dtype, element) in [(None, 4), (Some(Dtype::F16), 2)] {
+        let options = PlanOptions {
+            dtype,
+            ..Default::default()
+        };
+        let mut plan = export::plan(&model, &input, &options).unwrap();
+        let bias = plan
+            .tensors
+            .iter_mut()
+            .find(|t| t.name == "conv2d/bias")
+            .unwrap();
+        assert_eq!(
+            (bias.shape.clone(), bias.byte_len),
+            (vec![16], 16 * element)
+        );
+        bias.shape = vec![15];
+        bias.byte_len = 15 * element;
+        let output = dir.path().join("out.safetensors");
+        let err = export::write(
+            &plan,
+            &model,
+            &output,
+            &WriteOptions::default(),
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        let want = format!(
+            "gave {} bytes where its shape needs {}",
+            16 * element,
+            15 * element
+        );
+        assert!(err.contains("conv2d/bias") && err.contains(&want), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
