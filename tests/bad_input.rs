@@ -234,3 +234,43 @@ fn a_plan_whose_sizes_disagree_with_the_stored_data_writes_nothing() {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }
+
+#[test]
+fn a_file_one_byte_short_is_named_cut_short_and_one_with_bytes_after_its_end_converts() {
+    // The superblock records the file's end: one byte missing is found
+    // before any weight is read, with both sizes in the message.
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read(fixture("classic_conv2d_full.h5")).unwrap();
+    let len = original.len();
+    let cut = write_temp(dir.path(), "cut.h5", &original[..len - 1]);
+    let output = dir.path().join("out.safetensors");
+    let out = run(&[
+        "convert",
+        cut.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let want = format!("it has {} bytes but its HDF5 header says {len}", len - 1);
+    assert!(err.contains(&want), "{err}");
+    assert!(!output.exists());
+
+    // Bytes past the recorded end (padding added by a copy or a download)
+    // are not part of the file: the weights are Keras's all the same.
+    let mut padded = original.clone();
+    padded.extend_from_slice(&[0u8; 4096]);
+    let padded = write_temp(dir.path(), "padded.h5", &padded);
+    let out = run(&[
+        "convert",
+        padded.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("classic_conv2d_full.h5.expected.json")).unwrap(),
+    )
+    .unwrap();
+    check_converted(&padded, &std::fs::read(&output).unwrap(), &expected);
+}
