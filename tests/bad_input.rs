@@ -274,3 +274,17 @@ fn a_file_one_byte_short_is_named_cut_short_and_one_with_bytes_after_its_end_con
     .unwrap();
     check_converted(&padded, &std::fs::read(&output).unwrap(), &expected);
 }
+
+#[test]
+fn a_dataset_claiming_more_bytes_than_its_file_is_refused() {
+    // 16 MiB of float32 in a 15 KB file, none of it written: HDF5 would
+    // hand back fill values. No Keras file has such a weight, and the size
+    // a crafted file claims is not allocated.
+    let input = fixture("crafted/claims_more_than_the_file.h5");
+    let size = std::fs::metadata(&input).unwrap().len();
+    assert!(size < 16 << 20);
+    assert_clean_failure(
+        &input,
+        &format!("dataset /conv2d/conv2d/kernel:0 claims 16777216 bytes in a {size}-byte file"),
+    );
+}
