@@ -288,3 +288,13 @@ fn a_dataset_claiming_more_bytes_than_its_file_is_refused() {
         &format!("dataset /conv2d/conv2d/kernel:0 claims 16777216 bytes in a {size}-byte file"),
     );
 }
+
+#[test]
+fn a_weight_stored_in_an_external_file_is_refused() {
+    // HDF5 external storage names a raw file by path: reading it could
+    // read any file on the machine. Keras never writes it.
+    assert_clean_failure(
+        &fixture("crafted/external_storage.h5"),
+        "dataset /conv2d/conv2d/kernel:0 keeps its data in an external file",
+    );
+}
