@@ -4,7 +4,8 @@
 //! (`fixtures/crafted/make_crafted.py`), so the sha256s Keras wrote for the
 //! source fixtures still hold. No Keras fixture has such a dataset, so
 //! without these files the decoded read path (whole-dataset reads through
-//! the HDF5 crate, byte swapping) would run in no test.
+//! the HDF5 crate, byte swapping) would run in no test. And the other way:
+//! the contiguous runs Keras does write are located at the bytes it hashed.
 
 mod common;
 
@@ -69,6 +70,41 @@ fn the_crafted_files_store_weights_in_every_layout() {
             swapped >= 4 && decoded >= 4,
             "{crafted}: {swapped} big-endian, {decoded} chunked or compact, {contiguous} contiguous"
         );
+    }
+}
+
+#[test]
+fn keras_weights_are_located_at_their_bytes_in_the_file() {
+    // Keras writes every weight as one contiguous little-endian run, which
+    // the writer streams or copies by offset: each located run must be
+    // the bytes Keras hashed.
+    for source in ["zoo_full.h5", "dtypes_full.h5", "bfloat16_full.h5"] {
+        let path = fixture(source);
+        let bytes = std::fs::read(&path).unwrap();
+        let expected = expected_of(source);
+        let mut hashes: Vec<&str> = expected_weights(&expected)
+            .iter()
+            .filter(|w| w["shape"].as_array().unwrap().iter().all(|d| d != 0))
+            .map(|w| w["sha256"].as_str().unwrap())
+            .collect();
+        hashes.sort();
+        let file = h5::File::open(&path).unwrap();
+        let mut found = Vec::new();
+        for dataset in file.dataset_paths().unwrap().to_vec() {
+            if !dataset.starts_with("/model_weights/") {
+                continue;
+            }
+            match file.dataset(&dataset).unwrap().location {
+                Location::Contiguous { offset, len } => {
+                    let run = &bytes[offset as usize..(offset + len) as usize];
+                    found.push(sha256_hex(run));
+                }
+                Location::Empty => {}
+                other => panic!("{source}: {dataset} is located as {other:?}"),
+            }
+        }
+        found.sort();
+        assert_eq!(found, hashes, "{source}");
     }
 }
 
