@@ -298,3 +298,39 @@ fn a_weight_stored_in_an_external_file_is_refused() {
         "dataset /conv2d/conv2d/kernel:0 keeps its data in an external file",
     );
 }
+
+#[test]
+fn a_weight_whose_storage_is_smaller_than_its_shape_is_refused() {
+    // The kernel's layout message (version 3, contiguous: address, size)
+    // is edited to give 4 bytes fewer than its (5, 5, 3, 16) float32 need:
+    // reading the full shape would take 4 bytes that are not the kernel's.
+    use keras2safetensors::h5::{self, Location};
+    let source = fixture("classic_conv2d_weights.h5");
+    let dataset = "/conv2d/conv2d/kernel:0";
+    let Location::Contiguous { offset, len } = h5::File::open(&source)
+        .unwrap()
+        .dataset(dataset)
+        .unwrap()
+        .location
+    else {
+        panic!("Keras stores the kernel contiguously");
+    };
+    assert_eq!(len, 5 * 5 * 3 * 16 * 4);
+    let mut bytes = std::fs::read(&source).unwrap();
+    let message: Vec<u8> = [&[3u8, 1][..], &offset.to_le_bytes(), &len.to_le_bytes()].concat();
+    let at: Vec<usize> = (0..bytes.len() - message.len())
+        .filter(|&i| bytes[i..i + message.len()] == message[..])
+        .collect();
+    assert_eq!(at.len(), 1, "the layout message is found once");
+    let size_at = at[0] + 10;
+    bytes[size_at..size_at + 8].copy_from_slice(&(len - 4).to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_temp(dir.path(), "short_layout.h5", &bytes);
+    assert_clean_convert_failure(
+        &input,
+        &format!(
+            "dataset {dataset} stores {} bytes but its shape needs {len}",
+            len - 4
+        ),
+    );
+}
