@@ -109,6 +109,47 @@ fn keras_weights_are_located_at_their_bytes_in_the_file() {
 }
 
 #[test]
+fn a_weight_is_read_in_pieces_from_any_offset() {
+    // `diff` and `verify` read stored tensors piecewise (4 MiB at a time),
+    // which no fixture tensor is large enough to need: pieces from every
+    // offset must put the run back together, and the Keras hash holds.
+    let source = "classic_conv2d_full.h5";
+    let path = fixture(source);
+    let expected = expected_of(source);
+    let kernel = expected_weights(&expected)
+        .into_iter()
+        .find(|w| w["name"] == "conv2d/kernel")
+        .unwrap();
+    let file = h5::File::open(&path).unwrap();
+    let location = file
+        .dataset("/model_weights/conv2d/conv2d/kernel:0")
+        .unwrap()
+        .location;
+    let Location::Contiguous { len, .. } = location else {
+        panic!("{location:?}");
+    };
+    for piece in [1usize, 7, 64, 4799] {
+        let mut whole = Vec::new();
+        let mut offset = 0u64;
+        while offset < len {
+            let mut buf = vec![0u8; piece.min((len - offset) as usize)];
+            assert!(file
+                .read_contiguous_at(&location, offset, &mut buf)
+                .unwrap());
+            whole.extend_from_slice(&buf);
+            offset += buf.len() as u64;
+        }
+        assert_eq!(sha256_hex(&whole), kernel["sha256"], "pieces of {piece}");
+    }
+    // Past the end is an error, not bytes of whatever follows.
+    let mut two = [0u8; 2];
+    let err = file
+        .read_contiguous_at(&location, len - 1, &mut two)
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+}
+
+#[test]
 fn every_layout_gives_the_values_keras_wrote() {
     let dir = tempfile::tempdir().unwrap();
     for (crafted, source) in CASES {
