@@ -334,3 +334,18 @@ fn a_weight_whose_storage_is_smaller_than_its_shape_is_refused() {
         ),
     );
 }
+
+#[test]
+fn enums_other_than_numpy_bool_are_refused_not_read_as_bool() {
+    // h5py stores numpy bool as an int8 enum of exactly FALSE and TRUE;
+    // any other enum is no safetensors dtype, whatever its base.
+    for name in [
+        "crafted/enum_three_members.h5",
+        "crafted/enum_without_true.h5",
+    ] {
+        assert_clean_failure(
+            &fixture(name),
+            "weight `conv2d/bias:0` has element type enum, which safetensors cannot hold",
+        );
+    }
+}
