@@ -140,6 +140,38 @@ fn existing_output_is_kept_without_force() {
 }
 
 #[test]
+fn a_folder_in_the_way_of_a_forced_output_is_named_as_the_cause() {
+    // --force replaces files, not folders. `-o` naming a folder writes into
+    // it, as `cp` does; a folder where that file would go is refused by name
+    // instead of suggesting --force, and left as it was.
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out");
+    let in_the_way = output.join("classic_conv2d_full.safetensors");
+    std::fs::create_dir_all(in_the_way.join("inside")).unwrap();
+    let input = fixture("classic_conv2d_full.h5");
+    let out = run(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{}: refused: the output is a folder",
+            in_the_way.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("output exists already"), "{err}");
+    assert!(in_the_way.join("inside").is_dir());
+    // No temporary file is left beside it.
+    assert_eq!(std::fs::read_dir(&output).unwrap().count(), 1);
+}
+
+#[test]
 fn default_output_sits_beside_the_input() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("model.h5");
@@ -304,5 +336,169 @@ fn check_big_endian_control(input: &Path) {
         assert_eq!(format!("{:?}", tensor.dtype()), dtype, "{at}");
         assert_eq!(tensor.shape(), shape.as_slice(), "{at}");
         assert_eq!(tensor.data(), data.as_slice(), "{at}");
+    }
+}
+
+#[test]
+fn a_plan_whose_sizes_disagree_with_the_stored_data_writes_nothing() {
+    // The writer checks each tensor's bytes against the size its header
+    // gives: a planner or reader bug that got one wrong would otherwise
+    // give a file whose offsets no longer match its data. Here the plan of
+    // a real file is altered to claim 15 of the bias's 16 float32 values.
+    use keras2safetensors::export::{self, PlanOptions, WriteOptions};
+    use keras2safetensors::{dtype::Dtype, ReadOptions};
+    let input = fixture("classic_conv2d_full.h5");
+    let model = keras2safetensors::open(&input, &ReadOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // As stored (streamed), and cast to f16 (built in memory).
+    for (dtype, element) in [(None, 4), (Some(Dtype::F16), 2)] {
+        let options = PlanOptions {
+            dtype,
+            ..Default::default()
+        };
+        let mut plan = export::plan(&model, &input, &options).unwrap();
+        let bias = plan
+            .tensors
+            .iter_mut()
+            .find(|t| t.name == "conv2d/bias")
+            .unwrap();
+        assert_eq!(
+            (bias.shape.clone(), bias.byte_len),
+            (vec![16], 16 * element)
+        );
+        bias.shape = vec![15];
+        bias.byte_len = 15 * element;
+        let output = dir.path().join("out.safetensors");
+        let err = export::write(
+            &plan,
+            &model,
+            &output,
+            &WriteOptions::default(),
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        let want = format!(
+            "gave {} bytes where its shape needs {}",
+            16 * element,
+            15 * element
+        );
+        assert!(err.contains("conv2d/bias") && err.contains(&want), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
+
+#[test]
+fn a_file_one_byte_short_is_named_cut_short_and_one_with_bytes_after_its_end_converts() {
+    // The superblock records the file's end: one byte missing is found
+    // before any weight is read, with both sizes in the message.
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read(fixture("classic_conv2d_full.h5")).unwrap();
+    let len = original.len();
+    let cut = write_temp(dir.path(), "cut.h5", &original[..len - 1]);
+    let output = dir.path().join("out.safetensors");
+    let out = run(&[
+        "convert",
+        cut.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let want = format!("it has {} bytes but its HDF5 header says {len}", len - 1);
+    assert!(err.contains(&want), "{err}");
+    assert!(!output.exists());
+
+    // Bytes past the recorded end (padding added by a copy or a download)
+    // are not part of the file: the weights are Keras's all the same.
+    let mut padded = original.clone();
+    padded.extend_from_slice(&[0u8; 4096]);
+    let padded = write_temp(dir.path(), "padded.h5", &padded);
+    let out = run(&[
+        "convert",
+        padded.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("classic_conv2d_full.h5.expected.json")).unwrap(),
+    )
+    .unwrap();
+    check_converted(&padded, &std::fs::read(&output).unwrap(), &expected);
+}
+
+#[test]
+fn a_dataset_claiming_more_bytes_than_its_file_is_refused() {
+    // 16 MiB of float32 in a 15 KB file, none of it written: HDF5 would
+    // hand back fill values. No Keras file has such a weight, and the size
+    // a crafted file claims is not allocated.
+    let input = fixture("crafted/claims_more_than_the_file.h5");
+    let size = std::fs::metadata(&input).unwrap().len();
+    assert!(size < 16 << 20);
+    assert_clean_failure(
+        &input,
+        &format!("dataset /conv2d/conv2d/kernel:0 claims 16777216 bytes in a {size}-byte file"),
+    );
+}
+
+#[test]
+fn a_weight_stored_in_an_external_file_is_refused() {
+    // HDF5 external storage names a raw file by path: reading it could
+    // read any file on the machine. Keras never writes it.
+    assert_clean_failure(
+        &fixture("crafted/external_storage.h5"),
+        "dataset /conv2d/conv2d/kernel:0 keeps its data in an external file",
+    );
+}
+
+#[test]
+fn a_weight_whose_storage_is_smaller_than_its_shape_is_refused() {
+    // The kernel's layout message (version 3, contiguous: address, size)
+    // is edited to give 4 bytes fewer than its (5, 5, 3, 16) float32 need:
+    // reading the full shape would take 4 bytes that are not the kernel's.
+    use keras2safetensors::h5::{self, Location};
+    let source = fixture("classic_conv2d_weights.h5");
+    let dataset = "/conv2d/conv2d/kernel:0";
+    let Location::Contiguous { offset, len } = h5::File::open(&source)
+        .unwrap()
+        .dataset(dataset)
+        .unwrap()
+        .location
+    else {
+        panic!("Keras stores the kernel contiguously");
+    };
+    assert_eq!(len, 5 * 5 * 3 * 16 * 4);
+    let mut bytes = std::fs::read(&source).unwrap();
+    let message: Vec<u8> = [&[3u8, 1][..], &offset.to_le_bytes(), &len.to_le_bytes()].concat();
+    let at: Vec<usize> = (0..bytes.len() - message.len())
+        .filter(|&i| bytes[i..i + message.len()] == message[..])
+        .collect();
+    assert_eq!(at.len(), 1, "the layout message is found once");
+    let size_at = at[0] + 10;
+    bytes[size_at..size_at + 8].copy_from_slice(&(len - 4).to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_temp(dir.path(), "short_layout.h5", &bytes);
+    assert_clean_convert_failure(
+        &input,
+        &format!(
+            "dataset {dataset} stores {} bytes but its shape needs {len}",
+            len - 4
+        ),
+    );
+}
+
+#[test]
+fn enums_other_than_numpy_bool_are_refused_not_read_as_bool() {
+    // h5py stores numpy bool as an int8 enum of exactly FALSE and TRUE;
+    // any other enum is no safetensors dtype, whatever its base.
+    for name in [
+        "crafted/enum_three_members.h5",
+        "crafted/enum_without_true.h5",
+    ] {
+        assert_clean_failure(
+            &fixture(name),
+            "weight `conv2d/bias:0` has element type enum, which safetensors cannot hold",
+        );
     }
 }

@@ -146,6 +146,120 @@ fn floats_are_cast_to_nearest_and_integers_left_alone() {
 }
 
 #[test]
+fn casting_to_f32_rounds_float64_once_and_widens_float16_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("dtypes_full.h5");
+    let plain = dir.path().join("plain.safetensors");
+    let single = dir.path().join("single.safetensors");
+    convert(&[input.to_str().unwrap(), "-o", plain.to_str().unwrap()]);
+    convert(&[
+        input.to_str().unwrap(),
+        "-o",
+        single.to_str().unwrap(),
+        "--dtype",
+        "f32",
+    ]);
+    // The uncast file is Keras's own values (checked against Keras's hashes),
+    // so the expected f32 bytes come from those, by IEEE rounding.
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("dtypes_full.h5.expected.json")).unwrap(),
+    )
+    .unwrap();
+    check_converted(&input, &std::fs::read(&plain).unwrap(), &expected);
+    let (plain, single) = (tensors(&plain), tensors(&single));
+    assert_eq!(
+        single.keys().collect::<Vec<_>>(),
+        plain.keys().collect::<Vec<_>>()
+    );
+    let mut cast = BTreeMap::new();
+    for (name, (dtype, shape, bytes)) in &plain {
+        let (s_dtype, s_shape, s_bytes) = &single[name];
+        assert_eq!(s_shape, shape, "{name}");
+        let want: Vec<u8> = match dtype.as_str() {
+            // Round to nearest even, once: what numpy's astype(float32) does.
+            "F64" => bytes
+                .chunks_exact(8)
+                .flat_map(|c| (f64::from_le_bytes(c.try_into().unwrap()) as f32).to_le_bytes())
+                .collect(),
+            // Every float16 is exactly a float32.
+            "F16" => bytes
+                .chunks_exact(2)
+                .flat_map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32().to_le_bytes())
+                .collect(),
+            _ => {
+                assert_eq!((s_dtype, s_bytes), (dtype, bytes), "{name}: not cast");
+                continue;
+            }
+        };
+        assert_eq!((s_dtype.as_str(), s_bytes), ("F32", &want), "{name}");
+        if !bytes.is_empty() {
+            *cast.entry(dtype.clone()).or_insert(0) += 1;
+        }
+    }
+    // dtypes_full has a float64 weight and a float64 and a float16 Dense.
+    assert!(
+        cast.get("F64").is_some_and(|&n| n >= 3) && cast.get("F16").is_some_and(|&n| n >= 2),
+        "tensors cast: {cast:?}"
+    );
+}
+
+#[test]
+fn a_value_too_large_for_float16_becomes_infinite_with_a_warning() {
+    // Keras's own kernel, with its first value replaced in the file by 1e6
+    // (above float16's largest, 65504): the bytes are found by their
+    // content, which the uncast conversion checks against Keras's sha256.
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("classic_conv2d_full.h5");
+    let plain = dir.path().join("plain.safetensors");
+    convert(&[input.to_str().unwrap(), "-o", plain.to_str().unwrap()]);
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("classic_conv2d_full.h5.expected.json")).unwrap(),
+    )
+    .unwrap();
+    check_converted(&input, &std::fs::read(&plain).unwrap(), &expected);
+    let (dtype, _, kernel) = tensors(&plain).remove("conv2d/kernel").unwrap();
+    assert_eq!(dtype, "F32");
+    let mut file = std::fs::read(&input).unwrap();
+    let at: Vec<usize> = (0..=file.len() - kernel.len())
+        .filter(|&i| file[i..i + kernel.len()] == kernel[..])
+        .collect();
+    assert_eq!(at.len(), 1, "the kernel's bytes are in the file once");
+    file[at[0]..at[0] + 4].copy_from_slice(&1e6f32.to_le_bytes());
+    let patched = dir.path().join("patched.h5");
+    std::fs::write(&patched, &file).unwrap();
+
+    let half = dir.path().join("half.safetensors");
+    let out = convert(&[
+        patched.to_str().unwrap(),
+        "-o",
+        half.to_str().unwrap(),
+        "--dtype",
+        "f16",
+    ]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("tensor `conv2d/kernel`: 1 values too large for float16 became infinite"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("too large").count(),
+        1,
+        "only the kernel: {err}"
+    );
+    let (dtype, _, bytes) = tensors(&half).remove("conv2d/kernel").unwrap();
+    assert_eq!(dtype, "F16");
+    let want: Vec<u8> = std::iter::once(f16::INFINITY)
+        .chain(
+            kernel[4..]
+                .chunks_exact(4)
+                .map(|c| f16::from_f32(f32::from_le_bytes(c.try_into().unwrap()))),
+        )
+        .flat_map(f16::to_le_bytes)
+        .collect();
+    assert_eq!(bytes, want);
+}
+
+#[test]
 fn rename_include_exclude_and_dry_run() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.txt");

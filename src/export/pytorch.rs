@@ -694,3 +694,58 @@ pub fn layer_options(layer: &Layer, resolved: &LayerTensors<'_>) -> Value {
     }
     Value::Object(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::transform::apply;
+
+    #[test]
+    fn depthwise_kernels_of_every_spatial_rank_become_grouped_conv_weights() {
+        // (k..., in, m) -> (in*m, 1, k...), as torch.nn.Conv{1,2,3}d with
+        // groups=in hold them: element [c*m + j, 0, w...] = kernel[w..., c, j].
+        for shape in [vec![3, 4, 2], vec![3, 2, 4, 2], vec![2, 3, 2, 4, 2]] {
+            let rank = shape.len();
+            let (spatial, (channels, multiplier)) =
+                (&shape[..rank - 2], (shape[rank - 2], shape[rank - 1]));
+            let steps = steps_for(Axes::Depthwise, &shape).unwrap();
+            let mut want_shape = vec![channels * multiplier, 1];
+            want_shape.extend_from_slice(spatial);
+            assert_eq!(shape_after(&shape, &steps), want_shape);
+            // Each element holds its own C-order index in the Keras kernel.
+            let count: usize = shape.iter().product();
+            let bytes: Vec<u8> = (0..count as u32).flat_map(u32::to_le_bytes).collect();
+            let out: Vec<u32> = apply(&bytes, &shape, 4, &steps, Vec::new())
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            let spatial_count: usize = spatial.iter().product();
+            for (o, &value) in out.iter().enumerate() {
+                let (group, w) = (o / spatial_count, o % spatial_count);
+                let (c, j) = (group / multiplier, group % multiplier);
+                let keras_index = (w * channels + c) * multiplier + j;
+                assert_eq!(value as usize, keras_index, "{shape:?} at {o}");
+            }
+        }
+        assert!(steps_for(Axes::Depthwise, &[3, 4]).is_err());
+    }
+
+    #[test]
+    fn gru_weights_of_the_wrong_shape_are_refused() {
+        // A kernel (in, 3u) and a reset_after bias (2, 3u); anything else
+        // has no gate blocks to reorder.
+        assert!(steps_for(Axes::GruKernel, &[4, 15]).is_ok());
+        for shape in [&[4, 16][..], &[4, 15, 1], &[15]] {
+            assert!(steps_for(Axes::GruKernel, shape).is_err(), "{shape:?}");
+        }
+        for row in [0, 1] {
+            assert!(steps_for(Axes::GruBiasRow(row), &[2, 15]).is_ok());
+            for shape in [&[2, 16][..], &[3, 15], &[15], &[2, 15, 1]] {
+                assert!(
+                    steps_for(Axes::GruBiasRow(row), shape).is_err(),
+                    "{shape:?}"
+                );
+            }
+        }
+    }
+}

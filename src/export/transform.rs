@@ -273,6 +273,16 @@ mod tests {
     }
 
     #[test]
+    fn transposing_a_matrix_with_no_elements_gives_no_bytes() {
+        // Keras allows zero-size weights (the `dtypes` fixtures hold a (3, 0)
+        // one); a dense kernel of (0, 3) or (3, 0) has no bytes either way.
+        for shape in [[0, 3], [3, 0], [0, 0]] {
+            let out = apply(&[], &shape, 4, &[Step::Permute(vec![1, 0])], vec![9; 5]);
+            assert!(out.is_empty(), "{shape:?}");
+        }
+    }
+
+    #[test]
     fn gru_gates_are_reordered_by_block() {
         // one row, gates z=[1,2] r=[3,4] h=[5,6] -> r, z, h
         let b = f32_bytes(&[1., 2., 3., 4., 5., 6.]);
@@ -342,6 +352,13 @@ mod tests {
         // 1 + 2^-8 lies halfway between two bfloat16 values: ties go to even.
         let (out, _) = cast(&f32_bytes(&[1.0 + 1.0 / 256.0]), Dtype::F32, Dtype::BF16);
         assert_eq!(bf16::from_le_bytes([out[0], out[1]]).to_f32(), 1.0);
+        // Only floats are cast: integer bytes, either side, pass unchanged.
+        let ints: Vec<u8> = [1i32, -2, 70000]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(cast(&ints, Dtype::I32, Dtype::F16), (ints.clone(), 0));
+        assert_eq!(cast(&ints, Dtype::F32, Dtype::I32), (ints.clone(), 0));
         assert_eq!(casts(Dtype::I64, Some(Dtype::F16)), None);
         assert_eq!(casts(Dtype::F32, Some(Dtype::F32)), None);
     }

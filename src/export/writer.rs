@@ -635,6 +635,25 @@ mod tests {
     }
 
     #[test]
+    fn a_header_may_be_as_large_as_the_format_allows() {
+        // The safetensors crate reads headers of up to MAX_HEADER_BYTES
+        // bytes, so one of exactly that size is written. A plan with no
+        // tensors and one metadata value: the header is the JSON around
+        // that value, padded with spaces to a multiple of 8.
+        let plan = |value_len: usize| Plan {
+            tensors: Vec::new(),
+            metadata: BTreeMap::from([("k".to_string(), "v".repeat(value_len))]),
+            notes: Vec::new(),
+            warnings: Vec::new(),
+            skipped: Vec::new(),
+        };
+        let around = header_bytes(&plan(0), &[]).unwrap().trim_ascii_end().len();
+        assert_eq!(MAX_HEADER_BYTES % 8, 0);
+        let largest = header_bytes(&plan(MAX_HEADER_BYTES - around), &[]).unwrap();
+        assert_eq!(largest.len(), MAX_HEADER_BYTES);
+    }
+
+    #[test]
     fn shards_pack_greedily_in_name_order() {
         let tensors = [
             tensor("c", 4),
@@ -655,6 +674,12 @@ mod tests {
         assert_eq!(
             names(pack_shards(&tensors, 100)),
             [vec!["a", "b", "c", "d"]]
+        );
+        // A shard may be filled exactly: Hugging Face starts a new one only
+        // when the next tensor would pass the limit.
+        assert_eq!(
+            names(pack_shards(&tensors, 6)),
+            [vec!["a", "b"], vec!["c"], vec!["d"]]
         );
     }
 }
