@@ -159,20 +159,6 @@ impl Layer {
 }
 
 impl Model {
-    /// Copies a weight stored contiguously straight into `out`, file to
-    /// file; `false` when it is stored otherwise.
-    pub fn copy_weight_to_file(
-        &self,
-        file: usize,
-        location: &h5::Location,
-        out: &std::fs::File,
-    ) -> std::io::Result<bool> {
-        match self.stores.get(file) {
-            Some(store) => store.copy_contiguous_to(location, out),
-            None => Ok(false),
-        }
-    }
-
     /// Reads part of a weight stored contiguously; `false` when it is not.
     pub fn read_weight_at(
         &self,
