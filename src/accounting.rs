@@ -12,6 +12,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::h5;
+use crate::model::Location;
 use crate::model::{Model, Skipped};
 
 /// Why optimizer state is not written by default.
@@ -32,13 +34,17 @@ pub fn normalize(path: &str) -> String {
 /// Checks that every dataset of the model's files is claimed by a weight
 /// or skipped on purpose, and records the skipped ones in `model.skipped`.
 pub fn account(model: &mut Model, path: &Path, allow_unclaimed: bool) -> Result<()> {
-    let corrupt = |e: crate::h5::H5Error| Error::new(path, ErrorKind::CorruptHdf5(e.0));
+    let corrupt = |e: String| Error::new(path, ErrorKind::CorruptHdf5(e));
+    refuse_shared_data(model, path)?;
     let claimed: HashSet<(usize, String)> = model
         .layers
         .iter()
         .flat_map(|l| &l.weights)
         .chain(&model.optimizer)
-        .map(|w| (w.file, normalize(&w.dataset)))
+        .map(|w| match model.stores.get(w.file) {
+            Some(store) => (w.file, store.canonical(&w.dataset)),
+            None => (w.file, normalize(&w.dataset)),
+        })
         .collect();
     let mut skipped = Vec::new();
     let mut unclaimed: Vec<(usize, String)> = Vec::new();
@@ -48,11 +54,13 @@ pub fn account(model: &mut Model, path: &Path, allow_unclaimed: bool) -> Result<
             if claimed.contains(&(file, dataset.clone())) {
                 continue;
             }
+            // A group sets aside what lies below it; a bundle entry is
+            // set aside by its own key.
             let set_aside = model.skipped_groups.iter().find(|g| {
                 g.file == file
                     && dataset
                         .strip_prefix(g.group.as_str())
-                        .is_some_and(|rest| rest.starts_with('/'))
+                        .is_some_and(|rest| rest.starts_with('/') || rest.is_empty())
             });
             match set_aside {
                 Some(group) => skipped.push(Skipped {
@@ -113,6 +121,60 @@ pub fn account(model: &mut Model, path: &Path, allow_unclaimed: bool) -> Result<
         }
     }
     model.skipped = skipped;
+    Ok(())
+}
+
+/// Refuses weights that read the same stored bytes: several names
+/// hard-linked to one dataset, or datasets whose data overlap. Keras never
+/// writes either, and each would be written again in full: 1000 links to a
+/// 1 MiB dataset turn a 3 MB file into 1 GB of output.
+fn refuse_shared_data(model: &Model, path: &Path) -> Result<()> {
+    let weights = || {
+        model
+            .layers
+            .iter()
+            .flat_map(|l| &l.weights)
+            .chain(&model.optimizer)
+    };
+    let refuse = |a: &str, b: &str, how: &str| {
+        Err(Error::new(
+            path,
+            ErrorKind::Unsafe(format!(
+                "weights `{a}` and `{b}` {how}, which Keras files never do; each would be \
+                 written again in full"
+            )),
+        ))
+    };
+    // Contiguous data: no two ranges may overlap.
+    let mut ranges: Vec<(usize, u64, u64, &str)> = weights()
+        .filter_map(|w| match &w.location {
+            Location::H5(h5::Location::Contiguous { offset, len }) => {
+                Some((w.file, *offset, offset + len, w.dataset.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    ranges.sort_unstable();
+    for pair in ranges.windows(2) {
+        let ((file_a, start_a, end_a, a), (file_b, start_b, _, b)) = (pair[0], pair[1]);
+        if file_a == file_b && start_b < end_a {
+            let how = if start_a == start_b {
+                "are one dataset (hard links) or read the same bytes"
+            } else {
+                "read overlapping bytes of the file"
+            };
+            return refuse(a, b, how);
+        }
+    }
+    // Data stored otherwise: no two names for one object header.
+    let mut headers: HashMap<(usize, u64), &str> = HashMap::new();
+    for w in weights() {
+        if let Location::H5(h5::Location::Decoded { address, .. }) = &w.location {
+            if let Some(first) = headers.insert((w.file, *address), &w.dataset) {
+                return refuse(first, &w.dataset, "are one dataset (hard links)");
+            }
+        }
+    }
     Ok(())
 }
 

@@ -23,6 +23,10 @@ pub enum ErrorKind {
     /// An HDF5 file whose structure could not be read: truncated or corrupt.
     #[error("truncated or corrupt HDF5 file: {0}")]
     CorruptHdf5(String),
+    /// A TensorFlow checkpoint (tensor bundle) whose index or data could not
+    /// be read: truncated, corrupt, a missing shard, a checksum mismatch.
+    #[error("truncated or corrupt TensorFlow checkpoint: {0}")]
+    CorruptCheckpoint(String),
     /// A readable HDF5 file that has none of the marks of a Keras weight file.
     #[error("an HDF5 file, but not a Keras weight file: {0}")]
     NotKeras(String),
@@ -80,6 +84,15 @@ impl Error {
         Error {
             path: path.into(),
             kind,
+        }
+    }
+
+    /// A refusal found while writing names the output; it is the input's
+    /// fault, so it names the input.
+    pub fn refusal_names(self, input: &Path) -> Error {
+        match self.kind {
+            ErrorKind::Unsafe(_) => Error::new(input, self.kind),
+            _ => self,
         }
     }
 

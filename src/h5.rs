@@ -36,9 +36,88 @@ pub const MAX_GROUP_DEPTH: usize = 64;
 /// files never use a user block).
 pub const SIGNATURE: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
 
-/// What went wrong inside the HDF5 layer, as text for a person.
+/// A chunk may hold at most twice its dataset's bytes plus this (h5py's
+/// automatic chunks are at most 1 MiB): a tiny dataset cannot declare a
+/// huge chunk to decompress. No flag lifts it.
+pub const CHUNK_SLACK_BYTES: u64 = 1 << 20;
+
+/// Decompression may produce at most this multiple of the file's size,
+/// plus [`DECODED_SLACK_BYTES`], over a whole run (each chunk counted once
+/// per filter it goes through); `--allow-expansion` lifts it.
+pub const DECODED_MULTIPLE: u64 = 32;
+pub const DECODED_SLACK_BYTES: u64 = 16 << 20;
+
+/// Datasets never written (their fill value) may add at most this
+/// multiple of the file's size to the output; `--allow-fill` lifts it.
+pub const FILL_MULTIPLE: u64 = 1;
+
+/// Which of the limits on a file's cost the user lifted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Decode past [`DECODED_MULTIPLE`] x the file's size.
+    pub allow_expansion: bool,
+    /// Write fill values past [`FILL_MULTIPLE`] x the file's size.
+    pub allow_fill: bool,
+}
+
+/// An I/O error that is a refusal (see [`refusal`]).
+#[derive(Debug)]
+struct Refusal(String);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// The limit an I/O error from reading data stands for, if it is one: the
+/// caller reports it as `refused:`, not as an I/O failure.
+pub fn refusal(e: &std::io::Error) -> Option<String> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<Refusal>())
+        .map(|r| r.0.clone())
+}
+
+/// What went wrong inside the HDF5 layer, as text for a person, and
+/// whether it is a refusal: a limit on the work a file may cost (see
+/// [`Limits`]), which callers report as `refused:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct H5Error(pub String);
+pub struct H5Error(pub String, pub(crate) bool);
+
+impl H5Error {
+    pub fn new(text: impl Into<String>) -> H5Error {
+        H5Error(text.into(), false)
+    }
+
+    /// A limit the file would exceed.
+    pub fn refused(text: impl Into<String>) -> H5Error {
+        H5Error(text.into(), true)
+    }
+
+    pub fn is_refusal(&self) -> bool {
+        self.1
+    }
+
+    /// The same error, its text prefixed with where it happened.
+    pub fn within(self, context: impl std::fmt::Display) -> H5Error {
+        H5Error(format!("{context}: {}", self.0), self.1)
+    }
+
+    /// The error as an [`ErrorKind`](crate::error::ErrorKind): `Unsafe` for
+    /// a refusal, else what `otherwise` makes of the text.
+    pub fn kind(
+        self,
+        otherwise: impl FnOnce(String) -> crate::error::ErrorKind,
+    ) -> crate::error::ErrorKind {
+        if self.1 {
+            crate::error::ErrorKind::Unsafe(self.0)
+        } else {
+            otherwise(self.0)
+        }
+    }
+}
 
 impl std::fmt::Display for H5Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,19 +128,22 @@ impl std::fmt::Display for H5Error {
 impl From<hdf5_reader::error::Error> for H5Error {
     fn from(e: hdf5_reader::error::Error) -> Self {
         let text = e.to_string();
+        if matches!(e, hdf5_reader::error::Error::ResourceLimit(_)) {
+            return H5Error::refused(text);
+        }
         if text.contains("layout class 3") {
             // Layout class 3 is a virtual dataset: data gathered from other files.
-            return H5Error(format!(
+            return H5Error::new(format!(
                 "{text} (a virtual dataset, which Keras files never contain)"
             ));
         }
-        H5Error(text)
+        H5Error::new(text)
     }
 }
 
 impl From<std::io::Error> for H5Error {
     fn from(e: std::io::Error) -> Self {
-        H5Error(e.to_string())
+        H5Error::new(e.to_string())
     }
 }
 
@@ -75,6 +157,14 @@ pub struct File {
     len: u64,
     /// Every dataset's absolute path, found by [`File::refuse_links`]'s walk.
     datasets: std::sync::OnceLock<Vec<String>>,
+    limits: Limits,
+    /// Member name -> object header address, for big old-style groups.
+    name_index: std::sync::Mutex<
+        std::collections::HashMap<u64, Arc<std::collections::HashMap<String, u64>>>,
+    >,
+    /// Bytes decompression has produced so far, and fill bytes made.
+    decoded: std::sync::atomic::AtomicU64,
+    filled: std::sync::atomic::AtomicU64,
 }
 
 /// Where an HDF5 file's bytes are: a file on disk, or a window of one (a
@@ -185,6 +275,9 @@ pub enum Location {
     Decoded {
         path: String,
         swap_bytes: Option<usize>,
+        /// The dataset's object header: two names with one address are two
+        /// links to one dataset.
+        address: u64,
     },
 }
 
@@ -244,7 +337,7 @@ impl File {
     fn checked(h5: Hdf5File, bytes: Bytes, len: u64) -> Result<File> {
         let claimed = h5.superblock().eof_address;
         if claimed != u64::MAX && claimed > len {
-            return Err(H5Error(format!(
+            return Err(H5Error::new(format!(
                 "it has {len} bytes but its HDF5 header says {claimed} (cut short?)"
             )));
         }
@@ -253,7 +346,56 @@ impl File {
             bytes,
             len,
             datasets: std::sync::OnceLock::new(),
+            limits: Limits::default(),
+            name_index: Default::default(),
+            decoded: Default::default(),
+            filled: Default::default(),
         })
+    }
+
+    /// Lifts limits the user asked to lift.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// Counts `bytes` more decoded bytes against the file's budget.
+    fn charge_decoded(&self, bytes: u64, path: &str) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let total = self.decoded.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let budget = DECODED_MULTIPLE
+            .saturating_mul(self.len)
+            .saturating_add(DECODED_SLACK_BYTES);
+        if total > budget && !self.limits.allow_expansion {
+            return Err(H5Error::refused(format!(
+                "decompressing dataset {path} takes the file's decoded data past {budget} bytes \
+                 ({DECODED_MULTIPLE} x its {} bytes + {} MiB); pass --allow-expansion if the \
+                 file is trusted",
+                self.len,
+                DECODED_SLACK_BYTES >> 20
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts `bytes` more fill-value bytes against the file's budget.
+    fn charge_fill(&self, bytes: u64, path: &str) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let total = self.filled.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let budget = FILL_MULTIPLE.saturating_mul(self.len);
+        if total > budget && !self.limits.allow_fill {
+            return Err(H5Error::refused(format!(
+                "dataset {path} was never written: its fill value would take the file's \
+                 never-written data past {budget} bytes ({FILL_MULTIPLE} x its size); \
+                 pass --allow-fill to write it"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether an address is HDF5's "undefined" (all bits set).
+    fn undefined(&self, address: u64) -> bool {
+        let bits = 8 * u32::from(self.h5.superblock().offset_size);
+        address == u64::MAX || (bits < 64 && address == (1u64 << bits) - 1)
     }
 
     pub fn root(&self) -> Result<Group> {
@@ -292,7 +434,7 @@ impl File {
     /// The address of a dataset's object header: two paths with the same
     /// address are two links to one dataset.
     pub fn dataset_address(&self, path: &str) -> Result<u64> {
-        Ok(self.h5.dataset(path)?.address())
+        Ok(self.open_dataset(path)?.address())
     }
 
     fn refuse_links_below(
@@ -305,12 +447,12 @@ impl File {
     ) -> Result<()> {
         crate::cancel::checkpoint()?;
         if depth > MAX_GROUP_DEPTH {
-            return Err(H5Error(format!(
+            return Err(H5Error::new(format!(
                 "groups nest deeper than {MAX_GROUP_DEPTH} levels at `{path}`"
             )));
         }
         if !seen.insert(group.address()) {
-            return Err(H5Error(format!(
+            return Err(H5Error::new(format!(
                 "`{path}` is reached twice (a hard link), which Keras files never contain"
             )));
         }
@@ -334,13 +476,13 @@ impl File {
                 HdfMessage::Link(link) => match &link.target {
                     LinkTarget::Hard { .. } => {}
                     LinkTarget::Soft { path: target } => {
-                        return Err(H5Error(format!(
+                        return Err(H5Error::new(format!(
                             "`{path}/{}` is a soft link (to `{target}`), which Keras files never contain",
                             link.name
                         )))
                     }
                     LinkTarget::External { filename, .. } => {
-                        return Err(H5Error(format!(
+                        return Err(H5Error::new(format!(
                             "`{path}/{}` is an external link (to `{filename}`), which Keras files never contain",
                             link.name
                         )))
@@ -360,7 +502,7 @@ impl File {
             .iter()
             .any(|e| e.cache_type == 2)
         {
-            return Err(H5Error(format!(
+            return Err(H5Error::new(format!(
                 "group `{path}` holds a soft link, which Keras files never contain"
             )));
         }
@@ -419,20 +561,218 @@ impl File {
         )?;
         let mut entries = self.symbol_entries(table)?;
         entries.sort_by_key(|e| e.link_name_offset);
+        // The names' bytes, read once (the crate's own lookup reads from a
+        // name to the end of the heap, for every name).
+        let segment = usize::try_from(heap.data_segment_size)
+            .map_err(|_| H5Error::new("a group's name heap is too large"))?;
+        let data = storage.read_range(heap.data_segment_address, segment)?;
+        let data = data.as_ref();
         let names = entries
             .iter()
-            .map(|e| heap.get_string_storage(e.link_name_offset, storage))
-            .collect::<hdf5_reader::error::Result<Vec<String>>>()?;
+            .map(|e| {
+                let start = usize::try_from(e.link_name_offset)
+                    .ok()
+                    .filter(|&s| s < data.len())
+                    .ok_or_else(|| H5Error::new("a group member's name lies outside its heap"))?;
+                let len = data[start..]
+                    .iter()
+                    .position(|&b| b == 0)
+                    .ok_or_else(|| H5Error::new("a group member's name is not terminated"))?;
+                Ok(String::from_utf8_lossy(&data[start..start + len]).into_owned())
+            })
+            .collect::<Result<Vec<String>>>()?;
         Ok(Some(names))
+    }
+
+    /// The HDF5 crate's handle on the dataset at `path`, opened from its
+    /// group: the crate's own path lookup keeps a second copy of every
+    /// dataset's description, for good (a model of 100,000 weights).
+    fn open_dataset(&self, path: &str) -> Result<hdf5_reader::Dataset> {
+        let (parent, name) = path
+            .trim_end_matches('/')
+            .rsplit_once('/')
+            .unwrap_or(("", path));
+        Ok(self.h5.group(parent)?.dataset(name)?)
     }
 
     /// Describes the dataset at an absolute path (`/model_weights/dense/dense/kernel:0`).
     pub fn dataset(&self, path: &str) -> Result<DatasetInfo> {
-        let ds = self.h5.dataset(path)?;
-        let shape = ds
-            .shape()
+        if let Some(meta) = self.header_meta(path)? {
+            return self.describe(path, meta);
+        }
+        let ds = self.open_dataset(path)?;
+        let datatype = ds.dtype().clone();
+        let raw_datatype = match numeric(&element_of(&datatype)) {
+            true => Some(self.datatype_message(&ds)?),
+            false => None,
+        };
+        let meta = Meta {
+            address: ds.address(),
+            dims: ds.shape().to_vec(),
+            datatype,
+            raw_datatype,
+            element_size: ds.raw_element_size()? as u64,
+            byte_len: ds.raw_byte_len()? as u64,
+            chunk: ds.chunks(),
+            dtype_attr: ds
+                .attribute("dtype")
+                .ok()
+                .and_then(|a| a.read_string().ok()),
+        };
+        self.describe(path, meta)
+    }
+
+    /// What a dataset's object header says, read from the header itself:
+    /// the crate's dataset handle would keep its own copy of it (2 KB or
+    /// so) for the life of the file, a lot for 100,000 weights. `None`
+    /// where this does not follow the header (a dense group, a `dtype`
+    /// attribute, a shared or unusual datatype): the crate's handle then.
+    fn header_meta(&self, path: &str) -> Result<Option<Meta>> {
+        // Anything amiss is left to the crate's handle, whose errors say
+        // what is wrong the way they always have.
+        let Ok(Some(address)) = self.child_address(path) else {
+            return Ok(None);
+        };
+        let Ok(header) = self.h5.get_or_parse_header(address) else {
+            return Ok(None);
+        };
+        let (mut space, mut datatype, mut chunk) = (None, None, None);
+        for message in &header.messages {
+            match message {
+                HdfMessage::Dataspace(d) => space = Some(d),
+                HdfMessage::Datatype(d) => datatype = Some(&d.datatype),
+                HdfMessage::DataLayout(m) => {
+                    if let DataLayout::Chunked { dims, .. } = &m.layout {
+                        chunk = Some(dims.clone());
+                    }
+                }
+                HdfMessage::Attribute(a) if a.name == "dtype" => return Ok(None),
+                HdfMessage::AttributeInfo(_) => return Ok(None),
+                _ => {}
+            }
+        }
+        let (Some(space), Some(datatype)) = (space, datatype) else {
+            return Ok(None);
+        };
+        let Some(element_size) = type_size(datatype) else {
+            return Ok(None);
+        };
+        let raw_datatype = match numeric(&element_of(datatype)) {
+            true => match self.find_datatype_message(address) {
+                Some(raw) => Some(raw),
+                None => return Ok(None),
+            },
+            false => None,
+        };
+        let elements = space
+            .num_elements()
+            .map_err(|e| H5Error::new(format!("dataset {path}: {e}")))?;
+        let byte_len = elements.checked_mul(element_size).ok_or_else(|| {
+            H5Error::new(format!("dataset {path} has more bytes than 64 bits count"))
+        })?;
+        Ok(Some(Meta {
+            address,
+            dims: space.dims.clone(),
+            datatype: datatype.clone(),
+            raw_datatype,
+            element_size,
+            byte_len,
+            chunk,
+            dtype_attr: None,
+        }))
+    }
+
+    /// The object header address of the member at `path`, where its group
+    /// lists members the way this reads (symbol tables, links in the
+    /// header); `None` otherwise.
+    fn child_address(&self, path: &str) -> Result<Option<u64>> {
+        let (parent, name) = path
+            .trim_end_matches('/')
+            .rsplit_once('/')
+            .unwrap_or(("", path));
+        let group = self.h5.group(parent)?;
+        let header = self.h5.get_or_parse_header(group.address())?;
+        for message in &header.messages {
+            match message {
+                HdfMessage::SymbolTable(table) => {
+                    return self.symbol_lookup(group.address(), table, name)
+                }
+                HdfMessage::Link(link) if link.name == name => {
+                    return Ok(match link.target {
+                        LinkTarget::Hard { address } => Some(address),
+                        _ => None,
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// A member of an old-style group by name: big groups are indexed
+    /// once (looking each member up in turn stays linear), small ones
+    /// scanned.
+    fn symbol_lookup(
+        &self,
+        group: u64,
+        table: &SymbolTableMessage,
+        name: &str,
+    ) -> Result<Option<u64>> {
+        if let Some(index) = self
+            .name_index
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&group).cloned())
+        {
+            return Ok(index.get(name).copied());
+        }
+        let entries = self.symbol_entries(table)?;
+        let storage = self.h5.storage();
+        let superblock = self.h5.superblock();
+        let heap = hdf5_reader::local_heap::LocalHeap::parse_at_storage(
+            storage,
+            table.heap_address,
+            superblock.offset_size,
+            superblock.length_size,
+        )?;
+        let segment = usize::try_from(heap.data_segment_size)
+            .map_err(|_| H5Error::new("a group's name heap is too large"))?;
+        let data = storage.read_range(heap.data_segment_address, segment)?;
+        let data = data.as_ref();
+        let name_at = |offset: u64| -> Option<&[u8]> {
+            let start = usize::try_from(offset).ok().filter(|&s| s < data.len())?;
+            let len = data[start..].iter().position(|&b| b == 0)?;
+            Some(&data[start..start + len])
+        };
+        if entries.len() <= 64 {
+            return Ok(entries
+                .iter()
+                .find(|e| name_at(e.link_name_offset) == Some(name.as_bytes()))
+                .map(|e| e.object_header_address));
+        }
+        let mut index = std::collections::HashMap::with_capacity(entries.len());
+        for e in &entries {
+            if let Some(n) = name_at(e.link_name_offset) {
+                index
+                    .entry(String::from_utf8_lossy(n).into_owned())
+                    .or_insert(e.object_header_address);
+            }
+        }
+        let found = index.get(name).copied();
+        if let Ok(mut map) = self.name_index.lock() {
+            map.insert(group, Arc::new(index));
+        }
+        Ok(found)
+    }
+
+    /// A dataset's description from what its header says.
+    fn describe(&self, path: &str, meta: Meta) -> Result<DatasetInfo> {
+        let shape = meta
+            .dims
             .iter()
-            .map(|&d| usize::try_from(d).map_err(|_| H5Error(format!("dimension {d} too large"))))
+            .map(|&d| {
+                usize::try_from(d).map_err(|_| H5Error::new(format!("dimension {d} too large")))
+            })
             .collect::<Result<Vec<usize>>>()?;
         // Every later size computation multiplies these dimensions: refuse
         // a shape whose element count does not fit in 64 bits (only a
@@ -442,36 +782,32 @@ impl File {
             .filter(|&&d| d != 0)
             .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
             .and_then(|n| n.checked_mul(16))
-            .ok_or_else(|| H5Error(format!("dataset {path} has an impossible shape {shape:?}")))?;
-        let mut element = element_of(ds.dtype());
-        if matches!(
-            element,
-            Element::Float { .. } | Element::Int { .. } | Element::Bool
-        ) {
+            .ok_or_else(|| {
+                H5Error::new(format!("dataset {path} has an impossible shape {shape:?}"))
+            })?;
+        let mut element = element_of(&meta.datatype);
+        if let Some(raw) = &meta.raw_datatype {
             // The parsed datatype drops the bit layout: check the stored bytes.
-            if let Some(detail) = nonstandard_layout(&self.datatype_message(&ds)?) {
+            if let Some(detail) = nonstandard_layout(raw) {
                 element = Element::NonStandard(detail);
             }
         }
-        let dtype_attr = ds
-            .attribute("dtype")
-            .ok()
-            .and_then(|a| a.read_string().ok());
-        let byte_len = ds.raw_byte_len()? as u64;
+        let byte_len = meta.byte_len;
         if byte_len > self.len && !matches!(element, Element::Other(_)) {
             // Guards allocation on crafted files: no dataset can hold more
             // bytes than the file it lives in (Keras never writes fill-only data).
-            return Err(H5Error(format!(
+            return Err(H5Error::new(format!(
                 "dataset {path} claims {byte_len} bytes in a {}-byte file",
                 self.len
             )));
         }
-        let location = self.locate(&ds, path, byte_len)?;
+        let location = self.locate(meta.address, &meta.datatype, path, byte_len)?;
+        check_chunk_size(meta.chunk.as_deref(), meta.element_size, path, byte_len)?;
         Ok(DatasetInfo {
             shape,
             element,
             location,
-            dtype_attr,
+            dtype_attr: meta.dtype_attr,
         })
     }
 
@@ -592,18 +928,24 @@ impl File {
         }
     }
 
-    fn locate(&self, ds: &hdf5_reader::Dataset, path: &str, byte_len: u64) -> Result<Location> {
+    fn locate(
+        &self,
+        address: u64,
+        datatype: &Datatype,
+        path: &str,
+        byte_len: u64,
+    ) -> Result<Location> {
         if byte_len == 0 {
             return Ok(Location::Empty);
         }
-        let header = self.h5.get_or_parse_header(ds.address())?;
+        let header = self.h5.get_or_parse_header(address)?;
         let mut contiguous = None;
         // Compact data lives in the object header, which the HDF5 crate
         // reads; only contiguous data is copied straight from the file.
         for message in &header.messages {
             match message {
                 HdfMessage::ExternalFiles(_) => {
-                    return Err(H5Error(format!(
+                    return Err(H5Error::new(format!(
                         "dataset {path} keeps its data in an external file, which is not read"
                     )))
                 }
@@ -615,17 +957,17 @@ impl File {
                 _ => {}
             }
         }
-        let swap = swap_size(ds.dtype());
+        let swap = swap_size(datatype);
         match contiguous {
             Some((address, size)) if swap.is_none() && address != u64::MAX => {
                 if size < byte_len {
-                    return Err(H5Error(format!(
+                    return Err(H5Error::new(format!(
                         "dataset {path} stores {size} bytes but its shape needs {byte_len}"
                     )));
                 }
                 let end = address.checked_add(byte_len);
                 if end.is_none_or(|end| end > self.len) {
-                    return Err(H5Error(format!(
+                    return Err(H5Error::new(format!(
                         "dataset {path} lies beyond the end of the file (truncated?)"
                     )));
                 }
@@ -637,6 +979,7 @@ impl File {
             _ => Ok(Location::Decoded {
                 path: path.to_string(),
                 swap_bytes: swap,
+                address,
             }),
         }
     }
@@ -664,9 +1007,15 @@ impl File {
                 }
                 Ok(())
             }
-            Location::Decoded { path, swap_bytes } => {
+            Location::Decoded {
+                path, swap_bytes, ..
+            } => {
                 let bytes = self.decoded_bytes(path, *swap_bytes).map_err(|e| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+                    if e.is_refusal() {
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, Refusal(e.0))
+                    } else {
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, e.0)
+                    }
                 })?;
                 out.write_all(&bytes)?;
                 progress(bytes.len() as u64);
@@ -696,14 +1045,194 @@ impl File {
         }
     }
 
+    /// A dataset's bytes, decompressed or filled in memory, within the
+    /// file's budgets for decoded and never-written data.
     fn decoded_bytes(&self, path: &str, swap_bytes: Option<usize>) -> Result<Vec<u8>> {
-        let mut bytes = self.h5.dataset(path)?.read_raw_bytes()?;
+        let ds = self.open_dataset(path)?;
+        let header = self.h5.get_or_parse_header(ds.address())?;
+        let mut layout = None;
+        let mut stages = 0u64;
+        for message in &header.messages {
+            match message {
+                HdfMessage::DataLayout(m) => layout = Some(m.layout.clone()),
+                HdfMessage::FilterPipeline(p) => stages = p.filters.len() as u64,
+                _ => {}
+            }
+        }
+        let mut bytes = match layout {
+            Some(DataLayout::Chunked { address, .. }) if !self.undefined(address) => {
+                self.read_chunks(&ds, path, stages)?
+            }
+            Some(DataLayout::Chunked { .. }) => {
+                self.charge_fill(ds.raw_byte_len()? as u64, path)?;
+                ds.read_raw_bytes()?
+            }
+            Some(DataLayout::Contiguous { address, .. }) if self.undefined(address) => {
+                self.charge_fill(ds.raw_byte_len()? as u64, path)?;
+                ds.read_raw_bytes()?
+            }
+            // Compact data, or big-endian data stored contiguously: the
+            // stored bytes themselves.
+            _ => ds.read_raw_bytes()?,
+        };
         if let Some(size) = swap_bytes {
             for element in bytes.chunks_exact_mut(size) {
                 element.reverse();
             }
         }
         Ok(bytes)
+    }
+}
+
+impl File {
+    /// A chunked dataset's bytes, one chunk at a time: each chunk's
+    /// decoding is counted against the file's budget as it happens, a
+    /// chunk stored twice is refused, and the parts no chunk covers take
+    /// the fill value (counted against the fill budget).
+    fn read_chunks(&self, ds: &hdf5_reader::Dataset, path: &str, stages: u64) -> Result<Vec<u8>> {
+        let shape: Vec<u64> = ds.shape().to_vec();
+        let element = ds.raw_element_size()?;
+        let byte_len = ds.raw_byte_len()?;
+        let mut out = vec![0u8; byte_len];
+        if let Some(fill) = ds
+            .fill_value()
+            .and_then(|f| f.value.as_ref())
+            .filter(|v| v.len() == element)
+        {
+            for slot in out.chunks_exact_mut(element) {
+                slot.copy_from_slice(fill);
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut covered = 0u64;
+        for chunk in ds.iter_chunks()? {
+            if crate::cancel::requested() {
+                return Err(H5Error::new("interrupted"));
+            }
+            let chunk = chunk?;
+            let decoded = chunk.bytes().len() as u64;
+            self.charge_decoded(decoded.saturating_mul(stages.max(1)), path)?;
+            if !seen.insert(chunk.offsets().to_vec()) {
+                return Err(H5Error::refused(format!(
+                    "dataset {path} stores its chunk at {:?} twice",
+                    chunk.offsets()
+                )));
+            }
+            covered += copy_chunk(&mut out, &shape, element, &chunk)? * element as u64;
+        }
+        self.charge_fill((byte_len as u64).saturating_sub(covered), path)?;
+        Ok(out)
+    }
+}
+
+/// Copies the part of a decoded chunk that lies inside the dataset into
+/// `out` (the whole dataset, C order); returns how many elements it copied.
+fn copy_chunk(
+    out: &mut [u8],
+    shape: &[u64],
+    element: usize,
+    chunk: &hdf5_reader::DatasetChunk,
+) -> Result<u64> {
+    let (offsets, chunk_shape, bytes) = (chunk.offsets(), chunk.shape(), chunk.bytes());
+    let rank = shape.len();
+    let short = || H5Error::new("a decoded chunk is shorter than its shape");
+    if rank == 0 || offsets.len() < rank || chunk_shape.len() < rank {
+        return Err(H5Error::new("a chunk of a dataset without dimensions"));
+    }
+    // The part of the chunk inside the dataset, per dimension.
+    let extent: Vec<u64> = (0..rank)
+        .map(|d| chunk_shape[d].min(shape[d].saturating_sub(offsets[d])))
+        .collect();
+    if extent.contains(&0) {
+        return Ok(0);
+    }
+    let stride = |dims: &[u64], d: usize| -> u64 { dims[d + 1..rank].iter().product::<u64>() };
+    let run = extent[rank - 1] as usize * element;
+    let mut index = vec![0u64; rank];
+    let mut copied = 0u64;
+    loop {
+        let (mut from, mut to) = (0u64, 0u64);
+        for d in 0..rank {
+            from += index[d] * stride(chunk_shape, d);
+            to += (offsets[d] + index[d]) * stride(shape, d);
+        }
+        let (from, to) = (from as usize * element, to as usize * element);
+        let source = bytes.get(from..from + run).ok_or_else(short)?;
+        out.get_mut(to..to + run)
+            .ok_or_else(|| H5Error::new("a chunk lies outside its dataset"))?
+            .copy_from_slice(source);
+        copied += extent[rank - 1];
+        // The next run: count up over every dimension but the last.
+        let mut d = rank - 1;
+        loop {
+            if d == 0 {
+                return Ok(copied);
+            }
+            d -= 1;
+            index[d] += 1;
+            if index[d] < extent[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+}
+
+/// A dataset as its header describes it.
+struct Meta {
+    address: u64,
+    dims: Vec<u64>,
+    datatype: Datatype,
+    /// The datatype message's bytes, for numbers (their bit layout).
+    raw_datatype: Option<Vec<u8>>,
+    element_size: u64,
+    byte_len: u64,
+    /// Chunk dimensions, for chunked data.
+    chunk: Option<Vec<u32>>,
+    dtype_attr: Option<String>,
+}
+
+/// Whether an element type is a number or bool, whose bit layout matters.
+fn numeric(element: &Element) -> bool {
+    matches!(
+        element,
+        Element::Float { .. } | Element::Int { .. } | Element::Bool
+    )
+}
+
+/// The stored size of one element of the types a weight can have.
+fn type_size(datatype: &Datatype) -> Option<u64> {
+    match datatype {
+        Datatype::FloatingPoint { size, .. } | Datatype::FixedPoint { size, .. } => {
+            Some(u64::from(*size))
+        }
+        Datatype::Enum { base, .. } => type_size(base),
+        Datatype::Opaque { size, .. } => Some(u64::from(*size)),
+        _ => None,
+    }
+}
+
+/// Refuses a chunk far larger than its dataset: a few bytes of data could
+/// otherwise make the reader inflate hundreds of MB per dataset.
+fn check_chunk_size(dims: Option<&[u32]>, element: u64, path: &str, byte_len: u64) -> Result<()> {
+    let Some(dims) = dims else {
+        return Ok(());
+    };
+    if byte_len == 0 {
+        return Ok(());
+    }
+    let chunk = dims
+        .iter()
+        .try_fold(element, |n, &d| n.checked_mul(u64::from(d)));
+    let allowed = byte_len.saturating_mul(2).saturating_add(CHUNK_SLACK_BYTES);
+    match chunk {
+        Some(chunk) if chunk <= allowed => Ok(()),
+        _ => Err(H5Error::refused(format!(
+            "dataset {path} declares chunks of {} bytes for {byte_len} bytes of data \
+             (at most twice the data plus {} MiB)",
+            chunk.map_or_else(|| "over 2^64".to_string(), |c| c.to_string()),
+            CHUNK_SLACK_BYTES >> 20
+        ))),
     }
 }
 
@@ -1097,7 +1626,7 @@ impl Attributes {
         match self.string_list(name)? {
             None => Ok(None),
             Some(mut list) if list.len() == 1 => Ok(list.pop()),
-            Some(list) => Err(H5Error(format!(
+            Some(list) => Err(H5Error::new(format!(
                 "attribute `{name}` holds {} strings where one was expected",
                 list.len()
             ))),
@@ -1137,7 +1666,7 @@ impl Attributes {
                 }
             }
             _ if element_count == 0 => Ok(Some(Vec::new())),
-            other => Err(H5Error(format!(
+            other => Err(H5Error::new(format!(
                 "attribute `{name}` is {} where strings were expected",
                 describe(other)
             ))),

@@ -136,7 +136,7 @@ pub fn inspect(path: &Path, options: &ReadOptions) -> Result<Summary> {
     }
     match keras::detect(path)? {
         FileKind::Safetensors => summarize_safetensors(path),
-        FileKind::Hdf5 | FileKind::Zip | FileKind::Json => {
+        FileKind::Hdf5 | FileKind::Zip | FileKind::Json | FileKind::TfCheckpoint => {
             Ok(summarize_model(path, &keras::open(path, options)?))
         }
     }
@@ -523,7 +523,10 @@ pub fn render_table(s: &Summary) -> String {
     }
     // Everything else that came from the file (the path, versions, notes,
     // optimizer names): no control character reaches the terminal.
-    escape_keeping_lines(&out).into_owned()
+    match escape_keeping_lines(&out) {
+        std::borrow::Cow::Borrowed(_) => out,
+        escaped => escaped.into_owned(),
+    }
 }
 
 fn stats_table(weights: &[&WeightSummary]) -> String {

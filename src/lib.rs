@@ -42,6 +42,7 @@ pub mod safetensors_file;
 pub mod stats;
 pub mod tensors;
 pub mod terminal;
+pub mod tf_bundle;
 pub mod values;
 
 use std::path::Path;
@@ -83,5 +84,6 @@ pub fn convert_file(
     let model = keras::open(input, &options.read)?;
     let plan = export::plan(&model, input, &options.plan)?;
     export::plan::ensure_tensors(&plan, &model, input)?;
-    export::write(&plan, &model, output, &write, progress).map_err(cancel::blame)
+    export::write(&plan, &model, output, &write, progress)
+        .map_err(|e| cancel::blame(e.refusal_names(input)))
 }

@@ -1,7 +1,10 @@
 //! The one shape every reader produces and everything downstream consumes.
 
+use std::sync::Arc;
+
 use crate::dtype::Dtype;
 use crate::h5;
+use crate::tf_bundle::Bundle;
 
 /// Which kind of file a model was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +21,14 @@ pub enum Format {
     KerasArchive,
     /// Keras 1 HDF5: `nb_layers`, `layer_{k}`, `param_{p}`.
     Keras1H5,
+    /// TF2 object-based checkpoint: tf-keras `save_weights('x')` in TF
+    /// format, `tf.train.Checkpoint`.
+    TfCheckpoint,
+    /// TF1 name-based checkpoint (`tf.compat.v1.train.Saver`): keys are
+    /// variable names.
+    Tf1Checkpoint,
+    /// tf-keras SavedModel folder (`model.save('dir')`).
+    KerasSavedModel,
 }
 
 impl Format {
@@ -30,6 +41,9 @@ impl Format {
             Format::Keras3Sharded => "keras3-sharded-weights",
             Format::KerasArchive => "keras-archive",
             Format::Keras1H5 => "keras1-h5",
+            Format::TfCheckpoint => "tf-checkpoint",
+            Format::Tf1Checkpoint => "tf1-checkpoint",
+            Format::KerasSavedModel => "keras-savedmodel",
         }
     }
 
@@ -42,6 +56,9 @@ impl Format {
             Format::Keras3Sharded => "Keras 3 sharded weights (.weights.json + shards)",
             Format::KerasArchive => "Keras 3 archive (.keras)",
             Format::Keras1H5 => "Keras 0.x/1 HDF5 (nb_layers)",
+            Format::TfCheckpoint => "TensorFlow object-based checkpoint (save_weights TF format)",
+            Format::Tf1Checkpoint => "TensorFlow 1 name-based checkpoint (Saver)",
+            Format::KerasSavedModel => "tf-keras SavedModel folder (model.save)",
         }
     }
 }
@@ -67,15 +84,103 @@ pub struct Model {
     /// Every dataset of the input that is not written, and why; filled by
     /// the accounting step after reading ([`crate::accounting`]).
     pub skipped: Vec<Skipped>,
-    /// The HDF5 files the weight bytes are read from (several for shards).
-    pub(crate) stores: Vec<h5::File>,
+    /// The files the weight bytes are read from: HDF5 files (several for
+    /// shards) or a TensorFlow tensor bundle.
+    pub(crate) stores: Vec<Store>,
+}
+
+/// A container weights are read from.
+#[derive(Debug)]
+pub(crate) enum Store {
+    H5(h5::File),
+    /// A TensorFlow tensor bundle (index and data shards).
+    Bundle(Arc<Bundle>),
+}
+
+impl From<h5::File> for Store {
+    fn from(file: h5::File) -> Store {
+        Store::H5(file)
+    }
+}
+
+/// Where a weight's bytes are, in its store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    H5(h5::Location),
+    /// Entry `n` of a tensor bundle ([`Bundle::entries`]).
+    Bundle(usize),
+}
+
+impl From<h5::Location> for Location {
+    fn from(location: h5::Location) -> Location {
+        Location::H5(location)
+    }
+}
+
+impl Store {
+    /// The limits on decoded and filled bytes the user's flags set (HDF5
+    /// only: a bundle's tensors are stored raw, checked against its shards).
+    pub(crate) fn set_limits(&mut self, limits: h5::Limits) {
+        if let Store::H5(file) = self {
+            file.set_limits(limits);
+        }
+    }
+
+    /// Every dataset (HDF5) or entry (bundle) the store holds, spelled as
+    /// the weights' `dataset` fields spell them.
+    pub(crate) fn dataset_paths(&self) -> Result<Vec<String>, String> {
+        match self {
+            Store::H5(file) => file
+                .dataset_paths()
+                .map(<[String]>::to_vec)
+                .map_err(|e| e.0),
+            Store::Bundle(bundle) => Ok(bundle.entries.iter().map(|e| e.key.clone()).collect()),
+        }
+    }
+
+    /// Where a dataset's data is, to tell a second link from a second
+    /// dataset; bundle entries are each their own.
+    pub(crate) fn dataset_address(&self, path: &str) -> Result<u64, String> {
+        match self {
+            Store::H5(file) => file.dataset_address(path).map_err(|e| e.0),
+            Store::Bundle(bundle) => bundle
+                .find(path)
+                .map(|i| i as u64)
+                .ok_or_else(|| format!("no entry `{path}`")),
+        }
+    }
+
+    /// The identities of the files on disk the store reads, so that no
+    /// output replaces one of them.
+    pub(crate) fn file_ids(&self) -> Vec<crate::files::FileId> {
+        match self {
+            Store::H5(file) => file.file_id().into_iter().collect(),
+            Store::Bundle(bundle) => crate::files::FileId::of_path(&bundle.index_path())
+                .into_iter()
+                .chain(
+                    bundle
+                        .open_shards()
+                        .filter_map(crate::files::FileId::of_file),
+                )
+                .collect(),
+        }
+    }
+
+    /// How a weight's `dataset` is compared with [`Store::dataset_paths`].
+    pub(crate) fn canonical(&self, dataset: &str) -> String {
+        match self {
+            Store::H5(_) => crate::accounting::normalize(dataset),
+            Store::Bundle(_) => dataset.to_string(),
+        }
+    }
 }
 
 /// A group whose datasets a reader leaves out on purpose.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedGroup {
     pub file: usize,
-    /// Absolute HDF5 path of the group (`/optimizer_weights`).
+    /// Absolute HDF5 path of the group (`/optimizer_weights`), or a
+    /// bundle key: the entry itself and every key below it (`optimizer`).
     pub group: String,
     pub reason: String,
 }
@@ -116,9 +221,10 @@ pub struct Weight {
     pub shape: Vec<usize>,
     /// Which of the model's files holds the bytes, and where.
     pub file: usize,
-    /// The absolute HDF5 path of the dataset, for the accounting step.
+    /// The absolute HDF5 path of the dataset, or the bundle entry's key,
+    /// for the accounting step.
     pub dataset: String,
-    pub location: h5::Location,
+    pub location: Location,
 }
 
 impl std::fmt::Debug for Model {
@@ -163,13 +269,22 @@ impl Model {
     pub fn read_weight_at(
         &self,
         file: usize,
-        location: &h5::Location,
+        location: &Location,
         offset: u64,
         buf: &mut [u8],
     ) -> std::io::Result<bool> {
-        match self.stores.get(file) {
-            Some(store) => store.read_contiguous_at(location, offset, buf),
-            None => Ok(false),
+        match (self.stores.get(file), location) {
+            (Some(Store::H5(store)), Location::H5(location)) => {
+                store.read_contiguous_at(location, offset, buf)
+            }
+            // A whole bundle tensor at once, so that its CRC can be checked.
+            (Some(Store::Bundle(bundle)), Location::Bundle(i))
+                if offset == 0 && bundle.entries[*i].byte_len() == buf.len() as u64 =>
+            {
+                bundle.read_into(*i, buf)?;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
     }
 
@@ -177,17 +292,27 @@ impl Model {
     pub fn copy_weight_data(
         &self,
         file: usize,
-        location: &h5::Location,
+        location: &Location,
         out: &mut dyn std::io::Write,
         buf: &mut [u8],
         progress: &mut dyn FnMut(u64),
     ) -> std::io::Result<()> {
-        match self.stores.get(file) {
-            Some(store) => store.copy_data(location, out, buf, progress),
-            None => Err(std::io::Error::other(
+        match (self.stores.get(file), location) {
+            (Some(Store::H5(store)), Location::H5(location)) => {
+                store.copy_data(location, out, buf, progress)
+            }
+            (Some(Store::Bundle(bundle)), Location::Bundle(i)) => {
+                bundle.copy(*i, out, buf, progress)
+            }
+            _ => Err(std::io::Error::other(
                 "weight refers to a file that is not open",
             )),
         }
+    }
+
+    /// The identities of every file the model's bytes are read from.
+    pub fn input_file_ids(&self) -> Vec<crate::files::FileId> {
+        self.stores.iter().flat_map(Store::file_ids).collect()
     }
 
     pub fn total_params(&self) -> u64 {

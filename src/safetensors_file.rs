@@ -128,7 +128,7 @@ impl SafetensorsSet {
 /// `convert --max-shard-size` writes it, its index (or its one
 /// `model.safetensors`). Any other folder is an error saying what is read.
 pub fn shard_folder_entry(path: &Path) -> Result<std::path::PathBuf> {
-    if !path.is_dir() {
+    if !path.is_dir() || crate::keras::tf_checkpoint::is_tf_folder(path) {
         return Ok(path.to_path_buf());
     }
     for name in ["model.safetensors.index.json", "model.safetensors"] {

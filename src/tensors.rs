@@ -203,6 +203,12 @@ impl Write for Visitor<'_> {
 
 /// An I/O error while reading one tensor, as an error naming the file.
 pub fn read_error(path: &Path, tensor: &str, e: std::io::Error) -> Error {
+    if let Some(limit) = crate::h5::refusal(&e) {
+        return Error::new(
+            path,
+            ErrorKind::Unsafe(format!("tensor `{tensor}`: {limit}")),
+        );
+    }
     Error::new(
         path,
         ErrorKind::Io(std::io::Error::new(

@@ -32,9 +32,10 @@ const NOT_TEST_INPUTS: &[(&str, &str)] = &[
     ("old_keras/generate_old_keras.py", "a generator script"),
     ("malicious/make_malicious.py", "a generator script"),
     ("crafted/make_crafted.py", "a generator script"),
+    ("/generate_tf.py", "a generator script"),
     (
-        "subclassed_effdet_ckpt/",
-        "the same model as a TF checkpoint, for the TF checkpoint reader still to come (issue 12)",
+        "tf/functional_savedmodel/fingerprint.pb",
+        "a SavedModel's fingerprint: nothing of the weights",
     ),
     (
         "numerics/tiny_efficientdet.architecture.md",

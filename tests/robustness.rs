@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::*;
 use keras2safetensors::h5::Location;
 use keras2safetensors::model::Format;
+use keras2safetensors::model::Location as WeightLocation;
 use keras2safetensors::{convert_file, ConvertOptions, ReadOptions};
 
 /// A fixed xorshift stream, so every run damages files the same way.
@@ -87,7 +88,9 @@ fn data_ranges(file: &Path) -> Vec<Range<u64>> {
         .flat_map(|l| &l.weights)
         .chain(&model.optimizer)
         .filter_map(|w| match w.location {
-            Location::Contiguous { offset, len } => Some(base + offset..base + offset + len),
+            WeightLocation::H5(Location::Contiguous { offset, len }) => {
+                Some(base + offset..base + offset + len)
+            }
             _ => None,
         })
         .collect();

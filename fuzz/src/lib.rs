@@ -84,3 +84,85 @@ pub fn safetensors_calls(input: &Path) {
         let _ = manifest::build(input, &file);
     }
 }
+
+/// `data` cut at every `separator`.
+pub fn split<'a>(data: &'a [u8], separator: &[u8]) -> Vec<&'a [u8]> {
+    let mut parts = Vec::new();
+    let mut rest = data;
+    while let Some(at) = rest
+        .windows(separator.len())
+        .position(|w| w == separator)
+    {
+        parts.push(&rest[..at]);
+        rest = &rest[at + separator.len()..];
+    }
+    parts.push(rest);
+    parts
+}
+
+/// A valid LevelDB-style table (the `.index` of a TF checkpoint) holding
+/// `entries` (sorted, later duplicates dropped): one data block, an empty
+/// metaindex, an index block, the footer; every block with its masked
+/// CRC-32C, snappy-compressed when `snappy`.
+pub fn table(mut entries: Vec<(Vec<u8>, Vec<u8>)>, snappy: bool) -> Vec<u8> {
+    fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn block(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (k, v) in entries {
+            put_varint(&mut out, 0);
+            put_varint(&mut out, k.len() as u64);
+            put_varint(&mut out, v.len() as u64);
+            out.extend_from_slice(k);
+            out.extend_from_slice(v);
+        }
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out
+    }
+    fn append(file: &mut Vec<u8>, contents: &[u8], snappy: bool) -> (u64, u64) {
+        let offset = file.len() as u64;
+        let (body, kind) = if snappy {
+            (
+                snap::raw::Encoder::new()
+                    .compress_vec(contents)
+                    .expect("snappy"),
+                1u8,
+            )
+        } else {
+            (contents.to_vec(), 0u8)
+        };
+        file.extend_from_slice(&body);
+        file.push(kind);
+        let mut with_type = body.clone();
+        with_type.push(kind);
+        let crc = crc32c::crc32c(&with_type);
+        let masked = crc.rotate_right(15).wrapping_add(0xa282_ead8);
+        file.extend_from_slice(&masked.to_le_bytes());
+        (offset, body.len() as u64)
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.dedup_by(|a, b| a.0 == b.0);
+    let mut file = Vec::new();
+    let data = append(&mut file, &block(&entries), snappy);
+    let meta = append(&mut file, &block(&[]), false);
+    let mut handle = Vec::new();
+    put_varint(&mut handle, data.0);
+    put_varint(&mut handle, data.1);
+    let last = entries.last().map(|e| e.0.clone()).unwrap_or_default();
+    let index = append(&mut file, &block(&[(last, handle)]), snappy);
+    let mut footer = Vec::new();
+    put_varint(&mut footer, meta.0);
+    put_varint(&mut footer, meta.1);
+    put_varint(&mut footer, index.0);
+    put_varint(&mut footer, index.1);
+    footer.resize(40, 0);
+    footer.extend_from_slice(&0xdb47_7524_8b80_fb57u64.to_le_bytes());
+    file.extend_from_slice(&footer);
+    file
+}

@@ -1,6 +1,5 @@
 //! `convert`: one file, or many in parallel.
 
-use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -12,13 +11,16 @@ use keras2safetensors::cancel;
 use keras2safetensors::export::{self, Plan, WriteOptions};
 use keras2safetensors::files::{self, CreatedDirs, FileId};
 use keras2safetensors::inspect::{human_bytes, shape_string};
-use keras2safetensors::keras::{self, FileKind};
+use keras2safetensors::keras;
 use keras2safetensors::values::parallel_map;
-use keras2safetensors::{open, Error, ErrorKind, Model, Result};
+use keras2safetensors::{open, Model, Result};
 
 use keras2safetensors::terminal::escape;
 
-use super::{parse_size, print_json, print_out, progress_bar, Outcome, PlanArgs, ReadArgs};
+use super::outputs;
+use super::{
+    advance, parse_size, print_json, print_out, progress_bar, Outcome, PlanArgs, ReadArgs,
+};
 
 /// Convert Keras weight files to safetensors.
 ///
@@ -112,21 +114,26 @@ pub fn run(args: Args) -> Result<Outcome> {
         max_shard_bytes: args.max_shard_size,
         inputs: Vec::new(),
     };
-    let batch = args.inputs.len() > 1 || args.inputs.iter().any(|p| p.is_dir());
-    let pairs = if batch {
-        batch_pairs(
-            &args.inputs,
-            args.output.as_deref(),
-            args.max_shard_size.is_some(),
-        )?
-    } else {
-        let input = args.inputs[0].clone();
-        let output = args
-            .output
-            .clone()
-            .unwrap_or_else(|| default_output(&input, args.max_shard_size.is_some()));
-        vec![(input, output)]
+    // A SavedModel or checkpoint folder is one model, not a batch.
+    let batch = outputs::is_batch(&args.inputs);
+    let mut planning_notes = Vec::new();
+    // `-o -`: written to a temporary file (the writer needs one to seek
+    // and to sync), then copied to standard output.
+    let to_stdout =
+        outputs::stdout_target(&args.inputs, args.output.as_deref(), args.max_shard_size)?;
+    let output = match &to_stdout {
+        Some(dir) => Some(dir.path().join("stdout.safetensors")),
+        None => args.output.clone(),
     };
+    let pairs = outputs::plan_outputs(
+        &args.inputs,
+        output.as_deref(),
+        args.max_shard_size.is_some(),
+        &mut planning_notes,
+    )?;
+    for note in &planning_notes {
+        eprintln!("{}", escape(&format!("note: {note}")));
+    }
 
     // Every file the run reads, by identity: no output may be one of them.
     let protected: Vec<FileId> = pairs
@@ -211,8 +218,18 @@ pub fn run(args: Args) -> Result<Outcome> {
         .filter_map(|j| j.prepared.as_ref().ok())
         .map(|(_, plan)| plan.total_bytes())
         .sum();
-    let bar =
-        (!args.quiet && !args.json && std::io::stderr().is_terminal()).then(|| progress_bar(total));
+    let bar = (!args.quiet && !args.json && std::io::stderr().is_terminal()).then(|| {
+        let what = match &jobs[..] {
+            [one] => one
+                .input
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            many => format!("{} files", many.len()),
+        };
+        progress_bar(total, &what)
+    });
     let bar = Mutex::new(bar);
     // Inputs that failed to open are not written; their error is taken
     // from the job below.
@@ -221,13 +238,14 @@ pub fn run(args: Args) -> Result<Outcome> {
         let (model, plan) = job.prepared.as_ref().ok()?;
         let mut write = write.clone();
         write.inputs = job_inputs(&job.input, &side_inputs);
-        Some(export::write(plan, model, &job.output, &write, &mut |n| {
+        let written = export::write(plan, model, &job.output, &write, &mut |n| {
             if let Ok(guard) = bar.lock() {
                 if let Some(bar) = guard.as_ref() {
-                    bar.inc(n);
+                    advance(bar, n);
                 }
             }
-        }))
+        });
+        Some(written.map_err(|e| e.refusal_names(&job.input)))
     });
     if let Ok(guard) = bar.lock() {
         if let Some(bar) = guard.as_ref() {
@@ -291,7 +309,16 @@ pub fn run(args: Args) -> Result<Outcome> {
         reports.push(report);
     }
 
-    if args.json {
+    if to_stdout.is_some() {
+        // Standard output carries the file itself; nothing else goes there.
+        if let Some(written) = reports
+            .first()
+            .filter(|r| r.ok)
+            .map(|r| PathBuf::from(&r.output))
+        {
+            outputs::copy_to_stdout(&written)?;
+        }
+    } else if args.json {
         print_json(&reports)?;
     } else if !args.quiet {
         print_out(&summary_text(&reports, batch))?;
@@ -422,152 +449,4 @@ fn summary_text(reports: &[Converted], batch: bool) -> String {
     let ok = reports.iter().filter(|r| r.ok).count();
     out.push_str(&format!("{ok} of {} converted\n", reports.len()));
     out
-}
-
-/// Inputs and outputs for a batch: files as given, folders searched
-/// recursively for Keras files, each written under `output` (or beside
-/// its input) with the `.safetensors` extension.
-fn batch_pairs(
-    inputs: &[PathBuf],
-    output: Option<&Path>,
-    shards: bool,
-) -> Result<Vec<(PathBuf, PathBuf)>> {
-    if let Some(dir) = output {
-        // Made later, when there is something to write into it.
-        match std::fs::metadata(dir) {
-            Ok(meta) if !meta.is_dir() => {
-                return Err(Error::new(
-                    dir,
-                    ErrorKind::Unsupported(format!(
-                        "several inputs need an output folder, and this is {}",
-                        files::kind_name(meta.file_type())
-                    )),
-                ))
-            }
-            _ => {}
-        }
-    }
-    let mut pairs = Vec::new();
-    let mut visited = HashSet::new();
-    for input in inputs {
-        if input.is_dir() {
-            let mut found = Vec::new();
-            find_keras_files(input, &mut found, &mut visited)?;
-            found.sort();
-            for file in found {
-                let relative = file.strip_prefix(input).unwrap_or(&file).to_path_buf();
-                let target = match output {
-                    Some(dir) => default_output(&dir.join(&relative), shards),
-                    None => default_output(&file, shards),
-                };
-                pairs.push((file, target));
-            }
-        } else {
-            let name = input.file_name().map(PathBuf::from).unwrap_or_default();
-            let target = match output {
-                Some(dir) => default_output(&dir.join(name), shards),
-                None => default_output(input, shards),
-            };
-            pairs.push((input.clone(), target));
-        }
-    }
-    Ok(pairs)
-}
-
-/// Keras files under `dir`, by content: HDF5, zip archives and sharded
-/// indexes; a shard whose index is there is left to the index. Only
-/// regular files are opened (named pipes, sockets and devices are passed
-/// over: opening one could block). Symbolic links to folders are not
-/// followed, and each real folder (by device and inode) is visited once, so
-/// no link leads the search out of the tree or round it again.
-fn find_keras_files(
-    dir: &Path,
-    found: &mut Vec<PathBuf>,
-    visited: &mut HashSet<FileId>,
-) -> Result<()> {
-    if let Some(id) = FileId::of_path(dir) {
-        if !visited.insert(id) {
-            return Ok(());
-        }
-    }
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::new(dir, e.into()))?;
-    for entry in entries {
-        cancel::check(dir)?;
-        let entry = entry.map_err(|e| Error::new(dir, e.into()))?;
-        let path = entry.path();
-        let file_type = entry.file_type().map_err(|e| Error::new(&path, e.into()))?;
-        if file_type.is_dir() {
-            find_keras_files(&path, found, visited)?;
-            continue;
-        }
-        if file_type.is_symlink() {
-            match std::fs::metadata(&path) {
-                Ok(meta) if meta.is_file() => {}
-                Ok(meta) if meta.is_dir() => {
-                    eprintln!(
-                        "note: {}: a symbolic link to a folder, not followed",
-                        path.display()
-                    );
-                    continue;
-                }
-                _ => continue,
-            }
-        } else if !file_type.is_file() {
-            continue;
-        }
-        let is_index = path.to_string_lossy().ends_with(".weights.json");
-        match keras::detect(&path) {
-            Ok(FileKind::Hdf5) if !keras::is_shard_of_index(&path) => found.push(path),
-            Ok(FileKind::Zip) => found.push(path),
-            Ok(FileKind::Json) if is_index => found.push(path),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// INPUT with the extension `.safetensors` (or, for shards, without an
-/// extension: a folder); Keras's double extensions (`x.weights.h5`,
-/// `x.weights.json`) are replaced whole.
-fn default_output(input: &Path, folder: bool) -> PathBuf {
-    let name = input
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = [".weights.h5", ".weights.json"]
-        .iter()
-        .find_map(|double| name.strip_suffix(double))
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            Path::new(&name)
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or(name.clone())
-        });
-    if folder {
-        input.with_file_name(stem)
-    } else {
-        input.with_file_name(format!("{stem}.safetensors"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_outputs_replace_keras_double_extensions() {
-        assert_eq!(
-            default_output(Path::new("d/m.h5"), false),
-            Path::new("d/m.safetensors")
-        );
-        assert_eq!(
-            default_output(Path::new("m.weights.h5"), false),
-            Path::new("m.safetensors")
-        );
-        assert_eq!(
-            default_output(Path::new("d/m.keras"), true),
-            Path::new("d/m")
-        );
-    }
 }

@@ -4,6 +4,7 @@
 mod check;
 mod convert;
 mod inspect;
+mod outputs;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -96,6 +97,23 @@ struct ReadArgs {
     /// so that no array is ever dropped silently.
     #[arg(long)]
     allow_unclaimed: bool,
+    /// Write datasets the file never wrote (HDF5 fills them with a fill
+    /// value) even when they add more than the input's size to the output.
+    /// Keras never writes such datasets; without this flag they are refused
+    /// past that size, so a small crafted file cannot write gigabytes.
+    #[arg(long)]
+    allow_fill: bool,
+    /// Decompress compressed datasets past 32 times the input's size (plus
+    /// 16 MiB). Keras never compresses weights; without this flag a file
+    /// that would decompress further is refused (a decompression bomb).
+    #[arg(long)]
+    allow_expansion: bool,
+    /// TF1 checkpoints (Google AutoML EfficientDet releases): write each
+    /// variable's `/ExponentialMovingAverage` shadow under the variable's
+    /// own name, the values evaluation loads. Without it the shadows are
+    /// skipped and the raw variables written.
+    #[arg(long)]
+    use_ema: bool,
 }
 
 impl ReadArgs {
@@ -104,6 +122,9 @@ impl ReadArgs {
             include_optimizer: self.include_optimizer,
             config: self.config.clone(),
             allow_unclaimed: self.allow_unclaimed,
+            allow_fill: self.allow_fill,
+            allow_expansion: self.allow_expansion,
+            use_ema: self.use_ema,
         }
     }
 }
@@ -270,15 +291,38 @@ pub fn is_broken_pipe(e: &Error) -> bool {
     matches!(&e.kind, ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
-fn progress_bar(total_bytes: u64) -> ProgressBar {
+/// A progress bar on stderr: what is being written, how far, how fast.
+/// The time left is shown only once the rate is known (after a second),
+/// so the first moments never promise hours.
+fn progress_bar(total_bytes: u64, what: &str) -> ProgressBar {
     let bar =
         ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr_with_hz(10));
-    if let Ok(style) = ProgressStyle::with_template(
-        "{bar:40} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
-    ) {
-        bar.set_style(style);
-    }
+    bar.set_style(progress_style(false));
+    bar.set_message(terminal_safe(what));
     bar
+}
+
+/// Advances the bar by `bytes`, showing the time left once it means something.
+fn advance(bar: &ProgressBar, bytes: u64) {
+    bar.inc(bytes);
+    if bar.elapsed() >= std::time::Duration::from_secs(1)
+        && bar.position() < bar.length().unwrap_or(0)
+    {
+        bar.set_style(progress_style(true));
+    }
+}
+
+fn progress_style(with_eta: bool) -> ProgressStyle {
+    let template = if with_eta {
+        "{msg} {bar:40} {percent:>3}% {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}"
+    } else {
+        "{msg} {bar:40} {percent:>3}% {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}"
+    };
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+fn terminal_safe(text: &str) -> String {
+    keras2safetensors::terminal::escape(text).into_owned()
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::export::metadata::{self, TorchMetadata};
 use crate::export::pytorch::{self, TorchSource};
 use crate::export::transform::{self, Step};
-use crate::h5::Location;
+use crate::model::Location;
 use crate::model::{Format, Layer, Model, Skipped, Weight};
 
 /// The `__metadata__` key of the JSON object that maps layer paths to classes.
@@ -411,10 +411,14 @@ pub fn ensure_tensors(plan: &Plan, model: &Model, source: &Path) -> Result<()> {
 /// Each distinct skip reason with how many datasets it covers, in first-seen order.
 pub fn skip_reasons(skipped: &[Skipped]) -> Vec<String> {
     let mut counts: Vec<(&str, usize)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
     for s in skipped {
-        match counts.iter_mut().find(|(r, _)| *r == s.reason) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((&s.reason, 1)),
+        match index.get(s.reason.as_str()) {
+            Some(&i) => counts[i].1 += 1,
+            None => {
+                index.insert(&s.reason, counts.len());
+                counts.push((&s.reason, 1));
+            }
         }
     }
     counts

@@ -486,11 +486,12 @@ fn class_tensors<'m>(
         .iter()
         .find(|r| r.classes.contains(&class))
         .ok_or_else(|| NoEquivalent(format!("{class} has no PyTorch layout rule")))?;
-    for (i, w) in weights.iter().enumerate() {
-        if let Some(twin) = weights[i + 1..].iter().find(|o| o.label == w.label) {
+    let mut first: std::collections::HashMap<&str, &Weight> = std::collections::HashMap::new();
+    for w in weights {
+        if let Some(twin) = first.insert(&w.label, w) {
             return Err(NoEquivalent(format!(
                 "two of its weights are labelled `{}` (`{}` and `{}`), and {class} has one",
-                w.label, w.stored_name, twin.stored_name
+                w.label, twin.stored_name, w.stored_name
             )));
         }
     }

@@ -125,7 +125,7 @@ pub fn write(
         .iter()
         .filter_map(|p| FileId::of_path(p))
         .collect();
-    inputs.extend(model.stores.iter().filter_map(h5::File::file_id));
+    inputs.extend(model.input_file_ids());
     // Folders made here (a shard folder and its missing parents) go again
     // if the write fails.
     let mut created = CreatedDirs::new();
@@ -133,6 +133,9 @@ pub fn write(
         None => vec![(output.to_path_buf(), (0..plan.tensors.len()).collect())],
         Some(max) => {
             files::check_output_folder(output)?;
+            if !previous_set(output).is_empty() && !options.force {
+                return Err(fail(output, ErrorKind::OutputExists));
+            }
             created.create(output)?;
             let groups = pack_shards(&plan.tensors, max);
             let count = groups.len();
@@ -155,6 +158,11 @@ pub fn write(
         files::check_output(path, options.force, &inputs)?;
     }
 
+    // What an earlier sharded conversion left here, replaced below.
+    let previous = match options.max_shard_bytes {
+        Some(_) => previous_set(output),
+        None => Vec::new(),
+    };
     let mut written: Vec<(PathBuf, NamedTempFile)> = Vec::new();
     let mut warnings = Vec::new();
     for (path, members) in &shards {
@@ -200,6 +208,15 @@ pub fn write(
         files.push(path);
     }
     created.keep();
+    if options.max_shard_bytes.is_some() {
+        // The previous set goes as a whole: its shards that this set did
+        // not replace. Files the tool did not write are left alone.
+        for stale in previous {
+            if !files.contains(&stale) {
+                let _ = std::fs::remove_file(&stale);
+            }
+        }
+    }
     // The renames themselves are durable once the folder is synced.
     #[cfg(unix)]
     if let Some(dir) = files.first().and_then(|f| f.parent()) {
@@ -219,6 +236,34 @@ pub fn write(
         files,
         warnings,
     })
+}
+
+/// The files an earlier sharded conversion wrote into `folder`: its index
+/// and the shards the index names, and a lone `model.safetensors`. Names
+/// in the index that are not plain file names in the folder are ignored.
+fn previous_set(folder: &Path) -> Vec<PathBuf> {
+    let mut set = Vec::new();
+    let index = folder.join(SHARD_INDEX);
+    if index.is_file() {
+        let shards = std::fs::read_to_string(&index)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|json| json.get("weight_map").and_then(|m| m.as_object()).cloned())
+            .unwrap_or_default();
+        for name in shards.values().filter_map(|v| v.as_str()) {
+            let plain = Path::new(name).file_name().is_some_and(|f| f == name);
+            let path = folder.join(name);
+            if plain && path.is_file() && !set.contains(&path) {
+                set.push(path);
+            }
+        }
+        set.push(index);
+    }
+    let single = folder.join(SINGLE_SHARD);
+    if single.is_file() {
+        set.push(single);
+    }
+    set
 }
 
 /// Hugging Face's packing: tensors in name order, a new shard when the next
@@ -244,14 +289,33 @@ pub fn pack_shards(tensors: &[PlannedTensor], max: u64) -> Vec<Vec<usize>> {
     shards
 }
 
+/// A temporary file in `path`'s folder, to be renamed to `path`. It is
+/// created with mode 0666 less the umask, as `cp` and `cat >` create files
+/// (tempfile's default is 0600). Errors name the output or its folder,
+/// never the temporary name.
 fn temp_beside(path: &Path) -> Result<NamedTempFile> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    tempfile::Builder::new()
-        .prefix(".keras2safetensors-")
-        .suffix(".tmp")
+    if !dir.is_dir() {
+        return Err(Error::new(
+            dir,
+            ErrorKind::Unsupported(format!(
+                "no such folder, so `{}` cannot be written there",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            )),
+        ));
+    }
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".keras2safetensors-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The kernel applies the umask to the mode given at creation.
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder
         .tempfile_in(dir)
         .map_err(|e| Error::new(path, e.into()))
 }
@@ -402,6 +466,9 @@ fn write_one(
             };
             result.map_err(|e| {
                 let name = &plan.tensors[i].name;
+                if let Some(limit) = crate::h5::refusal(&e) {
+                    return fail(ErrorKind::Unsafe(format!("tensor `{name}`: {limit}")));
+                }
                 fail(ErrorKind::Io(std::io::Error::new(
                     e.kind(),
                     format!("writing tensor `{name}`: {e}"),
@@ -730,11 +797,24 @@ fn header_bytes(plan: &Plan, order: &[usize]) -> std::result::Result<Vec<u8>, Er
         ));
         offset += len;
     }
+    // The crate checks the header (offsets, names); the bytes are written
+    // here so that they are the same on every run: the crate keeps
+    // `__metadata__` in a hash map, whose order changes from run to run.
     let metadata: HashMap<String, String> = plan.metadata.clone().into_iter().collect();
-    let header = Metadata::new(Some(metadata), infos)
+    Metadata::new(Some(metadata), infos.clone())
         .map_err(|e| ErrorKind::InvalidSafetensors(format!("planned header is invalid: {e}")))?;
-    let mut bytes = serde_json::to_vec(&header)
-        .map_err(|e| ErrorKind::InvalidSafetensors(format!("header does not serialise: {e}")))?;
+    let unserialisable = |e: serde_json::Error| {
+        ErrorKind::InvalidSafetensors(format!("header does not serialise: {e}"))
+    };
+    let mut bytes = b"{\"__metadata__\":".to_vec();
+    bytes.extend(serde_json::to_vec(&plan.metadata).map_err(unserialisable)?);
+    for (name, info) in &infos {
+        bytes.push(b',');
+        bytes.extend(serde_json::to_vec(name).map_err(unserialisable)?);
+        bytes.push(b':');
+        bytes.extend(serde_json::to_vec(info).map_err(unserialisable)?);
+    }
+    bytes.push(b'}');
     bytes.resize(bytes.len().next_multiple_of(8), b' ');
     if bytes.len() > MAX_HEADER_BYTES {
         return Err(ErrorKind::Unsupported(format!(

@@ -349,3 +349,122 @@ mod snake_tests {
         }
     }
 }
+
+/// Lookups among a config's layers by name in constant time, for models of
+/// any number of layers: its direct children, and, where built with
+/// [`ConfigIndex::with_descendants`], the first layer of a name anywhere
+/// below, found in the order [`LayerConfig::find`] searches.
+#[derive(Debug)]
+pub struct ConfigIndex<'c> {
+    config: &'c LayerConfig,
+    direct: std::collections::HashMap<&'c str, usize>,
+    /// Name -> positions from a direct child down to the layer.
+    below: std::collections::HashMap<&'c str, Vec<usize>>,
+}
+
+impl<'c> ConfigIndex<'c> {
+    /// An index of the direct children.
+    pub fn new(config: &'c LayerConfig) -> ConfigIndex<'c> {
+        let mut direct = std::collections::HashMap::with_capacity(config.children.len());
+        for (i, child) in config.children.iter().enumerate() {
+            direct.entry(child.name.as_str()).or_insert(i);
+        }
+        ConfigIndex {
+            config,
+            direct,
+            below: std::collections::HashMap::new(),
+        }
+    }
+
+    /// An index of the direct children and of every layer below them.
+    pub fn with_descendants(config: &'c LayerConfig) -> ConfigIndex<'c> {
+        let mut index = ConfigIndex::new(config);
+        // `find` looks at a node's direct children before searching each
+        // child's subtree in turn: visiting in that order, the first
+        // position recorded for a name is the one `find` returns.
+        let mut stack: Vec<(&LayerConfig, Vec<usize>)> = vec![(config, Vec::new())];
+        while let Some((node, at)) = stack.pop() {
+            for (i, child) in node.children.iter().enumerate() {
+                index.below.entry(child.name.as_str()).or_insert_with(|| {
+                    let mut chain = at.clone();
+                    chain.push(i);
+                    chain
+                });
+            }
+            for (i, child) in node.children.iter().enumerate().rev() {
+                if !child.children.is_empty() {
+                    let mut chain = at.clone();
+                    chain.push(i);
+                    stack.push((child, chain));
+                }
+            }
+        }
+        index
+    }
+
+    /// The direct child called `name` (the first, if several are).
+    pub fn child(&self, name: &str) -> Option<&'c LayerConfig> {
+        self.position(name).map(|i| &self.config.children[i])
+    }
+
+    /// The position of the direct child called `name`.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.direct.get(name).copied()
+    }
+
+    /// What [`LayerConfig::find`] returns, with the position of each
+    /// config of the chain among its siblings (needs [`Self::with_descendants`]).
+    pub fn find(&self, name: &str) -> Option<(Vec<&'c LayerConfig>, &[usize])> {
+        let positions = self.below.get(name)?;
+        let mut chain = Vec::with_capacity(positions.len());
+        let mut node = self.config;
+        for &i in positions {
+            node = &node.children[i];
+            chain.push(node);
+        }
+        Some((chain, positions))
+    }
+}
+
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+
+    #[test]
+    fn the_index_finds_what_the_linear_search_finds() {
+        let json = r#"{"class_name": "Functional", "config": {"name": "top", "layers": [
+            {"class_name": "Functional", "name": "a", "config": {"name": "a", "layers": [
+                {"class_name": "Functional", "name": "deep", "config": {"name": "deep", "layers": [
+                    {"class_name": "Dense", "config": {"name": "x"}}]}},
+                {"class_name": "Conv2D", "config": {"name": "y"}}]}},
+            {"class_name": "Functional", "name": "b", "config": {"name": "b", "layers": [
+                {"class_name": "Dense", "config": {"name": "x"}},
+                {"class_name": "Dense", "config": {"name": "z"}}]}},
+            {"class_name": "Dense", "config": {"name": "y"}},
+            {"class_name": "Dense", "config": {"name": "y"}}
+        ]}}"#;
+        let root = LayerConfig::parse(json).unwrap();
+        let index = ConfigIndex::with_descendants(&root);
+        for name in ["a", "b", "x", "y", "z", "deep", "missing"] {
+            let linear = root.find(name);
+            let indexed = index.find(name);
+            assert_eq!(
+                linear
+                    .as_ref()
+                    .map(|c| c.iter().map(|l| &l.name).collect::<Vec<_>>()),
+                indexed
+                    .as_ref()
+                    .map(|(c, _)| c.iter().map(|l| &l.name).collect::<Vec<_>>()),
+                "{name}"
+            );
+            assert_eq!(root.position(name), index.position(name), "{name}");
+            assert_eq!(
+                root.child(name).map(|c| c as *const _),
+                index.child(name).map(|c| c as *const _),
+                "{name}"
+            );
+        }
+        assert_eq!(index.find("x").unwrap().1, [0, 0, 0]);
+        assert_eq!(index.position("y"), Some(2));
+    }
+}

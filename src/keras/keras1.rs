@@ -44,6 +44,7 @@ pub fn read(path: &Path, file: &h5::File, config: Option<&LayerConfig>) -> Resul
         return Err(invalid(format!("`nb_layers` is {count}")));
     }
     let (groups, _) = root.member_names().map_err(corrupt)?;
+    let groups: std::collections::HashSet<String> = groups.into_iter().collect();
     let mut notes = Vec::new();
     if config.is_none() {
         notes.push(
@@ -102,9 +103,10 @@ pub fn read(path: &Path, file: &h5::File, config: Option<&LayerConfig>) -> Resul
         let mut weights = Vec::with_capacity(params.len());
         for (p, param) in params.iter().enumerate() {
             let dataset = format!("/{key}/{param}");
-            let info = file
-                .dataset(&dataset)
-                .map_err(|e| invalid(format!("weight `{dataset}`: {e}")))?;
+            let info = file.dataset(&dataset).map_err(|e| {
+                let e = e.within(format_args!("weight `{dataset}`"));
+                Error::new(path, e.kind(ErrorKind::InvalidKeras))
+            })?;
             let dtype = weight_dtype(path, &info, &dataset, &mut notes)?;
             let (sub_path, label) = match positional.as_ref().and_then(|l| l[p].clone()) {
                 Some(l) => (l.sub_path, l.label),
@@ -118,7 +120,7 @@ pub fn read(path: &Path, file: &h5::File, config: Option<&LayerConfig>) -> Resul
                 shape: info.shape,
                 file: 0,
                 dataset,
-                location: info.location,
+                location: info.location.into(),
             });
         }
         layers.push(Layer {

@@ -15,10 +15,10 @@ use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
 use crate::h5;
 use crate::inspect::human_bytes;
-use crate::keras::config::{LayerConfig, MAX_CONFIG_BYTES};
+use crate::keras::config::{ConfigIndex, LayerConfig, MAX_CONFIG_BYTES};
 use crate::keras::{weight_dtype, ReadOptions};
 use crate::labels;
-use crate::model::{Format, Layer, Model, SkippedGroup, Weight};
+use crate::model::{Format, Layer, Location, Model, SkippedGroup, Weight};
 
 /// Layers that never hold weights, so a missing label table is no surprise.
 const WRAPPERS: &[&str] = &["Bidirectional", "TimeDistributed"];
@@ -49,7 +49,7 @@ pub fn read(
         notes,
         skipped_groups,
         skipped: Vec::new(),
-        stores: vec![file],
+        stores: vec![file.into()],
     })
 }
 
@@ -60,16 +60,17 @@ struct Reader<'a> {
     skipped_groups: Vec<SkippedGroup>,
 }
 
-/// A stored weight before it is assigned to a layer.
-struct RawWeight {
-    stored_name: String,
-    /// The dataset's absolute path.
-    dataset: String,
+/// A stored weight before it is assigned to a layer (also what the TF
+/// checkpoint readers hand to [`assemble`], so both name alike).
+pub(crate) struct RawWeight {
+    pub(crate) stored_name: String,
+    /// The dataset's absolute path (a bundle: the entry's key).
+    pub(crate) dataset: String,
     /// The stored name split on `/`, without the `:0` suffix.
-    parts: Vec<String>,
-    dtype: Dtype,
-    shape: Vec<usize>,
-    location: h5::Location,
+    pub(crate) parts: Vec<String>,
+    pub(crate) dtype: Dtype,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) location: Location,
 }
 
 type ReadResult = (
@@ -176,6 +177,8 @@ impl Reader<'_> {
             .map_err(|e| self.corrupt(e))?
             .ok_or_else(|| self.invalid("`model_weights` has no `layer_names` attribute".into()))?;
 
+        // Each layer's config by name, in constant time.
+        let config_index = config.as_ref().map(ConfigIndex::new);
         let mut layers = Vec::new();
         for name in &layer_names {
             crate::cancel::check(self.path)?;
@@ -189,8 +192,8 @@ impl Reader<'_> {
             if raw.is_empty() {
                 continue;
             }
-            let layer_config = config.as_ref().and_then(|c| c.child(name));
-            layers.extend(self.assemble(name, layer_config, raw)?);
+            let layer_config = config_index.as_ref().and_then(|c| c.child(name));
+            layers.extend(assemble(name, layer_config, raw, &mut self.notes)?);
         }
         if !layer_names.iter().any(|n| n == "top_level_model_weights")
             && weights_root.has_group("top_level_model_weights")
@@ -253,7 +256,8 @@ impl Reader<'_> {
         for stored_name in names {
             let dataset_path = format!("{group_path}/{stored_name}");
             let info = self.file.dataset(&dataset_path).map_err(|e| {
-                self.invalid(format!("weight `{stored_name}` of layer `{layer}`: {e}"))
+                let e = e.within(format_args!("weight `{stored_name}` of layer `{layer}`"));
+                Error::new(self.path, e.kind(ErrorKind::InvalidKeras))
             })?;
             let dtype = self.dtype_of(&info, &stored_name)?;
             let trimmed = stored_name.strip_suffix(":0").unwrap_or(&stored_name);
@@ -271,7 +275,7 @@ impl Reader<'_> {
                 parts,
                 dtype,
                 shape: info.shape,
-                location: info.location,
+                location: info.location.into(),
             });
         }
         Ok(weights)
@@ -280,102 +284,107 @@ impl Reader<'_> {
     fn dtype_of(&mut self, info: &h5::DatasetInfo, weight: &str) -> Result<Dtype> {
         weight_dtype(self.path, info, weight, &mut self.notes)
     }
+}
 
-    /// Turns the weights of one layer group into one layer, or, for a nested
-    /// model, into one layer per inner layer.
-    fn assemble(
-        &mut self,
-        name: &str,
-        config: Option<&LayerConfig>,
-        raw: Vec<RawWeight>,
-    ) -> Result<Vec<Layer>> {
-        let is_model = match config {
-            Some(c) => c.is_model(),
-            // Without a config, the weight names tell: a plain layer's
-            // weights all start with its own scope.
-            None => raw.iter().any(|w| w.parts.len() > 1 && w.parts[0] != name),
-        };
-        if !is_model {
-            let class = config.map(|c| c.class.clone());
-            if let Some(class) = &class {
-                self.note_unknown_class(name, class);
-            }
-            let known = class
-                .as_deref()
-                .is_some_and(|c| labels::table(c).is_some() || WRAPPERS.contains(&c));
-            let raw = match known {
-                true => raw,
-                false => match split_sub_layers(name, raw) {
-                    Ok(mut layers) => {
-                        // The group's own weights keep the group's class.
-                        if let Some(own) = layers.iter_mut().find(|l| l.path.len() == 1) {
-                            own.class = class;
-                            own.config = config.map(|c| c.config.clone());
-                        }
-                        return Ok(layers);
+/// Turns the weights of one layer group into one layer, or, for a nested
+/// model, into one layer per inner layer.
+pub(crate) fn assemble(
+    name: &str,
+    config: Option<&LayerConfig>,
+    raw: Vec<RawWeight>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Layer>> {
+    let is_model = match config {
+        Some(c) => c.is_model(),
+        // Without a config, the weight names tell: a plain layer's
+        // weights all start with its own scope.
+        None => raw.iter().any(|w| w.parts.len() > 1 && w.parts[0] != name),
+    };
+    if !is_model {
+        let class = config.map(|c| c.class.clone());
+        if let Some(class) = &class {
+            note_unknown_class(notes, name, class);
+        }
+        let known = class
+            .as_deref()
+            .is_some_and(|c| labels::table(c).is_some() || WRAPPERS.contains(&c));
+        let raw = match known {
+            true => raw,
+            false => match split_sub_layers(name, raw) {
+                Ok(mut layers) => {
+                    // The group's own weights keep the group's class.
+                    if let Some(own) = layers.iter_mut().find(|l| l.path.len() == 1) {
+                        own.class = class;
+                        own.config = config.map(|c| c.config.clone());
                     }
-                    Err(raw) => raw,
-                },
-            };
-            return Ok(vec![Layer {
-                path: vec![name.to_string()],
-                weights: canonical(label_layer(raw), class.as_deref()),
-                class,
-                config: config.map(|c| c.config.clone()),
-            }]);
-        }
-
-        // Group by inner layer (the first name component), in first-seen order.
-        let mut order: Vec<String> = Vec::new();
-        let mut by_inner: HashMap<String, Vec<RawWeight>> = HashMap::new();
-        for mut w in raw {
-            // Keras 3 prefixes inner weights with the sub-model's own name.
-            if w.parts.len() > 2 && w.parts[0] == name {
-                w.parts.remove(0);
-            }
-            let inner = w.parts[0].clone();
-            if !by_inner.contains_key(&inner) {
-                order.push(inner.clone());
-            }
-            by_inner.entry(inner).or_default().push(w);
-        }
-        let mut layers = Vec::new();
-        for inner in order {
-            let weights = by_inner.remove(&inner).unwrap_or_default();
-            let chain = config.and_then(|c| c.find(&inner));
-            let mut path = vec![name.to_string()];
-            match &chain {
-                Some(chain) => path.extend(chain.iter().map(|c| c.name.clone())),
-                None => path.push(inner.clone()),
-            }
-            let inner_config = chain.as_ref().and_then(|c| c.last());
-            let class = inner_config.map(|c| c.class.clone());
-            if let Some(class) = &class {
-                self.note_unknown_class(&path.join("/"), class);
-            }
-            let rank = config.map(|c| config_order(c, &path[1..]));
-            layers.push((
-                rank,
-                Layer {
-                    path,
-                    weights: canonical(label_layer(weights), class.as_deref()),
-                    class,
-                    config: inner_config.map(|c| c.config.clone()),
-                },
-            ));
-        }
-        // The weight list puts every trainable weight before every
-        // non-trainable one; the config has the real layer order.
-        layers.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(layers.into_iter().map(|(_, l)| l).collect())
+                    return Ok(layers);
+                }
+                Err(raw) => raw,
+            },
+        };
+        return Ok(vec![Layer {
+            path: vec![name.to_string()],
+            weights: canonical(label_layer(raw), class.as_deref()),
+            class,
+            config: config.map(|c| c.config.clone()),
+        }]);
     }
 
-    fn note_unknown_class(&mut self, path: &str, class: &str) {
-        if labels::table(class).is_none() && !WRAPPERS.contains(&class) {
-            self.notes.push(format!(
-                "layer `{path}` has class {class}, which has no label table; labels are taken from the stored weight names"
-            ));
+    // Group by inner layer (the first name component), in first-seen order.
+    let index = config.map(ConfigIndex::with_descendants);
+    let mut order: Vec<String> = Vec::new();
+    let mut by_inner: HashMap<String, Vec<RawWeight>> = HashMap::new();
+    for mut w in raw {
+        // Keras 3 prefixes inner weights with the sub-model's own name.
+        if w.parts.len() > 2 && w.parts[0] == name {
+            w.parts.remove(0);
         }
+        let inner = w.parts[0].clone();
+        if !by_inner.contains_key(&inner) {
+            order.push(inner.clone());
+        }
+        by_inner.entry(inner).or_default().push(w);
+    }
+    let mut layers = Vec::new();
+    for inner in order {
+        let weights = by_inner.remove(&inner).unwrap_or_default();
+        let found = index.as_ref().and_then(|i| i.find(&inner));
+        let mut path = vec![name.to_string()];
+        match &found {
+            Some((chain, _)) => path.extend(chain.iter().map(|c| c.name.clone())),
+            None => path.push(inner.clone()),
+        }
+        let inner_config = found.as_ref().and_then(|(c, _)| c.last());
+        let class = inner_config.map(|c| c.class.clone());
+        if let Some(class) = &class {
+            note_unknown_class(notes, &path.join("/"), class);
+        }
+        // Position in config order, as a key that sorts depth-first.
+        let rank = config.map(|_| match &found {
+            Some((_, positions)) => positions.to_vec(),
+            None => vec![usize::MAX],
+        });
+        layers.push((
+            rank,
+            Layer {
+                path,
+                weights: canonical(label_layer(weights), class.as_deref()),
+                class,
+                config: inner_config.map(|c| c.config.clone()),
+            },
+        ));
+    }
+    // The weight list puts every trainable weight before every
+    // non-trainable one; the config has the real layer order.
+    layers.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(layers.into_iter().map(|(_, l)| l).collect())
+}
+
+fn note_unknown_class(notes: &mut Vec<String>, path: &str, class: &str) {
+    if labels::table(class).is_none() && !WRAPPERS.contains(&class) {
+        notes.push(format!(
+            "layer `{path}` has class {class}, which has no label table; labels are taken from the stored weight names"
+        ));
     }
 }
 
@@ -413,18 +422,22 @@ fn split_sub_layers(
         return Err(raw);
     }
     let mut layers: Vec<Layer> = Vec::new();
+    let mut by_path: HashMap<Vec<String>, usize> = HashMap::new();
     for w in raw {
         let mut path = vec![name.to_string()];
         path.extend(below(&w));
         let weight = to_weight(w, Vec::new());
-        match layers.iter_mut().find(|l| l.path == path) {
-            Some(layer) => layer.weights.push(weight),
-            None => layers.push(Layer {
-                path,
-                class: None,
-                config: None,
-                weights: vec![weight],
-            }),
+        match by_path.get(&path) {
+            Some(&i) => layers[i].weights.push(weight),
+            None => {
+                by_path.insert(path.clone(), layers.len());
+                layers.push(Layer {
+                    path,
+                    class: None,
+                    config: None,
+                    weights: vec![weight],
+                });
+            }
         }
     }
     Ok(layers)
@@ -447,44 +460,21 @@ fn is_scaffolding(layer: &str, component: &str) -> bool {
     numbered_layer || cell
 }
 
-/// Position of a nested layer in config order, as a key that sorts
-/// depth-first.
-fn config_order(config: &LayerConfig, path: &[String]) -> Vec<usize> {
-    let mut key = Vec::new();
-    let mut node = config;
-    for name in path {
-        match node.position(name) {
-            Some(i) => {
-                key.push(i);
-                node = &node.children[i];
-            }
-            None => {
-                key.push(usize::MAX);
-                break;
-            }
-        }
-    }
-    key
-}
-
 /// Labels the weights of one layer from their stored names: the label is the
 /// last name component. The scope in between (`conv2d_1_1` in Keras 2.0's
 /// `conv2d_1/conv2d_1_1/kernel:0`, `lstm_cell`) is dropped, except where the
 /// layer has two weights with the same label: then the part of the scope
 /// that tells them apart (`forward_lstm`, `backward_lstm`) stays.
 fn label_layer(raw: Vec<RawWeight>) -> Vec<Weight> {
-    let mut label_count: HashMap<&str, usize> = HashMap::new();
-    for w in &raw {
-        *label_count.entry(last(&w.parts)).or_default() += 1;
+    let mut by_label: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, w) in raw.iter().enumerate() {
+        by_label.entry(last(&w.parts)).or_default().push(i);
     }
     let mut sub_paths: Vec<Vec<String>> = vec![Vec::new(); raw.len()];
-    for (label, count) in &label_count {
-        if *count < 2 {
+    for members in by_label.values() {
+        if members.len() < 2 {
             continue;
         }
-        let members: Vec<usize> = (0..raw.len())
-            .filter(|&i| last(&raw[i].parts) == *label)
-            .collect();
         let middles: Vec<&[String]> = members.iter().map(|&i| middle(&raw[i].parts)).collect();
         let prefix = common_prefix(&middles);
         let suffix = common_suffix(&middles, prefix);
@@ -588,7 +578,7 @@ mod tests {
                 .collect(),
             dtype: Dtype::F32,
             shape: vec![1],
-            location: h5::Location::Empty,
+            location: h5::Location::Empty.into(),
         }
     }
 

@@ -4,6 +4,7 @@ pub mod archive;
 pub mod config;
 pub mod keras1;
 pub mod legacy_h5;
+pub mod tf_checkpoint;
 pub mod v3_weights;
 
 use std::fs::File;
@@ -32,6 +33,14 @@ pub struct ReadOptions {
     /// to no layer they know (each is reported as skipped); without it such
     /// a file is refused, naming the first.
     pub allow_unclaimed: bool,
+    /// Write datasets that were never written (their fill value) even past
+    /// [`h5::FILL_MULTIPLE`] x the file's size.
+    pub allow_fill: bool,
+    /// Decompress past [`h5::DECODED_MULTIPLE`] x the file's size.
+    pub allow_expansion: bool,
+    /// TF1 checkpoints: write each variable's ExponentialMovingAverage
+    /// shadow under the variable's name (what evaluation loads).
+    pub use_ema: bool,
 }
 
 /// What a file is, judged from its first bytes (never from its extension).
@@ -43,15 +52,23 @@ pub enum FileKind {
     /// A JSON document: the index of a sharded Keras 3 save.
     Json,
     Safetensors,
+    /// A TensorFlow checkpoint (prefix, `.index`, data shard, folder with a
+    /// `checkpoint` file) or a tf-keras SavedModel folder.
+    TfCheckpoint,
 }
 
 /// The formats `open` reads, for error messages.
 pub const SUPPORTED: &str = "Keras HDF5 (.h5, .hdf5, .weights.h5), .keras archives, \
-                             sharded .weights.json saves, and safetensors";
+                             sharded .weights.json saves, TensorFlow checkpoints and \
+                             SavedModel folders, and safetensors";
 
 /// Looks at the first bytes of a file and says what it is, or why it is
 /// nothing we read.
 pub fn detect(path: &Path) -> Result<FileKind> {
+    if let Some(input) = tf_checkpoint::resolve(path) {
+        input?;
+        return Ok(FileKind::TfCheckpoint);
+    }
     let mut head = [0u8; 16];
     let mut file = files::open_regular(path)?;
     let n = read_up_to(&mut file, &mut head).map_err(|e| Error::new(path, e.into()))?;
@@ -153,7 +170,22 @@ pub fn open(path: &Path, options: &ReadOptions) -> Result<Model> {
     cancel::check(path)?;
     accounting::account(&mut model, path, options.allow_unclaimed).map_err(cancel::blame)?;
     cancel::check(path)?;
+    dedupe(&mut model.notes);
+    let limits = h5::Limits {
+        allow_fill: options.allow_fill,
+        allow_expansion: options.allow_expansion,
+    };
+    for store in &mut model.stores {
+        store.set_limits(limits);
+    }
     Ok(model)
+}
+
+/// Drops repeated notes, keeping the first of each (readers note some
+/// things once per weight).
+fn dedupe(notes: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    notes.retain(|n| seen.insert(n.clone()));
 }
 
 fn read_model(path: &Path, options: &ReadOptions) -> Result<Model> {
@@ -161,7 +193,14 @@ fn read_model(path: &Path, options: &ReadOptions) -> Result<Model> {
         Some(config_path) => Some(read_config(config_path)?),
         None => None,
     };
+    if let Some(input) = tf_checkpoint::resolve(path) {
+        return tf_checkpoint::read(path, &input?, options, config);
+    }
     match detect(path)? {
+        FileKind::TfCheckpoint => Err(Error::new(
+            path,
+            ErrorKind::Unsupported("a TensorFlow checkpoint that could not be resolved".into()),
+        )),
         FileKind::Hdf5 => {
             if let Some(index) = shard_index_of(path) {
                 return open_sharded(&index, options, config);
@@ -370,7 +409,7 @@ fn model(
         notes,
         skipped_groups: Vec::new(),
         skipped: Vec::new(),
-        stores,
+        stores: stores.into_iter().map(Into::into).collect(),
     }
 }
 
@@ -413,12 +452,12 @@ pub(crate) fn weight_dtype(
         // `dtype` attribute, tf-keras weights-only files mark it nowhere.
         Element::Opaque { size: 2, .. } => {
             if info.dtype_attr.as_deref() != Some("bfloat16") {
-                let note = "2-byte opaque weights carry no dtype mark; read as bfloat16, \
-                            the only 2-byte opaque type Keras writes"
-                    .to_string();
-                if !notes.contains(&note) {
-                    notes.push(note);
-                }
+                // Once per weight; `open` keeps one.
+                notes.push(
+                    "2-byte opaque weights carry no dtype mark; read as bfloat16, \
+                     the only 2-byte opaque type Keras writes"
+                        .to_string(),
+                );
             }
             Dtype::BF16
         }

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::accounting::{METRICS_SKIPPED, OPTIMIZER_SKIPPED};
 use crate::error::{Error, ErrorKind, Result};
 use crate::h5;
-use crate::keras::config::{snake_case, LayerConfig};
+use crate::keras::config::{snake_case, ConfigIndex, LayerConfig};
 use crate::keras::weight_dtype;
 use crate::labels;
 use crate::model::{Format, Layer, SkippedGroup, Weight};
@@ -92,11 +92,18 @@ impl<'a> Tree<'a> {
         // `h5::File::refuse_links` has checked the tree when the file was
         // opened; these guards only keep a crafted file from looping here.
         if depth > h5::MAX_GROUP_DEPTH || !seen.insert(group.address()) {
-            return Err(self.corrupt(h5::H5Error(format!("`{path}` loops or nests too deep"))));
+            return Err(self.corrupt(h5::H5Error::new(format!(
+                "`{path}` loops or nests too deep"
+            ))));
         }
         let (mut groups, datasets) = group.member_names().map_err(|e| self.corrupt(e))?;
         if let Some(order) = file.creation_order(group).map_err(|e| self.corrupt(e))? {
-            groups.sort_by_key(|g| order.iter().position(|o| o == g));
+            let rank: HashMap<&str, usize> = order
+                .iter()
+                .enumerate()
+                .map(|(i, name)| (name.as_str(), i))
+                .collect();
+            groups.sort_by_key(|g| rank.get(g.as_str()).copied());
         }
         let name = group.string_attr("name").ok().flatten();
         let node = self.nodes.entry(path.to_string()).or_insert_with(|| Node {
@@ -109,10 +116,17 @@ impl<'a> Tree<'a> {
         for d in datasets {
             node.datasets.push((d, file_index));
         }
-        for g in &groups {
-            if !node.groups.contains(g) {
-                node.groups.push(g.clone());
-            }
+        if node.groups.is_empty() {
+            node.groups.clone_from(&groups);
+        } else {
+            // The same group in another shard: add the names not seen yet.
+            let known: HashSet<&String> = node.groups.iter().collect();
+            let new: Vec<String> = groups
+                .iter()
+                .filter(|g| !known.contains(g))
+                .cloned()
+                .collect();
+            node.groups.extend(new);
         }
         for (rank, g) in groups.into_iter().enumerate() {
             let child = group.group(&g).map_err(|e| self.corrupt(e))?;
@@ -142,7 +156,7 @@ impl<'a> Tree<'a> {
             return Vec::new();
         };
         let mut children = node.groups.clone();
-        children.sort_by_key(|c| {
+        children.sort_by_cached_key(|c| {
             self.node(&format!("{path}/{c}"))
                 .map(|n| n.first_seen)
                 .unwrap_or((usize::MAX, usize::MAX))
@@ -393,16 +407,17 @@ impl Reader<'_, '_> {
             };
             by_key.insert(key, child);
         }
+        let index = ConfigIndex::new(config);
         let mut objects: Vec<(usize, Object<'c>)> = keys
             .into_iter()
             .map(|key| {
                 let path = format!("{list}/{key}");
                 let matched = match self.tree.recorded_name(&path) {
-                    Some(name) => config.child(&name),
+                    Some(name) => index.child(&name),
                     None => by_key.get(&key).copied(),
                 };
                 let rank = matched
-                    .and_then(|c| config.position(&c.name))
+                    .and_then(|c| index.position(&c.name))
                     .unwrap_or(usize::MAX);
                 (
                     rank,
@@ -680,10 +695,8 @@ impl Reader<'_, '_> {
         label: String,
     ) -> Result<Weight> {
         let info = self.tree.files[file].dataset(dataset).map_err(|e| {
-            Error::new(
-                self.path(),
-                ErrorKind::InvalidKeras(format!("weight `{dataset}`: {e}")),
-            )
+            let e = e.within(format_args!("weight `{dataset}`"));
+            Error::new(self.path(), e.kind(ErrorKind::InvalidKeras))
         })?;
         let path = self.tree.path;
         let dtype = weight_dtype(path, &info, dataset, &mut self.notes)?;
@@ -695,7 +708,7 @@ impl Reader<'_, '_> {
             shape: info.shape,
             file,
             dataset: dataset.to_string(),
-            location: info.location,
+            location: info.location.into(),
         })
     }
 }

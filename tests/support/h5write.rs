@@ -169,6 +169,12 @@ impl Builder {
         }
     }
 
+    pub fn remove_attr(&mut self, group: Id, name: &str) {
+        if let Object::Group { attrs, .. } = &mut self.objects[group] {
+            attrs.retain(|(n, _)| n != name);
+        }
+    }
+
     /// Sets an attribute (replacing one of the same name).
     pub fn attr(&mut self, group: Id, name: &str, value: Attr) {
         match &mut self.objects[group] {
@@ -245,7 +251,6 @@ impl Writer {
                     };
                     entries.push((name.clone(), address));
                 }
-                entries.sort_by(|a, b| a.0.cmp(&b.0));
                 let (btree, heap) = self.symbol_table(&entries);
                 let mut messages =
                     vec![(0x11u16, [btree.to_le_bytes(), heap.to_le_bytes()].concat())];
@@ -339,16 +344,22 @@ impl Writer {
 
     /// A local heap of the names and a B-tree of symbol table nodes; returns
     /// (B-tree address, heap address).
+    /// `entries` in the order they were linked, which is the order of their
+    /// names in the heap; the nodes list them by name, as libhdf5's do.
     fn symbol_table(&mut self, entries: &[(String, u64)]) -> (u64, u64) {
         // The heap: the empty name first, then each name, 8-byte aligned.
         let mut data = vec![0u8; 8];
-        let mut offsets = Vec::with_capacity(entries.len());
-        for (name, _) in entries {
-            offsets.push(data.len() as u64);
+        let mut named: Vec<(&str, u64, u64)> = Vec::with_capacity(entries.len());
+        for (name, address) in entries {
+            named.push((name, *address, data.len() as u64));
             data.extend_from_slice(name.as_bytes());
             data.push(0);
             data.resize(data.len().next_multiple_of(8), 0);
         }
+        named.sort_by(|a, b| a.0.cmp(b.0));
+        let entries: Vec<(String, u64)> =
+            named.iter().map(|(n, a, _)| (n.to_string(), *a)).collect();
+        let offsets: Vec<u64> = named.iter().map(|e| e.2).collect();
         self.align();
         let heap = self.here();
         self.out.extend_from_slice(b"HEAP\0\0\0\0");

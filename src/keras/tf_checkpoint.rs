@@ -1,0 +1,715 @@
+//! TensorFlow checkpoints, read from a tensor bundle ([`crate::tf_bundle`]):
+//!
+//! - **object-based** (TF2: tf-keras `save_weights('x')` in TF format,
+//!   `tf.train.Checkpoint`, a SavedModel's `variables/`): keys are paths in
+//!   the object graph (`layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE`);
+//!   the `_CHECKPOINTABLE_OBJECT_GRAPH` entry gives each its variable name
+//!   (`full_name`, `dense/kernel`), which names the tensor;
+//! - **name-based** (TF1 `Saver`, Google AutoML EfficientDet releases): keys
+//!   are the variable names.
+//!
+//! Either way a weight is named by its variable name and the names go
+//! through the same rules as a Keras HDF5 file's weight names
+//! ([`legacy_h5::assemble`]), so one model saved both ways gets the same
+//! tensor names (except a sub-model's own name, which only a config or a
+//! SavedModel's `keras_metadata.pb` records).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use prost::Message;
+
+use crate::accounting::{METRICS_SKIPPED, OPTIMIZER_SKIPPED};
+use crate::error::{Error, ErrorKind, Result};
+use crate::keras::config::LayerConfig;
+use crate::keras::legacy_h5::{self, RawWeight};
+use crate::keras::ReadOptions;
+use crate::model::{Format, Layer, Location, Model, SkippedGroup, Store, Weight};
+use crate::tf_bundle::{self, proto, Bundle, BundleError, TensorType};
+
+/// The key of the object graph in an object-based checkpoint.
+pub const OBJECT_GRAPH_KEY: &str = "_CHECKPOINTABLE_OBJECT_GRAPH";
+const VARIABLE_VALUE: &str = "VARIABLE_VALUE";
+/// The suffix of a TF1 moving-average shadow variable.
+const EMA_SUFFIX: &str = "/ExponentialMovingAverage";
+/// Slot names TF1 optimizers give their per-variable state
+/// (`<variable>/<slot>`, `<variable>/<slot>_1`).
+const TF1_SLOTS: &[&str] = &[
+    "Adam",
+    "AdamW",
+    "Momentum",
+    "RMSProp",
+    "Adagrad",
+    "AdagradDA",
+    "Adadelta",
+    "Ftrl",
+    "LARSOptimizer",
+    "LAMB",
+    "Nadam",
+    "ProximalAdagrad",
+];
+/// TF1 optimizer variables that belong to no model variable.
+const TF1_OPTIMIZER_VARIABLES: &[&str] = &["beta1_power", "beta2_power"];
+
+pub const GRAPH_SKIPPED: &str = "the checkpoint's object graph (read for the names, not a weight)";
+pub const SAVE_COUNTER_SKIPPED: &str =
+    "tf.train.Checkpoint's save counter (bookkeeping, not a weight)";
+pub const GLOBAL_STEP_SKIPPED: &str = "the training step counter (global_step, not a weight)";
+pub const EMA_SKIPPED: &str =
+    "an ExponentialMovingAverage shadow (pass --use-ema to write it under its variable's name)";
+pub const EMA_REPLACED: &str =
+    "replaced by its ExponentialMovingAverage shadow, written under this name (--use-ema)";
+
+/// What a path given by the user names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TfInput {
+    /// A checkpoint: the prefix its files share (`ckpt/ckpt-1`).
+    Checkpoint(PathBuf),
+    /// A SavedModel folder (its checkpoint is `variables/variables`).
+    SavedModel(PathBuf),
+}
+
+impl TfInput {
+    pub fn prefix(&self) -> PathBuf {
+        match self {
+            TfInput::Checkpoint(prefix) => prefix.clone(),
+            TfInput::SavedModel(dir) => dir.join("variables").join("variables"),
+        }
+    }
+}
+
+/// Whether `path` is a folder that is one TF model: a SavedModel, or a
+/// folder with a `checkpoint` file.
+pub fn is_tf_folder(path: &Path) -> bool {
+    path.is_dir() && (is_saved_model(path) || path.join("checkpoint").is_file())
+}
+
+fn is_saved_model(dir: &Path) -> bool {
+    dir.join("saved_model.pb").is_file() || dir.join("keras_metadata.pb").is_file()
+}
+
+/// Recognises the ways TF users name a checkpoint: the prefix, the
+/// `.index` file (by its content), a data shard, the folder holding a
+/// `checkpoint` file, or a SavedModel folder. `None`: not a TF input.
+pub fn resolve(path: &Path) -> Option<Result<TfInput>> {
+    if path.is_dir() {
+        if is_saved_model(path) {
+            let index = tf_bundle::index_path(&path.join("variables").join("variables"));
+            if !index.is_file() {
+                return Some(Err(Error::new(
+                    index,
+                    ErrorKind::CorruptCheckpoint(
+                        "a SavedModel folder without its variables (no variables/variables.index)"
+                            .into(),
+                    ),
+                )));
+            }
+            return Some(Ok(TfInput::SavedModel(path.to_path_buf())));
+        }
+        let state = path.join("checkpoint");
+        if state.is_file() {
+            return Some(latest_checkpoint(path, &state).map(TfInput::Checkpoint));
+        }
+        return None;
+    }
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    if let Some(stem) = name.strip_suffix(".index") {
+        if tf_bundle::looks_like_index(path) {
+            return Some(Ok(TfInput::Checkpoint(path.with_file_name(stem))));
+        }
+        return None;
+    }
+    if let Some((stem, shard)) = name.rsplit_once(".data-") {
+        let numbered = shard.len() == 14
+            && shard.as_bytes()[5..9] == *b"-of-"
+            && shard
+                .bytes()
+                .enumerate()
+                .all(|(i, b)| (5..9).contains(&i) || b.is_ascii_digit());
+        let prefix = path.with_file_name(stem);
+        if numbered && tf_bundle::index_path(&prefix).is_file() {
+            return Some(Ok(TfInput::Checkpoint(prefix)));
+        }
+        return None;
+    }
+    if !path.exists() && tf_bundle::index_path(path).is_file() {
+        return Some(Ok(TfInput::Checkpoint(path.to_path_buf())));
+    }
+    None
+}
+
+/// The checkpoint a `checkpoint` state file names as the latest
+/// (`model_checkpoint_path: "ckpt-2"`, relative to its folder).
+fn latest_checkpoint(dir: &Path, state: &Path) -> Result<PathBuf> {
+    let text = std::fs::read(state).map_err(|e| Error::new(state, e.into()))?;
+    if text.len() > 1 << 20 {
+        return Err(Error::new(
+            state,
+            ErrorKind::InvalidKeras("a checkpoint state file over 1 MiB".into()),
+        ));
+    }
+    let text = String::from_utf8_lossy(&text);
+    let named = text.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix("model_checkpoint_path:")?;
+        let rest = rest.trim();
+        let quoted = rest.strip_prefix('"')?.strip_suffix('"')?;
+        Some(quoted.replace("\\\"", "\"").replace("\\\\", "\\"))
+    });
+    let named = named.ok_or_else(|| {
+        Error::new(
+            state,
+            ErrorKind::InvalidKeras("names no checkpoint (no `model_checkpoint_path`)".into()),
+        )
+    })?;
+    let named = PathBuf::from(named);
+    let mut prefix = if named.is_absolute() {
+        named
+    } else {
+        dir.join(named)
+    };
+    // TF1 savers wrote absolute paths: a folder that was moved still holds
+    // the checkpoint beside its state file.
+    if !tf_bundle::index_path(&prefix).is_file() {
+        if let Some(name) = prefix.file_name() {
+            let beside = dir.join(name);
+            if tf_bundle::index_path(&beside).is_file() {
+                prefix = beside;
+            }
+        }
+    }
+    if !tf_bundle::index_path(&prefix).is_file() {
+        return Err(Error::new(
+            state,
+            ErrorKind::InvalidKeras(format!(
+                "names the checkpoint `{}`, whose .index file is not there",
+                prefix.display()
+            )),
+        ));
+    }
+    Ok(prefix)
+}
+
+fn bundle_error(e: BundleError) -> Error {
+    Error::new(e.file, ErrorKind::CorruptCheckpoint(e.message))
+}
+
+/// Reads a TF checkpoint or SavedModel into a model.
+pub fn read(
+    path: &Path,
+    input: &TfInput,
+    options: &ReadOptions,
+    config: Option<LayerConfig>,
+) -> Result<Model> {
+    let prefix = input.prefix();
+    let bundle = Bundle::open(&prefix).map_err(bundle_error)?;
+    let index = bundle.index_path();
+    let mut reader = Reader {
+        bundle: &bundle,
+        index: &index,
+        options,
+        skipped_groups: Vec::new(),
+        notes: Vec::new(),
+        optimizer: Vec::new(),
+    };
+    let (format, raw) = match bundle.find(OBJECT_GRAPH_KEY) {
+        Some(graph) => {
+            reader.skip(OBJECT_GRAPH_KEY, GRAPH_SKIPPED);
+            let raw = reader.object_based(graph)?;
+            let format = match input {
+                TfInput::SavedModel(_) => Format::KerasSavedModel,
+                TfInput::Checkpoint(_) => Format::TfCheckpoint,
+            };
+            (format, raw)
+        }
+        None => (Format::Tf1Checkpoint, reader.name_based()?),
+    };
+    let saved = match input {
+        TfInput::SavedModel(dir) => saved_model_metadata(dir, &mut reader.notes)?,
+        TfInput::Checkpoint(_) => SavedModelMetadata::default(),
+    };
+    let config = config.or(saved.config);
+    if config.is_none() && format != Format::Tf1Checkpoint {
+        reader.notes.push(
+            "a TF checkpoint records variable names, not layer classes or sub-model names: \
+             tensors are named by variable name (pass --config with the model's JSON for \
+             sub-model prefixes and classes)"
+                .into(),
+        );
+    }
+    let layers = name_layers(raw, config.as_ref(), &mut reader.notes)?;
+    let Reader {
+        skipped_groups,
+        notes,
+        optimizer,
+        ..
+    } = reader;
+    let _ = path;
+    Ok(Model {
+        format,
+        keras_version: saved.keras_version,
+        backend: Some(saved.backend.unwrap_or_else(|| "tensorflow".into())),
+        date_saved: None,
+        layers,
+        optimizer,
+        notes,
+        skipped_groups,
+        skipped: Vec::new(),
+        stores: vec![Store::Bundle(Arc::new(bundle))],
+    })
+}
+
+struct Reader<'a> {
+    bundle: &'a Bundle,
+    index: &'a Path,
+    options: &'a ReadOptions,
+    skipped_groups: Vec<SkippedGroup>,
+    notes: Vec<String>,
+    optimizer: Vec<Weight>,
+}
+
+impl Reader<'_> {
+    fn skip(&mut self, key: &str, reason: &str) {
+        self.skipped_groups.push(SkippedGroup {
+            file: 0,
+            group: key.to_string(),
+            reason: reason.to_string(),
+        });
+    }
+
+    fn invalid(&self, message: String) -> Error {
+        Error::new(self.index, ErrorKind::InvalidKeras(message))
+    }
+
+    /// A weight from entry `i`, named `name`; `None` (and the entry
+    /// skipped) for strings and handles, which are never weights.
+    fn raw(&mut self, i: usize, name: &str) -> Result<Option<RawWeight>> {
+        let entry = &self.bundle.entries[i];
+        let dtype = match entry.dtype {
+            TensorType::Numeric(d) => d,
+            TensorType::String | TensorType::Handle => {
+                let reason = format!("a {} tensor (not a weight)", entry.dtype.name());
+                let key = entry.key.clone();
+                self.skip(&key, &reason);
+                return Ok(None);
+            }
+            TensorType::Other(_) => {
+                return Err(Error::new(
+                    self.index,
+                    ErrorKind::UnsupportedDtype {
+                        weight: name.to_string(),
+                        detail: entry.dtype.name(),
+                    },
+                ))
+            }
+        };
+        let parts: Vec<String> = name
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect();
+        if parts.is_empty() {
+            return Err(self.invalid(format!("entry `{}` has an empty variable name", entry.key)));
+        }
+        Ok(Some(RawWeight {
+            stored_name: name.to_string(),
+            dataset: entry.key.clone(),
+            parts,
+            dtype,
+            shape: entry.shape.clone(),
+            location: Location::Bundle(i),
+        }))
+    }
+
+    /// Optimizer state: kept under `optimizer/<name>` when asked for, else
+    /// skipped with the reason.
+    fn optimizer_state(&mut self, i: usize, name: &str) -> Result<()> {
+        if !self.options.include_optimizer {
+            let key = self.bundle.entries[i].key.clone();
+            self.skip(&key, OPTIMIZER_SKIPPED);
+            return Ok(());
+        }
+        if let Some(w) = self.raw(i, name)? {
+            let mut parts = w.parts.clone();
+            let label = parts.pop().unwrap_or_default();
+            self.optimizer.push(Weight {
+                label,
+                sub_path: parts,
+                stored_name: w.stored_name,
+                dtype: w.dtype,
+                shape: w.shape,
+                file: 0,
+                dataset: w.dataset,
+                location: w.location,
+            });
+        }
+        Ok(())
+    }
+
+    /// TF2: names from the object graph, in its depth-first order.
+    fn object_based(&mut self, graph_entry: usize) -> Result<Vec<RawWeight>> {
+        let bytes = self
+            .bundle
+            .read_scalar_string(graph_entry)
+            .map_err(|e| Error::new(self.index, ErrorKind::CorruptCheckpoint(e.to_string())))?;
+        let graph = proto::TrackableObjectGraph::decode(bytes.as_slice()).map_err(|e| {
+            Error::new(
+                self.index,
+                ErrorKind::CorruptCheckpoint(format!("unreadable object graph ({e})")),
+            )
+        })?;
+        let nodes = &graph.nodes;
+        let node = |id: i32| usize::try_from(id).ok().filter(|&i| i < nodes.len());
+        // Optimizer state: whatever hangs below an `optimizer` edge, and
+        // the slot variables optimizers list.
+        let mut optimizer_nodes: HashSet<usize> = HashSet::new();
+        let mut stack: Vec<usize> = Vec::new();
+        for n in nodes {
+            for c in &n.children {
+                if c.local_name == "optimizer" {
+                    stack.extend(node(c.node_id));
+                }
+            }
+            for s in &n.slot_variables {
+                stack.extend(node(s.slot_variable_node_id));
+            }
+        }
+        while let Some(i) = stack.pop() {
+            if optimizer_nodes.insert(i) {
+                stack.extend(nodes[i].children.iter().filter_map(|c| node(c.node_id)));
+            }
+        }
+        // Depth-first from the root, children in their order: layers in
+        // model order, each variable once (under its first path).
+        let mut order: Vec<usize> = Vec::new();
+        let mut seen = vec![false; nodes.len()];
+        let mut stack: Vec<(usize, bool)> = if nodes.is_empty() {
+            Vec::new()
+        } else {
+            vec![(0, false)]
+        };
+        let mut metrics_nodes: HashSet<usize> = HashSet::new();
+        while let Some((i, in_metrics)) = stack.pop() {
+            if seen[i] {
+                continue;
+            }
+            seen[i] = true;
+            order.push(i);
+            if in_metrics {
+                metrics_nodes.insert(i);
+            }
+            for c in nodes[i].children.iter().rev() {
+                if let Some(child) = node(c.node_id) {
+                    let metrics = in_metrics || c.local_name == "metrics";
+                    stack.push((child, metrics));
+                }
+            }
+        }
+        let mut raw = Vec::new();
+        let mut named: HashSet<usize> = HashSet::new();
+        for i in order.into_iter().chain(0..nodes.len()) {
+            for attribute in &nodes[i].attributes {
+                let Some(entry) = self.bundle.find(&attribute.checkpoint_key) else {
+                    continue;
+                };
+                if !named.insert(entry) {
+                    continue;
+                }
+                let key = attribute.checkpoint_key.as_str();
+                let name = if attribute.full_name.is_empty() {
+                    key.strip_suffix("/.ATTRIBUTES/VARIABLE_VALUE")
+                        .unwrap_or(key)
+                        .to_string()
+                } else {
+                    attribute.full_name.clone()
+                };
+                if attribute.name != VARIABLE_VALUE {
+                    // Saved object state that is no variable
+                    // (`OBJECT_CONFIG_JSON`): left to the accounting.
+                    if matches!(
+                        self.bundle.entries[entry].dtype,
+                        TensorType::String | TensorType::Handle
+                    ) {
+                        self.raw(entry, &name)?;
+                    }
+                    continue;
+                }
+                if optimizer_nodes.contains(&i) {
+                    self.optimizer_state(entry, &name)?;
+                } else if metrics_nodes.contains(&i) {
+                    self.skip(key, METRICS_SKIPPED);
+                } else if key == "save_counter/.ATTRIBUTES/VARIABLE_VALUE" {
+                    self.skip(key, SAVE_COUNTER_SKIPPED);
+                } else if let Some(w) = self.raw(entry, &name)? {
+                    raw.push(w);
+                }
+            }
+        }
+        Ok(raw)
+    }
+
+    /// TF1: keys are variable names.
+    fn name_based(&mut self) -> Result<Vec<RawWeight>> {
+        let bundle = self.bundle;
+        let has = |key: &str| bundle.find(key).is_some();
+        let use_ema = self.options.use_ema;
+        let mut raw = Vec::new();
+        let mut shadows = 0usize;
+        for (i, entry) in bundle.entries.iter().enumerate() {
+            let key = entry.key.as_str();
+            let last = key.rsplit('/').next().unwrap_or(key);
+            if key == "global_step" || key.ends_with("/global_step") {
+                self.skip(key, GLOBAL_STEP_SKIPPED);
+            } else if let Some(variable) = key.strip_suffix(EMA_SUFFIX) {
+                shadows += 1;
+                if use_ema {
+                    if let Some(w) = self.raw(i, variable)? {
+                        raw.push(w);
+                    }
+                } else {
+                    self.skip(key, EMA_SKIPPED);
+                }
+            } else if use_ema && has(&format!("{key}{EMA_SUFFIX}")) {
+                self.skip(key, EMA_REPLACED);
+            } else if TF1_OPTIMIZER_VARIABLES.contains(&last) || is_slot(key, &has) {
+                self.optimizer_state(i, key)?;
+            } else if let Some(w) = self.raw(i, key)? {
+                raw.push(w);
+            }
+        }
+        if use_ema && shadows == 0 {
+            self.notes.push(
+                "--use-ema: the checkpoint has no ExponentialMovingAverage shadows; the variables are written"
+                    .into(),
+            );
+        }
+        if use_ema && shadows > 0 {
+            self.notes.push(format!(
+                "--use-ema: {shadows} variables written with their ExponentialMovingAverage values"
+            ));
+        }
+        Ok(raw)
+    }
+}
+
+/// `<variable>/Adam`, `<variable>/Adam_1`, ... where `<variable>` is
+/// another entry of the checkpoint.
+fn is_slot(key: &str, has: &dyn Fn(&str) -> bool) -> bool {
+    let Some((variable, slot)) = key.rsplit_once('/') else {
+        return false;
+    };
+    let base = match slot.rsplit_once('_') {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => slot,
+    };
+    TF1_SLOTS.contains(&base) && has(variable)
+}
+
+/// Groups weights by their first name component (or, with a config, by the
+/// top-level layer that holds that layer) and names them as a Keras HDF5
+/// file's weights are named.
+fn name_layers(
+    raw: Vec<RawWeight>,
+    config: Option<&LayerConfig>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Layer>> {
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: HashMap<String, Vec<RawWeight>> = HashMap::new();
+    // A variable whose name has one component (`tf.Variable(..., name='w')`)
+    // belongs to no layer: it is written under its own name.
+    let mut top_level = Vec::new();
+    for w in raw {
+        if w.parts.len() == 1 {
+            top_level.push(Weight {
+                label: w.parts[0].clone(),
+                sub_path: Vec::new(),
+                stored_name: w.stored_name,
+                dtype: w.dtype,
+                shape: w.shape,
+                file: 0,
+                dataset: w.dataset,
+                location: w.location,
+            });
+            continue;
+        }
+        let first = &w.parts[0];
+        let group = match config.and_then(|c| c.find(first)) {
+            Some(chain) if chain.len() > 1 => chain[0].name.clone(),
+            _ => first.clone(),
+        };
+        if !groups.contains_key(&group) {
+            order.push(group.clone());
+        }
+        groups.entry(group).or_default().push(w);
+    }
+    if let Some(config) = config {
+        // The config's layer order; groups it does not know keep theirs, last.
+        order.sort_by_key(|g| config.position(g).unwrap_or(usize::MAX));
+    }
+    let mut layers = Vec::new();
+    for group in order {
+        let raw = groups.remove(&group).unwrap_or_default();
+        let layer_config = config.and_then(|c| c.child(&group));
+        layers.extend(legacy_h5::assemble(&group, layer_config, raw, notes)?);
+    }
+    if !top_level.is_empty() {
+        layers.push(Layer {
+            path: Vec::new(),
+            class: None,
+            config: None,
+            weights: top_level,
+        });
+    }
+    Ok(layers)
+}
+
+/// What a tf-keras SavedModel's `keras_metadata.pb` tells about the model.
+#[derive(Default)]
+struct SavedModelMetadata {
+    config: Option<LayerConfig>,
+    keras_version: Option<String>,
+    backend: Option<String>,
+}
+
+/// The root object's metadata in `keras_metadata.pb`: the whole model's
+/// `class_name` and `config` (as `model.to_json()` would give them; a
+/// subclassed model's config lists no layers), `keras_version`, `backend`.
+fn saved_model_metadata(dir: &Path, notes: &mut Vec<String>) -> Result<SavedModelMetadata> {
+    let path = dir.join("keras_metadata.pb");
+    if !path.is_file() {
+        notes.push(
+            "the SavedModel has no keras_metadata.pb (not written by Keras): tensors are named by variable name"
+                .into(),
+        );
+        return Ok(SavedModelMetadata::default());
+    }
+    let bytes = std::fs::read(&path).map_err(|e| Error::new(&path, e.into()))?;
+    let metadata = proto::SavedMetadata::decode(bytes.as_slice()).map_err(|e| {
+        Error::new(
+            &path,
+            ErrorKind::InvalidKeras(format!("unreadable keras_metadata.pb ({e})")),
+        )
+    })?;
+    let Some(root) = metadata.nodes.iter().find(|n| n.node_path == "root") else {
+        notes.push(
+            "keras_metadata.pb describes no root object: tensors are named by variable name".into(),
+        );
+        return Ok(SavedModelMetadata::default());
+    };
+    let json: serde_json::Value = serde_json::from_str(&root.metadata).map_err(|e| {
+        Error::new(
+            &path,
+            ErrorKind::InvalidKeras(format!("the root object's metadata is not JSON ({e})")),
+        )
+    })?;
+    let text_of = |key: &str| json.get(key).and_then(|v| v.as_str()).map(str::to_string);
+    let mut saved = SavedModelMetadata {
+        config: None,
+        keras_version: text_of("keras_version"),
+        backend: text_of("backend"),
+    };
+    let (Some(class), Some(config)) = (json.get("class_name"), json.get("config")) else {
+        notes.push(
+            "keras_metadata.pb has no model config: tensors are named by variable name".into(),
+        );
+        return Ok(saved);
+    };
+    let text = serde_json::json!({"class_name": class, "config": config}).to_string();
+    match LayerConfig::parse(&text) {
+        Ok(c) => saved.config = Some(c),
+        Err(e) => notes.push(format!(
+            "keras_metadata.pb: {e}; tensors are named by variable name"
+        )),
+    }
+    Ok(saved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::Dtype;
+    use crate::export::plan::tensor_name;
+
+    fn raw(name: &str, shape: &[usize]) -> RawWeight {
+        RawWeight {
+            stored_name: name.into(),
+            dataset: name.into(),
+            parts: name.split('/').map(String::from).collect(),
+            dtype: Dtype::F32,
+            shape: shape.to_vec(),
+            location: Location::Bundle(0),
+        }
+    }
+
+    fn names(layers: &[Layer]) -> Vec<String> {
+        layers
+            .iter()
+            .flat_map(|l| l.weights.iter().map(|w| tensor_name(&l.path, w)))
+            .collect()
+    }
+
+    #[test]
+    fn variable_names_become_tensor_names() {
+        let layers = name_layers(
+            vec![
+                raw("efficientnet-b0/stem/conv2d/kernel", &[3, 3, 3, 4]),
+                raw(
+                    "efficientnet-b0/blocks_0/depthwise_conv2d/depthwise_kernel",
+                    &[3, 3, 4, 1],
+                ),
+                raw("class_net/class-0/depthwise_kernel", &[3, 3, 4, 1]),
+                raw("class_net/class-0/pointwise_kernel", &[1, 1, 4, 4]),
+                raw("class_net/class-0/bias", &[4]),
+                raw("class_net/class-predict/bias", &[2]),
+                raw("dense/kernel", &[4, 3]),
+                raw("w", &[2]),
+                raw("bidirectional/forward_lstm/lstm_cell/kernel", &[4, 20]),
+            ],
+            None,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            names(&layers),
+            [
+                "efficientnet-b0/stem/conv2d/kernel",
+                "efficientnet-b0/blocks_0/depthwise_conv2d/depthwise_kernel",
+                "class_net/class-0/depthwise_kernel",
+                "class_net/class-0/pointwise_kernel",
+                "class_net/class-0/bias",
+                "class_net/class-predict/bias",
+                "dense/kernel",
+                "bidirectional/forward_lstm/kernel",
+                "w",
+            ]
+        );
+    }
+
+    #[test]
+    fn tf1_slots_need_their_variable() {
+        let keys = ["a/kernel", "a/kernel/Adam", "a/kernel/Adam_1", "b/Momentum"];
+        let has = |k: &str| keys.contains(&k);
+        assert!(is_slot("a/kernel/Adam", &has));
+        assert!(is_slot("a/kernel/Adam_1", &has));
+        assert!(!is_slot("b/Momentum", &has), "no variable `b`");
+        assert!(!is_slot("a/kernel", &has));
+    }
+
+    #[test]
+    fn the_state_file_names_the_latest_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ckpt-2.index"), b"").unwrap();
+        std::fs::write(
+            dir.path().join("checkpoint"),
+            "model_checkpoint_path: \"/elsewhere/ckpt-2\"\nall_model_checkpoint_paths: \"ckpt-1\"\n",
+        )
+        .unwrap();
+        // An absolute path that moved is found beside the state file.
+        assert_eq!(
+            latest_checkpoint(dir.path(), &dir.path().join("checkpoint")).unwrap(),
+            dir.path().join("ckpt-2")
+        );
+        std::fs::write(dir.path().join("checkpoint"), "nothing here\n").unwrap();
+        assert!(latest_checkpoint(dir.path(), &dir.path().join("checkpoint")).is_err());
+    }
+}

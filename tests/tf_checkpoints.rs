@@ -1,0 +1,694 @@
+//! TensorFlow checkpoints and tf-keras SavedModels (fixtures in
+//! `fixtures/tf/`, written by `fixtures/generate_tf.py`, and
+//! `fixtures/subclassed_effdet_ckpt/`): every form converts bit-exactly
+//! against the sha256 TensorFlow computed from the live variables, with the
+//! names the HDF5 path gives the same model; damage is one clean error.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use common::*;
+use safetensors::SafeTensors;
+use serde_json::Value;
+
+fn expected(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(&format!("tf/{name}"))).unwrap()).unwrap()
+}
+
+/// Converts `input` with extra arguments; returns the output's bytes.
+fn convert(input: &Path, extra: &[&str]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.safetensors");
+    let mut args = vec![
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = run(&args);
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        input.display(),
+        stderr(&out)
+    );
+    std::fs::read(&output).unwrap()
+}
+
+/// name -> (dtype, shape, sha256) of a converted file.
+fn tensors(bytes: &[u8]) -> BTreeMap<String, (String, Vec<usize>, String)> {
+    let st = SafeTensors::deserialize(bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            (
+                name,
+                (
+                    format!("{:?}", t.dtype()),
+                    t.shape().to_vec(),
+                    sha256_hex(t.data()),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The expected tensors of a Keras fixture, named by `field` (`name`: the
+/// HDF5 naming; `tf_name`: what a checkpoint without a config knows).
+fn keras_tensors(expected: &Value, field: &str) -> BTreeMap<String, (String, Vec<usize>, String)> {
+    expected["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["weights"].as_array().unwrap())
+        .map(|w| (w[field].as_str().unwrap().to_string(), value_of(w)))
+        .collect()
+}
+
+fn value_of(w: &Value) -> (String, Vec<usize>, String) {
+    (
+        safetensors_dtype(w["dtype"].as_str().unwrap()).to_string(),
+        w["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect(),
+        w["sha256"].as_str().unwrap().to_string(),
+    )
+}
+
+fn metadata(bytes: &[u8]) -> BTreeMap<String, String> {
+    let (_, meta) = SafeTensors::read_metadata(bytes).unwrap();
+    meta.metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn object_based_checkpoint_is_named_by_variable_names() {
+    let exp = expected("functional.expected.json");
+    let ckpt = fixture("tf/functional_ckpt/ckpt");
+    let out = convert(&ckpt, &[]);
+    assert_eq!(tensors(&out), keras_tensors(&exp, "tf_name"));
+    let meta = metadata(&out);
+    assert_eq!(meta["source_format"], "tf-checkpoint");
+    // The model JSON adds the sub-model's name: the names of the .h5 file.
+    let config = fixture("tf/functional.config.json");
+    let with_config = convert(&ckpt, &["--config", config.to_str().unwrap()]);
+    assert_eq!(tensors(&with_config), keras_tensors(&exp, "name"));
+    assert!(metadata(&with_config)["layer_classes"]
+        .contains("\"backbone/stem_bn\":\"BatchNormalization\""));
+}
+
+#[test]
+fn the_same_model_as_h5_and_checkpoint_gives_the_same_tensors() {
+    let exp = expected("functional.expected.json");
+    let h5 = convert(&fixture("tf/functional_weights.h5"), &[]);
+    assert_eq!(tensors(&h5), keras_tensors(&exp, "name"));
+    let config = fixture("tf/functional.config.json");
+    let ckpt = convert(
+        &fixture("tf/functional_ckpt/ckpt"),
+        &["--config", config.to_str().unwrap()],
+    );
+    assert_eq!(tensors(&ckpt), tensors(&h5));
+    // Bidirectional(LSTM): the cell scaffolding is dropped from both.
+    let text = expected("text.expected.json");
+    let h5 = convert(&fixture("tf/text_weights.h5"), &[]);
+    let ckpt = convert(&fixture("tf/text_ckpt/ckpt"), &[]);
+    assert_eq!(tensors(&h5), keras_tensors(&text, "name"));
+    assert_eq!(tensors(&ckpt), tensors(&h5));
+    // A subclassed model (automl EfficientDet naming): no sub-model to lose.
+    let effdet: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("subclassed_effdet_weights.h5.expected.json")).unwrap(),
+    )
+    .unwrap();
+    let h5 = convert(&fixture("subclassed_effdet_weights.h5"), &[]);
+    let ckpt = convert(&fixture("subclassed_effdet_ckpt/ckpt"), &[]);
+    assert_eq!(tensors(&ckpt), keras_tensors(&effdet, "name"));
+    assert_eq!(tensors(&ckpt), tensors(&h5));
+}
+
+#[test]
+fn saved_model_names_and_classes_come_from_keras_metadata() {
+    let exp = expected("functional.expected.json");
+    let out = convert(&fixture("tf/functional_savedmodel"), &[]);
+    assert_eq!(tensors(&out), keras_tensors(&exp, "name"));
+    let meta = metadata(&out);
+    assert_eq!(meta["source_format"], "keras-savedmodel");
+    assert_eq!(meta["keras_version"], "2.21.0");
+    assert!(meta["layer_classes"].contains("\"head_sep\":\"SeparableConv2D\""));
+    // One model, not a batch: the folder gives one output file.
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("m.safetensors");
+    let run_out = run(&[
+        "convert",
+        fixture("tf/functional_savedmodel").to_str().unwrap(),
+        "-o",
+        target.to_str().unwrap(),
+    ]);
+    assert!(run_out.status.success(), "{}", stderr(&run_out));
+    assert!(target.is_file());
+    let notes = stderr(&run_out);
+    assert!(notes.contains("metric state"), "{notes}");
+    assert!(notes.contains("optimizer state"), "{notes}");
+}
+
+#[test]
+fn optimizer_state_is_left_out_by_default_and_kept_with_the_flag() {
+    for (name, ckpt) in [
+        // tf-keras's new optimizer: `optimizer/_variables/<i>`.
+        ("functional.expected.json", "tf/functional_ckpt/ckpt"),
+        // The legacy optimizer: `<key>/.OPTIMIZER_SLOT/optimizer/m`.
+        ("text.expected.json", "tf/text_ckpt/ckpt"),
+    ] {
+        let exp = expected(name);
+        let plain = tensors(&convert(&fixture(ckpt), &[]));
+        assert!(plain.keys().all(|k| !k.starts_with("optimizer/")), "{ckpt}");
+        let with = tensors(&convert(&fixture(ckpt), &["--include-optimizer"]));
+        let optimizer: Vec<&Value> = exp["optimizer"].as_array().unwrap().iter().collect();
+        assert!(optimizer.len() > 10, "{ckpt}");
+        for v in optimizer {
+            let tensor = format!("optimizer/{}", v["full_name"].as_str().unwrap());
+            assert_eq!(with.get(&tensor), Some(&value_of(v)), "{ckpt}: {tensor}");
+        }
+        for (k, v) in &plain {
+            assert_eq!(with.get(k), Some(v), "{ckpt}: {k}");
+        }
+    }
+}
+
+#[test]
+fn train_checkpoint_folder_reads_the_latest_and_skips_save_counter() {
+    let exp = expected("train_checkpoint.expected.json");
+    assert_eq!(exp["save_counter"], 1);
+    let folder = fixture("tf/train_checkpoint");
+    let out = run(&["convert", folder.to_str().unwrap(), "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("save counter"), "{}", stderr(&out));
+    let from_folder = convert(&folder, &[]);
+    assert_eq!(tensors(&from_folder), keras_tensors(&exp, "name"));
+    // The prefix, the index file and a data shard name the same checkpoint.
+    for input in [
+        "tf/train_checkpoint/ckpt-1",
+        "tf/train_checkpoint/ckpt-1.index",
+        "tf/train_checkpoint/ckpt-1.data-00000-of-00001",
+    ] {
+        assert_eq!(
+            tensors(&convert(&fixture(input), &[])),
+            tensors(&from_folder),
+            "{input}"
+        );
+    }
+    let json = run(&["inspect", folder.to_str().unwrap(), "--json"]);
+    assert!(json.status.success(), "{}", stderr(&json));
+    let summary: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let skipped = summary["skipped"].as_array().unwrap();
+    assert!(skipped
+        .iter()
+        .any(|s| s["dataset"] == "save_counter/.ATTRIBUTES/VARIABLE_VALUE"));
+}
+
+#[test]
+fn sliced_tensors_across_shards_are_reassembled() {
+    let exp = expected("sharded.expected.json");
+    let shards: Vec<&str> = exp["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        shards,
+        [
+            "ckpt.data-00000-of-00004",
+            "ckpt.data-00001-of-00004",
+            "ckpt.data-00002-of-00004",
+            "ckpt.data-00003-of-00004"
+        ]
+    );
+    let out = convert(&fixture("tf/sharded/ckpt"), &[]);
+    assert_eq!(tensors(&out), keras_tensors(&exp, "name"));
+    assert_eq!(tensors(&out)["embedding/embeddings"].1, [200, 16]);
+}
+
+/// TF1 variables by name: (dtype, shape, sha256).
+fn tf1_variables() -> BTreeMap<String, (String, Vec<usize>, String)> {
+    expected("tf1.expected.json")["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["full_name"].as_str().unwrap().to_string(), value_of(v)))
+        .collect()
+}
+
+fn is_tf1_bookkeeping(name: &str) -> bool {
+    name == "global_step"
+        || name.ends_with("/Adam")
+        || name.ends_with("/Adam_1")
+        || name.starts_with("beta")
+        || name.ends_with("/ExponentialMovingAverage")
+}
+
+#[test]
+fn tf1_checkpoint_skips_bookkeeping_and_writes_f16_bf16() {
+    let vars = tf1_variables();
+    let expected_shards: Vec<&str> = vec![
+        "model.data-00000-of-00003",
+        "model.data-00001-of-00003",
+        "model.data-00002-of-00003",
+    ];
+    assert_eq!(
+        expected("tf1.expected.json")["shards"],
+        serde_json::json!(expected_shards)
+    );
+    let model: BTreeMap<_, _> = vars
+        .iter()
+        .filter(|(k, _)| !is_tf1_bookkeeping(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let out = tensors(&convert(&fixture("tf/tf1/model"), &[]));
+    assert_eq!(out, model);
+    assert_eq!(out["box_net/box-predict/kernel_half"].0, "F16");
+    assert_eq!(out["box_net/box-predict/bias_bf16"].0, "BF16");
+    // The folder with its `checkpoint` file names the same checkpoint.
+    assert_eq!(tensors(&convert(&fixture("tf/tf1"), &[])), model);
+    let dry = run(&[
+        "convert",
+        fixture("tf/tf1/model").to_str().unwrap(),
+        "--dry-run",
+    ]);
+    let notes = stderr(&dry);
+    for reason in [
+        "global_step",
+        "ExponentialMovingAverage shadow",
+        "optimizer state",
+    ] {
+        assert!(notes.contains(reason), "{reason}: {notes}");
+    }
+}
+
+#[test]
+fn tf1_use_ema_writes_shadows_under_the_variable_names() {
+    let vars = tf1_variables();
+    let out = tensors(&convert(&fixture("tf/tf1/model"), &["--use-ema"]));
+    let mut shadowed = 0;
+    for (name, value) in &vars {
+        if is_tf1_bookkeeping(name) {
+            assert!(!out.contains_key(name), "{name}");
+            continue;
+        }
+        match vars.get(&format!("{name}/ExponentialMovingAverage")) {
+            Some(shadow) => {
+                shadowed += 1;
+                assert_eq!(&out[name], shadow, "{name}: the shadow's values");
+            }
+            None => assert_eq!(&out[name], value, "{name}"),
+        }
+    }
+    assert_eq!(shadowed, 9);
+    assert_eq!(out.len(), 13);
+    // Kept optimizer state: slots and beta powers, under optimizer/.
+    let with = tensors(&convert(&fixture("tf/tf1/model"), &["--include-optimizer"]));
+    for (name, value) in &vars {
+        if name.ends_with("/Adam") || name.ends_with("/Adam_1") || name.starts_with("beta") {
+            assert_eq!(
+                with.get(&format!("optimizer/{name}")),
+                Some(value),
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_form_inspects_verifies_and_converts_to_pytorch_layout() {
+    for input in [
+        "tf/functional_ckpt/ckpt",
+        "tf/functional_savedmodel",
+        "tf/text_ckpt",
+        "tf/train_checkpoint",
+        "tf/sharded/ckpt",
+        "tf/tf1/model",
+        "subclassed_effdet_ckpt/ckpt",
+    ] {
+        let path = fixture(input);
+        let p = path.to_str().unwrap();
+        let inspect = run(&["inspect", p]);
+        assert!(inspect.status.success(), "{input}: {}", stderr(&inspect));
+        assert!(stdout(&inspect).contains("Total params"), "{input}");
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.safetensors");
+        let o = out.to_str().unwrap();
+        let convert = run(&["convert", p, "-o", o, "-q"]);
+        assert!(convert.status.success(), "{input}: {}", stderr(&convert));
+        let verify = run(&["verify", p, o]);
+        assert!(verify.status.success(), "{input}: {}", stderr(&verify));
+        let diff = run(&["diff", p, o]);
+        assert!(diff.status.success(), "{input}: {}", stderr(&diff));
+        let manifest = dir.path().join("m.json");
+        let m = run(&["manifest", p, "-o", manifest.to_str().unwrap()]);
+        assert!(m.status.success(), "{input}: {}", stderr(&m));
+        let pt = dir.path().join("pt.safetensors");
+        let torch = run(&[
+            "convert",
+            p,
+            "--layout",
+            "pytorch",
+            "-o",
+            pt.to_str().unwrap(),
+            "-q",
+        ]);
+        assert!(torch.status.success(), "{input}: {}", stderr(&torch));
+    }
+    // PyTorch layout of a checkpoint and of its .h5 twin agree.
+    let dir = tempfile::tempdir().unwrap();
+    let config = fixture("tf/functional.config.json");
+    let a = dir.path().join("a.safetensors");
+    let b = dir.path().join("b.safetensors");
+    for (input, out, extra) in [
+        (fixture("tf/functional_weights.h5"), &a, None),
+        (fixture("tf/functional_ckpt/ckpt"), &b, Some(&config)),
+    ] {
+        let mut args = vec![
+            "convert".to_string(),
+            input.to_str().unwrap().into(),
+            "--layout".into(),
+            "pytorch".into(),
+            "-o".into(),
+            out.to_str().unwrap().into(),
+            "-q".into(),
+        ];
+        if let Some(c) = extra {
+            args.extend(["--config".into(), c.to_str().unwrap().into()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = run(&args);
+        assert!(r.status.success(), "{}", stderr(&r));
+    }
+    assert_eq!(
+        tensors(&std::fs::read(&a).unwrap()),
+        tensors(&std::fs::read(&b).unwrap())
+    );
+}
+
+/// A copy of a checkpoint's files in a fresh folder, for damaging.
+fn copy_checkpoint(dir: &Path, files: &[&str]) -> PathBuf {
+    for f in files {
+        let from = fixture(f);
+        std::fs::copy(&from, dir.join(from.file_name().unwrap())).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+const SHARDED: &[&str] = &[
+    "tf/sharded/ckpt.index",
+    "tf/sharded/ckpt.data-00000-of-00004",
+    "tf/sharded/ckpt.data-00001-of-00004",
+    "tf/sharded/ckpt.data-00002-of-00004",
+    "tf/sharded/ckpt.data-00003-of-00004",
+];
+
+#[test]
+fn a_corrupted_tensor_is_refused_by_its_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_checkpoint(dir.path(), SHARDED);
+    let shard = dir.path().join("ckpt.data-00001-of-00004");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes[100] ^= 0x01;
+    std::fs::write(&shard, bytes).unwrap();
+    // Notes about the reading come first; then one error line, naming the
+    // shard, and no output.
+    let out = dir.path().join("out.safetensors");
+    let r = run(&[
+        "convert",
+        dir.path().join("ckpt").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status.code(), Some(1));
+    let errors: Vec<String> = stderr(&r)
+        .lines()
+        .filter(|l| !l.starts_with("note: "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("error: "), "{errors:?}");
+    assert!(
+        errors[0].contains("ckpt.data-00001-of-00004: checksum mismatch"),
+        "{errors:?}"
+    );
+    assert!(!out.exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        SHARDED.len()
+    );
+    // verify reads the data too.
+    let good = convert(&fixture("tf/sharded/ckpt"), &[]);
+    let out = dir.path().join("good.safetensors");
+    std::fs::write(&out, good).unwrap();
+    let verify = run(&[
+        "verify",
+        dir.path().join("ckpt").to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(verify.status.code(), Some(1));
+    assert!(
+        stderr(&verify).contains("checksum mismatch"),
+        "{}",
+        stderr(&verify)
+    );
+}
+
+#[test]
+fn truncated_and_missing_files_are_clean_errors() {
+    // A truncated index (every length short of the footer, and some inside).
+    let index = std::fs::read(fixture("tf/sharded/ckpt.index")).unwrap();
+    for cut in [0usize, 10, index.len() / 2, index.len() - 1] {
+        let dir = tempfile::tempdir().unwrap();
+        copy_checkpoint(dir.path(), SHARDED);
+        std::fs::write(dir.path().join("ckpt.index"), &index[..cut]).unwrap();
+        assert_clean_failure(&dir.path().join("ckpt"), "TensorFlow checkpoint");
+    }
+    // A truncated data shard: found when the index is checked against it.
+    let dir = tempfile::tempdir().unwrap();
+    copy_checkpoint(dir.path(), SHARDED);
+    let shard = dir.path().join("ckpt.data-00002-of-00004");
+    let bytes = std::fs::read(&shard).unwrap();
+    std::fs::write(&shard, &bytes[..bytes.len() - 7]).unwrap();
+    assert_clean_failure(&dir.path().join("ckpt"), "truncated");
+    // A missing shard.
+    let dir = tempfile::tempdir().unwrap();
+    copy_checkpoint(dir.path(), SHARDED);
+    std::fs::remove_file(dir.path().join("ckpt.data-00003-of-00004")).unwrap();
+    assert_clean_failure(&dir.path().join("ckpt"), "data shard missing");
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(data: &[u8], pos: &mut usize) -> u64 {
+    let mut v = 0u64;
+    let mut shift = 0;
+    loop {
+        let b = data[*pos];
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return v;
+        }
+        shift += 7;
+    }
+}
+
+#[test]
+fn an_index_block_pointing_past_the_end_is_a_clean_error() {
+    let index = std::fs::read(fixture("tf/train_checkpoint/ckpt-1.index")).unwrap();
+    let footer_at = index.len() - 48;
+    let footer = &index[footer_at..];
+    let mut pos = 0;
+    let meta = (get_varint(footer, &mut pos), get_varint(footer, &mut pos));
+    let index_block = (get_varint(footer, &mut pos), get_varint(footer, &mut pos));
+    let mut new_footer = Vec::new();
+    put_varint(&mut new_footer, meta.0);
+    put_varint(&mut new_footer, meta.1);
+    put_varint(&mut new_footer, index_block.0 + 1_000_000);
+    put_varint(&mut new_footer, index_block.1);
+    new_footer.resize(40, 0);
+    new_footer.extend_from_slice(&footer[40..]);
+    let mut damaged = index[..footer_at].to_vec();
+    damaged.extend_from_slice(&new_footer);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ckpt-1.index"), damaged).unwrap();
+    std::fs::copy(
+        fixture("tf/train_checkpoint/ckpt-1.data-00000-of-00001"),
+        dir.path().join("ckpt-1.data-00000-of-00001"),
+    )
+    .unwrap();
+    assert_clean_failure(&dir.path().join("ckpt-1"), "past the end of the table");
+}
+
+#[test]
+fn byte_flips_in_an_index_never_panic() {
+    let index = std::fs::read(fixture("tf/tf1/model.index")).unwrap();
+    let files = [
+        "tf/tf1/model.data-00000-of-00003",
+        "tf/tf1/model.data-00001-of-00003",
+        "tf/tf1/model.data-00002-of-00003",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    copy_checkpoint(dir.path(), &files);
+    let prefix = dir.path().join("model");
+    let mut seen = BTreeSet::new();
+    for step in 0..40usize {
+        let mut damaged = index.clone();
+        let at = (step * 7919) % damaged.len();
+        damaged[at] ^= 0x5a;
+        std::fs::write(dir.path().join("model.index"), &damaged).unwrap();
+        let out = run(&["inspect", prefix.to_str().unwrap()]);
+        assert!(!stderr(&out).contains("panicked"), "flip at {at}");
+        seen.insert(out.status.code());
+    }
+    assert!(seen.contains(&Some(1)));
+}
+
+/// Copies fixture files into `dir`, keeping their paths below `base`.
+fn copy_tree(dir: &Path, base: &str, files: &[&str]) -> PathBuf {
+    for f in files {
+        let rel = f.strip_prefix(base).unwrap().trim_start_matches('/');
+        let to = dir.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(fixture(f), to).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+#[test]
+fn each_folder_needs_each_of_its_files() {
+    let forms: &[(&str, &[&str])] = &[
+        (
+            "subclassed_effdet_ckpt",
+            &[
+                "subclassed_effdet_ckpt/checkpoint",
+                "subclassed_effdet_ckpt/ckpt.index",
+                "subclassed_effdet_ckpt/ckpt.data-00000-of-00001",
+            ],
+        ),
+        (
+            "tf/functional_ckpt",
+            &[
+                "tf/functional_ckpt/checkpoint",
+                "tf/functional_ckpt/ckpt.index",
+                "tf/functional_ckpt/ckpt.data-00000-of-00001",
+            ],
+        ),
+        (
+            "tf/text_ckpt",
+            &[
+                "tf/text_ckpt/checkpoint",
+                "tf/text_ckpt/ckpt.index",
+                "tf/text_ckpt/ckpt.data-00000-of-00001",
+            ],
+        ),
+        (
+            "tf/train_checkpoint",
+            &[
+                "tf/train_checkpoint/checkpoint",
+                "tf/train_checkpoint/ckpt-1.index",
+                "tf/train_checkpoint/ckpt-1.data-00000-of-00001",
+            ],
+        ),
+        (
+            "tf/tf1",
+            &[
+                "tf/tf1/checkpoint",
+                "tf/tf1/model.index",
+                "tf/tf1/model.data-00000-of-00003",
+                "tf/tf1/model.data-00001-of-00003",
+                "tf/tf1/model.data-00002-of-00003",
+            ],
+        ),
+        (
+            "tf/functional_savedmodel",
+            &[
+                "tf/functional_savedmodel/saved_model.pb",
+                "tf/functional_savedmodel/keras_metadata.pb",
+                "tf/functional_savedmodel/variables/variables.index",
+                "tf/functional_savedmodel/variables/variables.data-00000-of-00001",
+            ],
+        ),
+    ];
+    for (base, files) in forms {
+        let whole = tempfile::tempdir().unwrap();
+        let reference = tensors(&convert(&copy_tree(whole.path(), base, files), &[]));
+        for missing in *files {
+            let dir = tempfile::tempdir().unwrap();
+            let kept: Vec<&str> = files.iter().copied().filter(|f| f != missing).collect();
+            let folder = copy_tree(dir.path(), base, &kept);
+            let out = dir.path().join("out.safetensors");
+            let r = run(&[
+                "convert",
+                folder.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ]);
+            match missing.rsplit('/').next().unwrap() {
+                // Either of the two marks a SavedModel folder.
+                "saved_model.pb" => {
+                    assert!(r.status.success(), "{missing}: {}", stderr(&r));
+                    assert_eq!(tensors(&std::fs::read(&out).unwrap()), reference);
+                }
+                // Without its state file the folder is a folder: its
+                // checkpoint is found by its index, as in any batch.
+                "checkpoint" => {
+                    assert!(r.status.success(), "{missing}: {}", stderr(&r));
+                    assert!(out.is_dir(), "{missing}: a batch writes a folder");
+                    let written: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+                    assert_eq!(written.len(), 1, "{missing}");
+                }
+                // Without Keras's metadata, names are variable names.
+                "keras_metadata.pb" => {
+                    assert!(r.status.success(), "{missing}: {}", stderr(&r));
+                    let got = tensors(&std::fs::read(&out).unwrap());
+                    assert!(got.contains_key("stem_conv/kernel"), "{got:?}");
+                }
+                _ => {
+                    assert_eq!(r.status.code(), Some(1), "{missing}: {}", stderr(&r));
+                    assert!(!stderr(&r).contains("panicked"), "{missing}");
+                    assert!(!out.exists(), "{missing}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_checkpoint_file_is_never_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_checkpoint(dir.path(), SHARDED);
+    let prefix = dir.path().join("ckpt");
+    for target in ["ckpt.index", "ckpt.data-00002-of-00004"] {
+        let before = std::fs::read(dir.path().join(target)).unwrap();
+        let out = dir.path().join(target);
+        let r = run(&[
+            "convert",
+            prefix.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--force",
+        ]);
+        assert_eq!(r.status.code(), Some(1), "{target}");
+        assert!(stderr(&r).contains("is an input"), "{}", stderr(&r));
+        assert_eq!(std::fs::read(&out).unwrap(), before, "{target} untouched");
+    }
+}
