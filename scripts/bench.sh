@@ -8,7 +8,7 @@
 #
 # After the rounds, the scale curve: for each size in SCALE ("0.5 2 8" GB; "" for
 # none) a file is generated (then deleted, unless it is the main input), and
-# `cat` + sync, `convert` and `convert --layout pytorch` run SCALE_ROUNDS (1)
+# `cat` + sync, `convert` and `convert --layout pytorch` run SCALE_ROUNDS (3)
 # times each, for wall time and peak RSS; a size is skipped, and said so, when
 # the disk lacks room for it and its outputs.
 #
@@ -28,7 +28,7 @@ LOCK=${BENCH_LOCK:-/tmp/bench.lock}
 RESULTS=${BENCH_RESULTS:-$REPO/scripts/BENCH_RESULTS.md}
 LARGE_DENSE=${LARGE_DENSE:-20}
 SCALE=${SCALE-0.5 2 8}
-SCALE_ROUNDS=${SCALE_ROUNDS:-1}
+SCALE_ROUNDS=${SCALE_ROUNDS:-3}
 COMMAND_LINE="scripts/bench.sh $*"
 
 LARGE=0

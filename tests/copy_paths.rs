@@ -2,7 +2,7 @@
 //!
 //! The largest tensor in any fixture is a few KiB, far below the 1 MiB from
 //! which the writer reads a tensor straight into its write buffer, the
-//! 128 KiB of that buffer, and the 32 MiB band in which transposed tensors
+//! 128 KiB of that buffer, and the 64 MiB band in which transposed tensors
 //! are read; so without help, the suite never runs those paths. The writer
 //! reads three test-only environment variables that lower these sizes; here
 //! every Keras fixture is converted by the binary under several settings

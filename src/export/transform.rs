@@ -12,8 +12,11 @@ use crate::values::for_each_value;
 
 /// How many bytes of input one band of a streamed transpose holds (see
 /// [`stream_reverse3`]): the memory a transposed tensor needs, whatever
-/// its size.
-pub const BAND_BYTES: usize = 32 << 20;
+/// its size. A band of an 8192-row float32 kernel is read in 8 KiB pieces,
+/// one `pread` each: measured on a 1 GB file, 64 MiB bands took 0.71 s of
+/// system time (peak RSS 99 MiB), 32 MiB 0.82-0.89 s (67 MiB), 16 MiB
+/// 0.97-1.45 s (50 MiB).
+pub const BAND_BYTES: usize = 64 << 20;
 
 /// One step applied to a tensor, in order. Shapes are those of the tensor
 /// as the step receives it.

@@ -622,7 +622,7 @@ const PIECE_BYTES: usize = 2 << 20;
 /// Builds a tensor whose steps only move axes (a transpose, a convolution
 /// kernel's permutation) or that is only cast, band by band: its output
 /// goes to `emit` in pieces of about 2 MiB from `next`, and memory stays
-/// one band of input (32 MiB) whatever the tensor's size. `None` when the
+/// one band of input (64 MiB) whatever the tensor's size. `None` when the
 /// tensor needs the whole-tensor path ([`build`]): other steps, a fill,
 /// data that is not one contiguous run, or a single output row larger
 /// than a band.
