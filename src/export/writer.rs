@@ -4,10 +4,10 @@
 //! The header comes from the `safetensors` crate's own types (so its
 //! validation and byte layout are the reference), but the data is copied
 //! here: the crate's `View::data()` would hold a whole tensor in memory at
-//! once. Tensors that go out as stored are streamed through one fixed
-//! buffer; tensors that change on the way (PyTorch axes, casts) are built in
-//! memory one at a time, on a second thread, while the previous one is
-//! being written. Every output appears only when all are complete: each is
+//! once. Tensors that go out as stored are read into one fixed, aligned
+//! write buffer; tensors that change on the way (PyTorch axes, casts) are
+//! built on a second thread, band by band into pieces the writer writes as
+//! they come, or, for the rarer steps, whole, one at a time. Every output appears only when all are complete: each is
 //! written to a temporary file in the target folder, synced, and renamed
 //! into place at the end.
 
