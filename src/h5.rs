@@ -1024,29 +1024,6 @@ impl File {
         }
     }
 
-    /// Copies a contiguous dataset straight into `out` at its current
-    /// position, file to file, so the kernel can move the bytes without
-    /// passing them through user space (`copy_file_range` on Linux).
-    /// `false` when the data is not a contiguous run in a file on disk.
-    pub fn copy_contiguous_to(&self, location: &Location, out: &FsFile) -> std::io::Result<bool> {
-        use std::io::{Read, Seek, SeekFrom};
-        let (Location::Contiguous { offset, len }, Bytes::Window { file, base }) =
-            (location, &self.bytes)
-        else {
-            return Ok(false);
-        };
-        // Nothing else reads this handle by position: all other reads are
-        // positional (pread), so moving its cursor is safe.
-        let mut input: &FsFile = file;
-        input.seek(SeekFrom::Start(base + offset))?;
-        let mut out = out;
-        let copied = std::io::copy(&mut input.take(*len), &mut out)?;
-        if copied != *len {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        Ok(true)
-    }
-
     /// Fills `buf` with the bytes of a contiguous dataset from `offset`
     /// within it; `false` for data stored otherwise.
     pub fn read_contiguous_at(

@@ -265,23 +265,6 @@ impl Layer {
 }
 
 impl Model {
-    /// Copies a weight stored contiguously straight into `out`, file to
-    /// file; `false` when it is stored otherwise.
-    pub fn copy_weight_to_file(
-        &self,
-        file: usize,
-        location: &Location,
-        out: &std::fs::File,
-    ) -> std::io::Result<bool> {
-        match (self.stores.get(file), location) {
-            (Some(Store::H5(store)), Location::H5(location)) => {
-                store.copy_contiguous_to(location, out)
-            }
-            // Bundle tensors go through a buffer: their CRC is checked on the way.
-            _ => Ok(false),
-        }
-    }
-
     /// Reads part of a weight stored contiguously; `false` when it is not.
     pub fn read_weight_at(
         &self,

@@ -1,14 +1,16 @@
 //! The copy paths of multi-MiB tensors, on bytes Keras wrote.
 //!
 //! The largest tensor in any fixture is a few KiB, far below the 1 MiB from
-//! which the writer hands a tensor to the kernel (`copy_file_range`) and the
-//! 4 MiB of its streaming buffer; so without help, the suite never runs
-//! those paths. The writer reads two test-only environment variables that
-//! lower both sizes; here every Keras fixture is converted by the binary
-//! under several settings and each tensor is checked against the sha256
-//! Keras computed from `get_weights()`, as in `convert_fixtures.rs`.
-//! A separate test checks the PyTorch-layout transposes at real sizes
-//! against their formula.
+//! which the writer reads a tensor straight into its write buffer, the
+//! 128 KiB of that buffer, and the 64 MiB band in which transposed tensors
+//! are read; so without help, the suite never runs those paths. The writer
+//! reads three test-only environment variables that lower these sizes; here
+//! every Keras fixture is converted by the binary under several settings
+//! and each tensor is checked against the sha256 Keras computed from
+//! `get_weights()`, as in `convert_fixtures.rs`. A separate test checks the
+//! PyTorch-layout transposes at real sizes against their formula (and the
+//! banded transposes are checked against the whole-tensor ones, by formula,
+//! in `src/export/transform.rs`).
 
 mod common;
 
@@ -18,17 +20,21 @@ use common::*;
 use keras2safetensors::export::transform::{apply, Step};
 use keras2safetensors::{convert_file, ConvertOptions, Layout, PlanOptions};
 
-/// (what it exercises, kernel-copy threshold, buffer size in bytes).
-const SETTINGS: [(&str, &str, &str); 3] = [
-    // Every non-empty tensor is copied by the kernel, from its offset in
-    // the HDF5 file or in the `.keras` archive that holds it.
-    ("kernel copy for all", "1", "4194304"),
-    // Small tensors stream in 24-byte pieces, larger ones go to the kernel:
-    // buffered and kernel-copied bytes alternate in one output.
-    ("mixed", "512", "24"),
+/// (what it exercises, direct-read threshold, buffer size, band size in bytes).
+const SETTINGS: [(&str, &str, &str, &str); 3] = [
+    // Every non-empty tensor is read straight into the write buffer, from
+    // its offset in the HDF5 file or in the `.keras` archive that holds it;
+    // transposed tensors are one band each.
+    ("direct read for all", "1", "4194304", "4194304"),
+    // Small tensors stream in 24-byte pieces, larger ones are read into the
+    // buffer: both kinds alternate in one output. Transposed tensors go in
+    // bands of 256 bytes of input (many bands, pieces of a row or two), or
+    // whole when one output row is larger than that.
+    ("mixed", "512", "24", "256"),
     // Every tensor streams in 7-byte pieces, which split elements: a piece
-    // read from the wrong place, or one dropped or repeated, shows.
-    ("buffer only, 7 bytes", "18446744073709551615", "7"),
+    // read from the wrong place, or one dropped or repeated, shows. No
+    // output row fits a 1-byte band: every transposed tensor is built whole.
+    ("buffer only, 7 bytes", "18446744073709551615", "7", "1"),
 ];
 
 fn convert_with_sizes(
@@ -36,6 +42,7 @@ fn convert_with_sizes(
     out: &Path,
     kernel_copy_min: &str,
     buffer: &str,
+    band: &str,
     extra: &[&str],
 ) -> std::process::Output {
     let mut args: Vec<String> = vec![
@@ -55,6 +62,7 @@ fn convert_with_sizes(
             kernel_copy_min,
         )
         .env("KERAS2SAFETENSORS_TEST_COPY_BUFFER_BYTES", buffer)
+        .env("KERAS2SAFETENSORS_TEST_BAND_BYTES", band)
         .output()
         .expect("the binary runs")
 }
@@ -64,8 +72,8 @@ fn every_fixture_is_exact_through_every_copy_path() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.safetensors");
     for (fixture, expected) in keras_fixtures() {
-        for (what, kernel_copy_min, buffer) in SETTINGS {
-            let result = convert_with_sizes(&fixture, &out, kernel_copy_min, buffer, &[]);
+        for (what, kernel_copy_min, buffer, band) in SETTINGS {
+            let result = convert_with_sizes(&fixture, &out, kernel_copy_min, buffer, band, &[]);
             assert!(
                 result.status.success(),
                 "{} ({what}): {}",
@@ -117,24 +125,26 @@ fn pytorch_layout_is_the_same_through_every_copy_path() {
         };
         if convert_file(&fixture, &reference, &options, &mut |_| {}).is_err() {
             // Files the layout refuses are refused whatever the sizes.
-            let (_, kernel_copy_min, buffer) = SETTINGS[1];
+            let (_, kernel_copy_min, buffer, band) = SETTINGS[1];
             let result = convert_with_sizes(
                 &fixture,
                 &out,
                 kernel_copy_min,
                 buffer,
+                band,
                 &["--layout", "pytorch"],
             );
             assert!(!result.status.success(), "{}", fixture.display());
             continue;
         }
         let want = tensors(&std::fs::read(&reference).unwrap());
-        for (what, kernel_copy_min, buffer) in SETTINGS {
+        for (what, kernel_copy_min, buffer, band) in SETTINGS {
             let result = convert_with_sizes(
                 &fixture,
                 &out,
                 kernel_copy_min,
                 buffer,
+                band,
                 &["--layout", "pytorch"],
             );
             assert!(
