@@ -28,7 +28,7 @@ use crate::export::plan::{Plan, PlannedTensor, Source};
 use crate::export::transform;
 use crate::files::{self, CreatedDirs, FileId};
 use crate::h5;
-use crate::model::Model;
+use crate::model::{Location, Model};
 
 /// The largest header the safetensors format allows (as the crate checks on read).
 pub const MAX_HEADER_BYTES: usize = 100_000_000;
@@ -561,6 +561,11 @@ fn stream_tensor(
     };
     let file = *file;
     if tensor.byte_len >= copy_sizes().direct_read_min {
+        // Read by offset, the stored run must be exactly the planned size:
+        // a longer one would be cut short without an error.
+        if let Location::H5(h5::Location::Contiguous { len, .. }) = location {
+            check_len(tensor, *len)?;
+        }
         let mut done = 0u64;
         while done < tensor.byte_len {
             let space = out.spare();
