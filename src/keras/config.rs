@@ -27,14 +27,26 @@ const STRUCTURE_KEYS: &[&str] = &[
     "dtype",
 ];
 
-/// Whether the converter reads this key of a config object.
+/// Whether the converter reads this key of a config object: the structure
+/// keys, PyTorch module options and label-table flags, gathered once (a
+/// config can have millions of keys).
 fn is_read(key: &str) -> bool {
-    STRUCTURE_KEYS.contains(&key)
-        || crate::export::pytorch::OPTION_KEYS.contains(&key)
-        || crate::labels::TABLES
+    static READ: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
+        std::sync::OnceLock::new();
+    READ.get_or_init(|| {
+        STRUCTURE_KEYS
             .iter()
-            .flat_map(|t| t.slots)
-            .any(|s| s.flag == Some(key))
+            .chain(crate::export::pytorch::OPTION_KEYS)
+            .copied()
+            .chain(
+                crate::labels::TABLES
+                    .iter()
+                    .flat_map(|t| t.slots)
+                    .filter_map(|s| s.flag),
+            )
+            .collect()
+    })
+    .contains(key)
 }
 
 /// A JSON value with only the keys [`is_read`] keeps, built while parsing.
