@@ -388,6 +388,15 @@ pub fn render_table(s: &Summary) -> String {
     // group (with the params of everything in it), then each layer by its
     // own name, indented under its group.
     let mut open: Vec<&str> = Vec::new();
+    // Each group's params, summed in one pass (a scan per group would be
+    // quadratic in a model of many nested layers).
+    let mut group_params: std::collections::HashMap<&str, u64> = Default::default();
+    for layer in &s.layers {
+        let path = layer.path.as_str();
+        for (at, _) in path.match_indices('/') {
+            *group_params.entry(&path[..=at]).or_default() += layer.params;
+        }
+    }
     // A group's first row needs no rule between it and its header.
     let mut after_header = false;
     for layer in &s.layers {
@@ -397,12 +406,7 @@ pub fn render_table(s: &Summary) -> String {
         open.truncate(shared);
         for depth in shared..groups.len() {
             let prefix = format!("{}/", groups[..=depth].join("/"));
-            let params: u64 = s
-                .layers
-                .iter()
-                .filter(|l| l.path.starts_with(&prefix))
-                .map(|l| l.params)
-                .sum();
+            let params = group_params.get(prefix.as_str()).copied().unwrap_or(0);
             starts_layer.push(!after_header);
             after_header = true;
             rows.push([

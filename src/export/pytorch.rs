@@ -671,10 +671,11 @@ pub fn layer_options(layer: &Layer, resolved: &LayerTensors<'_>) -> Value {
         out.insert("class_recorded".into(), Value::from(layer.class.clone()));
     }
     let config = layer.config.as_ref().and_then(Value::as_object);
-    for key in OPTION_KEYS {
-        let Some(config) = config else { break };
-        if let Some(v) = config.get(*key) {
-            out.insert((*key).into(), v.clone());
+    if let Some(config) = config {
+        for key in OPTION_KEYS {
+            if let Some(v) = config.get(*key) {
+                out.insert((*key).into(), v.clone());
+            }
         }
     }
     // Keras's `groups` is 1 for depthwise convolutions, which PyTorch runs

@@ -129,11 +129,16 @@ pub fn write(
     // Folders made here (a shard folder and its missing parents) go again
     // if the write fails.
     let mut created = CreatedDirs::new();
+    // What an earlier sharded conversion left here, replaced below.
+    let previous = match options.max_shard_bytes {
+        Some(_) => previous_set(output),
+        None => Vec::new(),
+    };
     let shards: Vec<(PathBuf, Vec<usize>)> = match options.max_shard_bytes {
         None => vec![(output.to_path_buf(), (0..plan.tensors.len()).collect())],
         Some(max) => {
             files::check_output_folder(output)?;
-            if !previous_set(output).is_empty() && !options.force {
+            if !previous.is_empty() && !options.force {
                 return Err(fail(output, ErrorKind::OutputExists));
             }
             created.create(output)?;
@@ -158,11 +163,6 @@ pub fn write(
         files::check_output(path, options.force, &inputs)?;
     }
 
-    // What an earlier sharded conversion left here, replaced below.
-    let previous = match options.max_shard_bytes {
-        Some(_) => previous_set(output),
-        None => Vec::new(),
-    };
     let mut written: Vec<(PathBuf, NamedTempFile)> = Vec::new();
     let mut warnings = Vec::new();
     for (path, members) in &shards {
