@@ -16,15 +16,18 @@ use crate::values::{for_each_value, parallel_map};
 /// A tensor present in both files whose shape, dtype or values differ.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Changed {
+    /// The tensor's name.
     pub name: String,
     /// `dtype [shape]` on each side, when those differ.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub a: Option<String>,
+    /// Same as `a`, for B.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub b: Option<String>,
     /// For values: the largest absolute and relative difference.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_abs: Option<f64>,
+    /// The largest relative difference, `|a - b| / |b|`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_rel: Option<f64>,
 }
@@ -32,13 +35,17 @@ pub struct Changed {
 /// What `verify` and `diff` report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
+    /// The first file, as given.
     pub a: String,
+    /// The second file, as given.
     pub b: String,
     /// Whether the files match (within tolerance, for `diff`).
     pub ok: bool,
     /// Tensors compared with equal bytes.
     pub equal: usize,
+    /// Tensors only in A, by name.
     pub only_in_a: Vec<String>,
+    /// Tensors only in B, by name.
     pub only_in_b: Vec<String>,
     /// Present in both, with a different dtype or shape.
     pub changed: Vec<Changed>,
@@ -50,7 +57,9 @@ pub struct Report {
 /// `|a - b| <= atol + rtol * |b|`; NaN matches NaN.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Tolerance {
+    /// Absolute tolerance.
     pub atol: f64,
+    /// Relative tolerance (of B's value).
     pub rtol: f64,
 }
 

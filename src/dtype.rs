@@ -5,18 +5,31 @@ use std::fmt;
 /// The element types a Keras weight can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dtype {
+    /// Boolean, one byte (0 or 1).
     Bool,
+    /// Unsigned 8-bit integer.
     U8,
+    /// Signed 8-bit integer.
     I8,
+    /// Unsigned 16-bit integer.
     U16,
+    /// Signed 16-bit integer.
     I16,
+    /// IEEE half precision.
     F16,
+    /// bfloat16 (the high half of a float32).
     BF16,
+    /// Unsigned 32-bit integer.
     U32,
+    /// Signed 32-bit integer.
     I32,
+    /// IEEE single precision.
     F32,
+    /// Unsigned 64-bit integer.
     U64,
+    /// Signed 64-bit integer.
     I64,
+    /// IEEE double precision.
     F64,
 }
 
@@ -69,6 +82,7 @@ impl Dtype {
         }
     }
 
+    /// The `safetensors` crate's name for the type.
     pub fn to_safetensors(self) -> safetensors::Dtype {
         use safetensors::Dtype as S;
         match self {

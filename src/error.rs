@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 /// An error, with the file it concerns.
 #[derive(Debug)]
 pub struct Error {
+    /// The file the error concerns (the input, an output, a shard, a config).
     pub path: PathBuf,
+    /// What went wrong.
     pub kind: ErrorKind,
 }
 
@@ -43,19 +45,32 @@ pub enum ErrorKind {
     InvalidKeras(String),
     /// A weight whose element type has no safetensors equivalent.
     #[error("weight `{weight}` has element type {detail}, which safetensors cannot hold")]
-    UnsupportedDtype { weight: String, detail: String },
+    UnsupportedDtype {
+        /// The weight's stored name.
+        weight: String,
+        /// Its element type, described.
+        detail: String,
+    },
     /// A weight whose numbers are not laid out the standard way for their
     /// type (a float of precision 16 in 4 bytes, a bool enum with FALSE = 1):
     /// its bytes, copied as they are, would mean other values.
     #[error(
         "weight `{weight}` has a non-standard {detail}, which would be copied as wrong values"
     )]
-    NonStandardLayout { weight: String, detail: String },
+    NonStandardLayout {
+        /// The weight's stored name.
+        weight: String,
+        /// What is non-standard about its type.
+        detail: String,
+    },
     /// Two weights would be written under the same tensor name.
     #[error("two weights would both be named `{name}` ({first} and {second})")]
     NameClash {
+        /// The tensor name both would get.
         name: String,
+        /// The first weight's stored name.
         first: String,
+        /// The second weight's stored name.
         second: String,
     },
     /// A dataset of the input that no reader claimed and nothing set aside:
@@ -80,6 +95,7 @@ pub enum ErrorKind {
 }
 
 impl Error {
+    /// An error of `kind` concerning `path`.
     pub fn new(path: impl Into<PathBuf>, kind: ErrorKind) -> Error {
         Error {
             path: path.into(),
@@ -118,4 +134,5 @@ impl std::error::Error for Error {
     }
 }
 
+/// The result of every fallible call of the library.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -252,6 +252,7 @@ pub struct CreatedDirs {
 }
 
 impl CreatedDirs {
+    /// No folder made yet.
     pub fn new() -> CreatedDirs {
         CreatedDirs::default()
     }

@@ -24,27 +24,38 @@ use crate::values::parallel_map;
 /// What `inspect --json` prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    /// The file as given.
     pub file: String,
     /// A stable format identifier (`keras-h5-model`, `safetensors`, ...).
     pub format: String,
+    /// What a person would call the format.
     pub format_description: String,
+    /// The Keras version that saved the file, where it says.
     pub keras_version: Option<String>,
+    /// The Keras backend that saved the file, where it says.
     pub backend: Option<String>,
     /// When the model was saved, where the file records it (`.keras`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub date_saved: Option<String>,
+    /// Elements of every weight, as Keras's `count_params()` counts them.
     pub total_params: u64,
+    /// Bytes of weight data.
     pub total_bytes: u64,
+    /// Layers that hold weights, in model order.
     pub layers: Vec<LayerSummary>,
+    /// With `include_optimizer`: the optimizer state.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub optimizer: Vec<WeightSummary>,
     /// Datasets of the input that `convert` does not write, with why.
     pub skipped: Vec<Skipped>,
+    /// What a person should know about how the file was read.
     pub notes: Vec<String>,
 }
 
+/// One row group of `inspect`: a layer and its weights.
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerSummary {
+    /// Enclosing sub-models and the layer name, joined by `/`.
     pub path: String,
     /// The class as the file records it.
     pub class: Option<String>,
@@ -55,16 +66,20 @@ pub struct LayerSummary {
     /// them, likeliest first (a bias-free kernel: Conv2D or Conv2DTranspose).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub class_candidates: Vec<String>,
+    /// Elements of all its weights.
     pub params: u64,
+    /// Its weights, in stored order.
     pub weights: Vec<WeightSummary>,
 }
 
+/// One weight of a [`LayerSummary`].
 #[derive(Debug, Clone, Serialize)]
 pub struct WeightSummary {
     /// The tensor name, as `convert` writes it.
     pub name: String,
     /// What the array is to its layer, with the sub-object where there is one.
     pub label: String,
+    /// Its shape, as Keras gives it.
     pub shape: Vec<usize>,
     /// Spelled as safetensors spells it: `F32`, `BF16`, `I64`.
     pub dtype: String,
@@ -154,6 +169,7 @@ fn weight_summary(layer_path: &[String], w: &Weight) -> WeightSummary {
     }
 }
 
+/// The summary of a model already read (what [`inspect()`] gives).
 pub fn summarize_model(path: &Path, model: &Model) -> Summary {
     let layer = |l: &Layer| {
         let weights: Vec<WeightSummary> = l

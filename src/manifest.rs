@@ -18,22 +18,29 @@ use crate::values::parallel_map;
 pub struct Manifest {
     /// The detected source format (`keras-h5-model`, `safetensors`, ...).
     pub format: String,
+    /// Elements of every tensor.
     pub total_params: u64,
     /// By tensor name, sorted.
     pub tensors: BTreeMap<String, ManifestTensor>,
 }
 
+/// One tensor of a [`Manifest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestTensor {
+    /// Spelled as safetensors spells it (`F32`).
     pub dtype: String,
+    /// Its shape.
     pub shape: Vec<usize>,
+    /// The sha256 of its bytes, in lowercase hex.
     pub sha256: String,
 }
 
 /// One way a file differs from its manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Difference {
+    /// The tensor concerned.
     pub name: String,
+    /// What differs (missing, extra, dtype, shape, bytes).
     pub problem: String,
 }
 
@@ -67,6 +74,7 @@ pub fn build(path: &Path, file: &TensorFile) -> Result<Manifest> {
     })
 }
 
+/// Bytes as lowercase hex, two digits each.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -13,10 +13,13 @@ use crate::export::writer::MAX_HEADER_BYTES;
 /// A safetensors header, checked against the file's length.
 #[derive(Debug)]
 pub struct Header {
+    /// The header: tensors, their offsets and `__metadata__`.
     pub metadata: Metadata,
+    /// The file's length in bytes.
     pub file_len: u64,
 }
 
+/// Reads and checks the header of the safetensors file at `path`.
 pub fn read_header(path: &Path) -> Result<Header> {
     let invalid = |m: String| Error::new(path, ErrorKind::InvalidSafetensors(m));
     let mut file = crate::files::open_regular(path)?;
@@ -53,7 +56,9 @@ pub const INDEX_SUFFIX: &str = ".safetensors.index.json";
 /// One tensor of a safetensors set: where its bytes are.
 #[derive(Debug, Clone)]
 pub struct Located {
+    /// The tensor's name.
     pub name: String,
+    /// Its dtype, shape and offsets within its file's data.
     pub info: safetensors::tensor::TensorInfo,
     /// Index into [`SafetensorsSet::files`].
     pub file: usize,
@@ -65,7 +70,9 @@ pub struct Located {
 /// random access to tensor bytes (no mapping, no whole-file reads).
 #[derive(Debug)]
 pub struct SafetensorsSet {
+    /// The open files: one, or the shards in index order.
     pub files: Vec<File>,
+    /// Every tensor, in file order.
     pub tensors: Vec<Located>,
     /// `__metadata__` of the (first) file.
     pub metadata: std::collections::BTreeMap<String, String>,

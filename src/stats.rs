@@ -10,12 +10,17 @@ use crate::values::for_each_value;
 pub struct Stats {
     /// Of the finite values; `null` when there are none.
     pub min: Option<f64>,
+    /// The largest finite value.
     pub max: Option<f64>,
+    /// The mean of the finite values.
     pub mean: Option<f64>,
     /// Population standard deviation.
     pub std: Option<f64>,
+    /// How many values are NaN.
     pub nan: u64,
+    /// How many values are infinite.
     pub inf: u64,
+    /// How many values are zero.
     pub zero: u64,
     #[serde(skip)]
     count: u64,

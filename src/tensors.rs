@@ -20,13 +20,18 @@ use crate::safetensors_file::{shard_folder_entry, SafetensorsSet, INDEX_SUFFIX};
 /// A tensor's description.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorInfo {
+    /// The tensor's name (for a Keras file, the name `convert` gives it).
     pub name: String,
+    /// Its dtype.
     pub dtype: Dtype,
+    /// Its shape.
     pub shape: Vec<usize>,
+    /// Its size in bytes.
     pub byte_len: u64,
 }
 
 impl TensorInfo {
+    /// The number of elements.
     pub fn element_count(&self) -> u64 {
         self.shape.iter().map(|&d| d as u64).product()
     }
@@ -35,7 +40,14 @@ impl TensorInfo {
 /// A file's tensors, readable.
 #[derive(Debug)]
 pub enum TensorFile {
-    Keras { model: Box<Model>, plan: Plan },
+    /// A Keras file, read as `convert` would write it.
+    Keras {
+        /// The model read.
+        model: Box<Model>,
+        /// Its tensors as `convert` would name and lay them out.
+        plan: Plan,
+    },
+    /// A safetensors file or a sharded set.
     Safetensors(SafetensorsSet),
 }
 
@@ -67,6 +79,7 @@ impl TensorFile {
         }
     }
 
+    /// The safetensors `__metadata__`: the file's own, or the one `convert` would write.
     pub fn metadata(&self) -> BTreeMap<String, String> {
         match self {
             TensorFile::Keras { plan, .. } => plan.metadata.clone(),
@@ -74,6 +87,7 @@ impl TensorFile {
         }
     }
 
+    /// Every tensor, in file (or plan) order.
     pub fn tensors(&self) -> Vec<TensorInfo> {
         match self {
             TensorFile::Keras { plan, .. } => plan

@@ -47,6 +47,7 @@ impl Layout {
         }
     }
 
+    /// A stable identifier, recorded as `layout` in `__metadata__`.
     pub fn id(self) -> &'static str {
         match self {
             Layout::Keras => "keras",
@@ -58,6 +59,7 @@ impl Layout {
 /// Everything about a conversion that is not the input.
 #[derive(Debug, Clone, Default)]
 pub struct PlanOptions {
+    /// Keras names and axes, or torch.nn names and axes.
     pub layout: Layout,
     /// Cast floating tensors to this dtype (integers are left alone).
     pub dtype: Option<Dtype>,
@@ -84,9 +86,13 @@ pub struct PlanOptions {
 pub enum Source {
     /// A weight in one of the model's files, as stored.
     Stored {
+        /// Which of the model's files holds it.
         file: usize,
+        /// Where in that file.
         location: Location,
+        /// Its stored dtype.
         dtype: Dtype,
+        /// Its stored shape.
         shape: Vec<usize>,
     },
     /// Every element this value (PyTorch parameters Keras does not store).
@@ -96,14 +102,19 @@ pub enum Source {
 /// One tensor to be written.
 #[derive(Debug, Clone)]
 pub struct PlannedTensor {
+    /// The name it is written under.
     pub name: String,
     /// The Keras-layout name of the weight it comes from.
     pub keras_name: String,
+    /// Its dtype in the output (after any cast).
     pub dtype: Dtype,
+    /// Its shape in the output.
     pub shape: Vec<usize>,
+    /// Where its bytes come from.
     pub source: Source,
     /// Axis changes on the way out (PyTorch layout).
     pub steps: Vec<Step>,
+    /// Its size in the output, in bytes.
     pub byte_len: u64,
 }
 
@@ -118,6 +129,7 @@ impl PlannedTensor {
 /// Everything the writer needs, decided before a byte of data is read.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// The tensors, in the order they are written.
     pub tensors: Vec<PlannedTensor>,
     /// The safetensors `__metadata__` (string to string).
     pub metadata: BTreeMap<String, String>,
@@ -132,6 +144,7 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The bytes of tensor data all tensors together take.
     pub fn total_bytes(&self) -> u64 {
         self.tensors.iter().map(|t| t.byte_len).sum()
     }

@@ -26,9 +26,19 @@ pub enum Step {
     Permute(Vec<usize>),
     /// Splits `axis` into `order.len()` equal blocks and puts them in the
     /// given order (GRU gates [z, r, h] to PyTorch's [r, z, n]).
-    ReorderBlocks { axis: usize, order: Vec<usize> },
+    ReorderBlocks {
+        /// The axis split into blocks.
+        axis: usize,
+        /// Output block `k` is input block `order[k]`.
+        order: Vec<usize>,
+    },
     /// Keeps one index of `axis`, dropping the axis.
-    Select { axis: usize, index: usize },
+    Select {
+        /// The axis dropped.
+        axis: usize,
+        /// The index of it kept.
+        index: usize,
+    },
     /// Reinterprets the C-order elements with a new shape.
     Reshape(Vec<usize>),
     /// Reverses the order along these axes (Theano's convolution kernels
@@ -187,8 +197,11 @@ fn apply_typed<const N: usize>(bytes: &[u8], shape: &[usize], steps: &[Step]) ->
 /// `(1, 1, len)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reverse3 {
+    /// The first run of input axes (kernel positions): last in the output.
     pub s: usize,
+    /// The middle run: in the middle on both sides.
     pub i: usize,
+    /// The last run of input axes (output channels): first in the output.
     pub o: usize,
 }
 

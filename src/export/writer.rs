@@ -99,8 +99,11 @@ pub struct WriteOptions {
 /// What a conversion wrote.
 #[derive(Debug, Clone)]
 pub struct WriteSummary {
+    /// Tensors written.
     pub tensors: usize,
+    /// Bytes of tensor data written (headers not counted).
     pub bytes: u64,
+    /// Wall time of the write.
     pub elapsed: Duration,
     /// The files written (shards and index, or the one file).
     pub files: Vec<PathBuf>,

@@ -128,10 +128,13 @@ impl<'de> Visitor<'de> for Pruned {
 /// One layer of a model config; a nested model has children.
 #[derive(Debug, Clone)]
 pub struct LayerConfig {
+    /// The layer's name.
     pub name: String,
+    /// The Keras class (`Conv2D`, `Functional`).
     pub class: String,
     /// The layer's `config` object (`{"filters": 16, "use_bias": true, ...}`).
     pub config: Value,
+    /// For a nested model: its layers, in order.
     pub children: Vec<LayerConfig>,
 }
 
@@ -206,6 +209,7 @@ impl LayerConfig {
         !self.children.is_empty() || MODEL_CLASSES.contains(&self.class.as_str())
     }
 
+    /// The direct child named `name`.
     pub fn child(&self, name: &str) -> Option<&LayerConfig> {
         self.children.iter().find(|c| c.name == name)
     }
