@@ -179,6 +179,9 @@ fn refuse_shared_data(model: &Model, path: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
+mod fixture_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

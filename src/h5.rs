@@ -8,7 +8,6 @@ use std::fs::File as FsFile;
 
 use crate::pread::read_exact_at;
 use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 
 use hdf5_reader::io::Cursor;
@@ -292,7 +291,8 @@ pub struct DatasetInfo {
 }
 
 impl File {
-    pub fn open(path: &Path) -> Result<File> {
+    #[cfg(test)]
+    pub fn open(path: &std::path::Path) -> Result<File> {
         File::from_fs_file(FsFile::open(path)?)
     }
 
@@ -401,13 +401,6 @@ impl File {
     pub fn root(&self) -> Result<Group> {
         Ok(Group {
             inner: self.h5.root_group()?,
-        })
-    }
-
-    /// The group at an absolute path (`/layers/dense/vars`).
-    pub fn group(&self, path: &str) -> Result<Group> {
-        Ok(Group {
-            inner: self.h5.group(path)?,
         })
     }
 
@@ -1588,11 +1581,6 @@ impl Group {
         self.attributes().ok()?.integer(name)
     }
 
-    /// A list-of-strings attribute (see [`Attributes::string_list`]).
-    pub fn string_list_attr(&self, name: &str) -> Result<Option<Vec<String>>> {
-        self.attributes()?.string_list(name)
-    }
-
     /// All of the group's attributes, read once: looking several up costs
     /// one read of the object header, not one per name.
     pub fn attributes(&self) -> Result<Attributes> {
@@ -1675,8 +1663,12 @@ impl Attributes {
 }
 
 #[cfg(test)]
+mod fixture_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     // Datatype messages as libhdf5 1.14 encodes them (`H5Tencode` through
     // h5py, its two-byte prefix removed): the bytes a file stores.

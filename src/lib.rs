@@ -3,7 +3,8 @@
 //!
 //! The data path is one walk:
 //! file → [`keras::detect`] → reader ([`keras::open`], which accounts for
-//! every dataset: [`accounting`]) → [`model::Model`]
+//! every dataset: each is written or skipped for a reason
+//! ([`model::Model::skipped`])) → [`model::Model`]
 //! (layers with labelled weights) → [`export::plan()`] (names) →
 //! [`export::write`] (streamed, atomic safetensors).
 //!
@@ -22,19 +23,20 @@
 //! ```
 
 #![warn(missing_debug_implementations)]
+#![warn(missing_docs)]
 
-pub mod accounting;
+mod accounting;
 pub mod cancel;
 pub mod compare;
 pub mod dtype;
 pub mod error;
 pub mod export;
 pub mod files;
-pub mod h5;
+mod h5;
 pub mod inspect;
-pub mod json_order;
+mod json_order;
 pub mod keras;
-pub mod labels;
+mod labels;
 pub mod manifest;
 pub mod model;
 mod pread;
@@ -44,6 +46,9 @@ pub mod tensors;
 pub mod terminal;
 pub mod tf_bundle;
 pub mod values;
+
+#[cfg(test)]
+mod test_support;
 
 use std::path::Path;
 
@@ -55,8 +60,11 @@ pub use model::Model;
 /// Everything `convert` takes besides the input and output paths.
 #[derive(Debug, Clone, Default)]
 pub struct ConvertOptions {
+    /// What is read (optimizer state, a config, limits).
     pub read: ReadOptions,
+    /// Names, layout, casts and selection of the tensors.
     pub plan: PlanOptions,
+    /// Where and how the output is written (`force`, shards).
     pub write: WriteOptions,
 }
 

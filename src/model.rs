@@ -65,8 +65,11 @@ impl Format {
 
 /// A Keras model's weights, in model order, with what each array is.
 pub struct Model {
+    /// Which kind of file it was read from.
     pub format: Format,
+    /// The Keras version that saved it, where the file says.
     pub keras_version: Option<String>,
+    /// The Keras backend that saved it, where the file says.
     pub backend: Option<String>,
     /// When the model was saved, where the file says (`.keras` metadata).
     pub date_saved: Option<String>,
@@ -82,7 +85,7 @@ pub struct Model {
     /// under them with that reason.
     pub skipped_groups: Vec<SkippedGroup>,
     /// Every dataset of the input that is not written, and why; filled by
-    /// the accounting step after reading ([`crate::accounting`]).
+    /// the accounting step after reading (`src/accounting.rs`).
     pub skipped: Vec<Skipped>,
     /// The files the weight bytes are read from: HDF5 files (several for
     /// shards) or a TensorFlow tensor bundle.
@@ -106,9 +109,24 @@ impl From<h5::File> for Store {
 /// Where a weight's bytes are, in its store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
+    /// A dataset of an HDF5 file; [`Location::contiguous_range`] says where its bytes are when they are one run.
     H5(h5::Location),
     /// Entry `n` of a tensor bundle ([`Bundle::entries`]).
     Bundle(usize),
+}
+
+impl Location {
+    /// The bytes of the weight's HDF5 file that hold it, when it is stored
+    /// as one contiguous little-endian run, as Keras stores every weight
+    /// (offsets count from the file's first byte; in a `.keras` archive,
+    /// from the weights member's). `None` for data stored any other way
+    /// and for tensor-bundle entries.
+    pub fn contiguous_range(&self) -> Option<std::ops::Range<u64>> {
+        match self {
+            Location::H5(h5::Location::Contiguous { offset, len }) => Some(*offset..offset + len),
+            _ => None,
+        }
+    }
 }
 
 impl From<h5::Location> for Location {
@@ -178,10 +196,12 @@ impl Store {
 /// A group whose datasets a reader leaves out on purpose.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedGroup {
+    /// Which of the model's files the group is in.
     pub file: usize,
     /// Absolute HDF5 path of the group (`/optimizer_weights`), or a
     /// bundle key: the entry itself and every key below it (`optimizer`).
     pub group: String,
+    /// Why its datasets are not written.
     pub reason: String,
 }
 
@@ -191,6 +211,7 @@ pub struct Skipped {
     /// Absolute HDF5 path of the dataset (in the weights member of a
     /// `.keras` archive, or in one shard of a sharded save).
     pub dataset: String,
+    /// Why it is not written.
     pub reason: String,
 }
 
@@ -204,6 +225,7 @@ pub struct Layer {
     /// The layer's Keras config (`{"filters": 16, "padding": "same", ...}`)
     /// when the file or `--config` has one.
     pub config: Option<serde_json::Value>,
+    /// Its weights, in stored order.
     pub weights: Vec<Weight>,
 }
 
@@ -217,13 +239,16 @@ pub struct Weight {
     pub sub_path: Vec<String>,
     /// The name the file stores it under, for messages.
     pub stored_name: String,
+    /// Its element type.
     pub dtype: Dtype,
+    /// Its shape, as Keras gives it.
     pub shape: Vec<usize>,
     /// Which of the model's files holds the bytes, and where.
     pub file: usize,
     /// The absolute HDF5 path of the dataset, or the bundle entry's key,
     /// for the accounting step.
     pub dataset: String,
+    /// Where in that file the bytes are.
     pub location: Location,
 }
 
@@ -245,20 +270,24 @@ impl std::fmt::Debug for Model {
 }
 
 impl Weight {
+    /// The number of elements.
     pub fn element_count(&self) -> u64 {
         self.shape.iter().map(|&d| d as u64).product()
     }
 
+    /// The number of bytes of data.
     pub fn byte_len(&self) -> u64 {
         self.element_count() * self.dtype.size() as u64
     }
 }
 
 impl Layer {
+    /// The path joined by `/`, as `inspect` shows it.
     pub fn path_string(&self) -> String {
         self.path.join("/")
     }
 
+    /// Elements of all its weights.
     pub fn param_count(&self) -> u64 {
         self.weights.iter().map(Weight::element_count).sum()
     }
@@ -315,10 +344,12 @@ impl Model {
         self.stores.iter().flat_map(Store::file_ids).collect()
     }
 
+    /// Elements of every layer's weights (optimizer state not counted).
     pub fn total_params(&self) -> u64 {
         self.layers.iter().map(Layer::param_count).sum()
     }
 
+    /// Bytes of every weight, optimizer state included when it was read.
     pub fn total_bytes(&self) -> u64 {
         self.layers
             .iter()

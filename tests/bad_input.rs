@@ -457,17 +457,21 @@ fn a_weight_whose_storage_is_smaller_than_its_shape_is_refused() {
     // The kernel's layout message (version 3, contiguous: address, size)
     // is edited to give 4 bytes fewer than its (5, 5, 3, 16) float32 need:
     // reading the full shape would take 4 bytes that are not the kernel's.
-    use keras2safetensors::h5::{self, Location};
     let source = fixture("classic_conv2d_weights.h5");
     let dataset = "/conv2d/conv2d/kernel:0";
-    let Location::Contiguous { offset, len } = h5::File::open(&source)
-        .unwrap()
-        .dataset(dataset)
-        .unwrap()
+    let model =
+        keras2safetensors::open(&source, &keras2safetensors::ReadOptions::default()).unwrap();
+    let kernel = model
+        .layers
+        .iter()
+        .flat_map(|l| &l.weights)
+        .find(|w| w.dataset == dataset)
+        .expect("the kernel is read");
+    let range = kernel
         .location
-    else {
-        panic!("Keras stores the kernel contiguously");
-    };
+        .contiguous_range()
+        .expect("Keras stores the kernel contiguously");
+    let (offset, len) = (range.start, range.end - range.start);
     assert_eq!(len, 5 * 5 * 3 * 16 * 4);
     let mut bytes = std::fs::read(&source).unwrap();
     let message: Vec<u8> = [&[3u8, 1][..], &offset.to_le_bytes(), &len.to_le_bytes()].concat();

@@ -52,7 +52,10 @@ fn readme_examples_print_what_the_readme_shows() {
     let dir = tempfile::tempdir().unwrap();
     let readme = dir.path().join("README.md");
     std::fs::copy(root.join("README.md"), &readme).unwrap();
-    copy_tree(&root.join("fixtures"), &dir.path().join("README.in/fixtures"));
+    copy_tree(
+        &root.join("fixtures"),
+        &dir.path().join("README.in/fixtures"),
+    );
 
     trycmd::TestCases::new()
         .register_bin(

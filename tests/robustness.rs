@@ -10,9 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
-use keras2safetensors::h5::Location;
 use keras2safetensors::model::Format;
-use keras2safetensors::model::Location as WeightLocation;
 use keras2safetensors::{convert_file, ConvertOptions, ReadOptions};
 
 /// A fixed xorshift stream, so every run damages files the same way.
@@ -87,12 +85,8 @@ fn data_ranges(file: &Path) -> Vec<Range<u64>> {
         .iter()
         .flat_map(|l| &l.weights)
         .chain(&model.optimizer)
-        .filter_map(|w| match w.location {
-            WeightLocation::H5(Location::Contiguous { offset, len }) => {
-                Some(base + offset..base + offset + len)
-            }
-            _ => None,
-        })
+        .filter_map(|w| w.location.contiguous_range())
+        .map(|r| base + r.start..base + r.end)
         .collect();
     ranges.sort_by_key(|r| r.start);
     for r in &ranges {

@@ -101,7 +101,7 @@ pub fn plan_outputs(
 /// A folder to search for Keras files: any folder but a SavedModel or a
 /// checkpoint folder, which is one model.
 pub fn is_folder_of_files(path: &Path) -> bool {
-    path.is_dir() && !keras::tf_checkpoint::is_tf_folder(path)
+    path.is_dir() && !keras::is_tf_folder(path)
 }
 
 /// Whether a run converts several models (several inputs, or a folder).
@@ -263,7 +263,7 @@ fn find_keras_files(
         let file_type = entry.file_type().map_err(|e| Error::new(&path, e.into()))?;
         if file_type.is_dir() {
             // A SavedModel or checkpoint folder is one model.
-            if keras::tf_checkpoint::is_tf_folder(&path) {
+            if keras::is_tf_folder(&path) {
                 found.push(path);
             } else {
                 find_keras_files(&path, found, visited)?;

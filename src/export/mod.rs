@@ -2,12 +2,12 @@
 //! tensors (names, layout, casts), then a writer that streams each tensor's
 //! bytes into place.
 
-pub mod metadata;
+pub(crate) mod metadata;
 pub mod plan;
-pub mod pytorch;
+pub(crate) mod pytorch;
 pub mod rename;
 pub mod transform;
-pub mod writer;
+pub(crate) mod writer;
 
 pub use plan::{plan, tensor_name, Layout, Plan, PlanOptions, PlannedTensor};
 pub use writer::{write, WriteOptions, WriteSummary};

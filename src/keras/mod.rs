@@ -1,11 +1,13 @@
 //! Recognising a file by its content and reading it into a [`Model`].
 
-pub mod archive;
+pub(crate) mod archive;
 pub mod config;
-pub mod keras1;
-pub mod legacy_h5;
-pub mod tf_checkpoint;
-pub mod v3_weights;
+pub(crate) mod keras1;
+pub(crate) mod legacy_h5;
+pub(crate) mod tf_checkpoint;
+pub(crate) mod v3_weights;
+
+pub use tf_checkpoint::is_tf_folder;
 
 use std::fs::File;
 use std::io::Read;
@@ -34,9 +36,9 @@ pub struct ReadOptions {
     /// a file is refused, naming the first.
     pub allow_unclaimed: bool,
     /// Write datasets that were never written (their fill value) even past
-    /// [`h5::FILL_MULTIPLE`] x the file's size.
+    /// 1 x the file's size, in all.
     pub allow_fill: bool,
-    /// Decompress past [`h5::DECODED_MULTIPLE`] x the file's size.
+    /// Decompress past 32 x the file's size + 16 MiB over a run.
     pub allow_expansion: bool,
     /// TF1 checkpoints: write each variable's ExponentialMovingAverage
     /// shadow under the variable's name (what evaluation loads).
@@ -46,11 +48,13 @@ pub struct ReadOptions {
 /// What a file is, judged from its first bytes (never from its extension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
+    /// An HDF5 file: a Keras `.h5` or `.weights.h5` (or another HDF5 file).
     Hdf5,
     /// A zip archive: a `.keras` file.
     Zip,
     /// A JSON document: the index of a sharded Keras 3 save.
     Json,
+    /// A safetensors file.
     Safetensors,
     /// A TensorFlow checkpoint (prefix, `.index`, data shard, folder with a
     /// `checkpoint` file) or a tf-keras SavedModel folder.

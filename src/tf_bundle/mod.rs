@@ -9,8 +9,8 @@
 //! bytes that do not match. Tensors saved in slices (several entries,
 //! possibly in several shards) are put back together.
 
-pub mod crc;
-pub mod proto;
+pub(crate) mod crc;
+pub(crate) mod proto;
 mod slice_key;
 pub mod table;
 
@@ -36,7 +36,9 @@ pub const MAX_SLICES: usize = 4096;
 /// What is wrong, and in which file of the bundle.
 #[derive(Debug)]
 pub struct BundleError {
+    /// The index or data shard concerned.
     pub file: PathBuf,
+    /// What is wrong with it.
     pub message: String,
 }
 
@@ -51,6 +53,7 @@ type Result<T> = std::result::Result<T, BundleError>;
 /// A tensor's element type, as far as a converter cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TensorType {
+    /// A number type safetensors holds.
     Numeric(Dtype),
     /// `DT_STRING`: variable-length strings (object graph, metadata).
     String,
@@ -61,6 +64,7 @@ pub enum TensorType {
 }
 
 impl TensorType {
+    /// The type of TensorFlow's `DataType` number.
     pub fn from_tf(number: i32) -> TensorType {
         use TensorType::Numeric as N;
         match number {
@@ -103,37 +107,51 @@ impl TensorType {
 /// A run of bytes in one data shard, with its stored (masked) CRC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Chunk {
+    /// The data shard, by id.
     pub shard: usize,
+    /// Offset of the first byte in the shard.
     pub offset: u64,
+    /// Length in bytes.
     pub size: u64,
+    /// The CRC-32C of the bytes, masked as LevelDB stores it.
     pub crc: u32,
 }
 
 /// One saved slice of a tensor: where it sits in the whole, and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Piece {
+    /// Where the slice starts, per axis.
     pub start: Vec<usize>,
+    /// Its extent, per axis.
     pub len: Vec<usize>,
+    /// Its bytes.
     pub chunk: Chunk,
 }
 
 /// Where a tensor's bytes are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Data {
+    /// The whole tensor in one run.
     Whole(Chunk),
+    /// Saved in slices, to be put together.
     Sliced(Vec<Piece>),
 }
 
 /// One named tensor of the bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The tensor's key (a variable name, or an object-graph path).
     pub key: String,
+    /// Its element type.
     pub dtype: TensorType,
+    /// Its shape.
     pub shape: Vec<usize>,
+    /// Where its bytes are.
     pub data: Data,
 }
 
 impl Entry {
+    /// The bytes of data it holds.
     pub fn byte_len(&self) -> u64 {
         match &self.data {
             Data::Whole(c) => c.size,
@@ -145,7 +163,9 @@ impl Entry {
 /// An open bundle: its entries (the header excluded), in key order.
 #[derive(Debug)]
 pub struct Bundle {
+    /// The checkpoint prefix (`ckpt/ckpt-1`).
     pub prefix: PathBuf,
+    /// Every entry, the header excluded, in key order.
     pub entries: Vec<Entry>,
     by_key: HashMap<String, usize>,
     shard_paths: Vec<PathBuf>,
@@ -388,6 +408,7 @@ impl Bundle {
         })
     }
 
+    /// `<prefix>.index`.
     pub fn index_path(&self) -> PathBuf {
         index_path(&self.prefix)
     }
@@ -402,6 +423,7 @@ impl Bundle {
         self.shards.iter().flatten()
     }
 
+    /// The position in [`Bundle::entries`] of the entry `key`.
     pub fn find(&self, key: &str) -> Option<usize> {
         self.by_key.get(key).copied()
     }

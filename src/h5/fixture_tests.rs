@@ -1,0 +1,115 @@
+//! The HDF5 layer on files: the crafted fixtures store weights in every
+//! layout the decoded read path handles, Keras's own contiguous runs are
+//! located at the bytes Keras hashed, and a run is read back from any
+//! offset. (Moved from `tests/storage_layouts.rs` when `h5` stopped being
+//! public; the conversions of the same files stay there.)
+
+use super::*;
+use crate::test_support::{expected_of, expected_weights, fixture, sha256_hex};
+
+#[test]
+fn the_crafted_files_store_weights_in_every_layout() {
+    // Guards the fixtures themselves: each layout the tests of
+    // `tests/storage_layouts.rs` rely on is there, in datasets of more
+    // than one byte per element.
+    for crafted in [
+        "crafted/zoo_full_restored.h5",
+        "crafted/dtypes_full_restored.h5",
+    ] {
+        let file = File::open(&fixture(crafted)).unwrap();
+        let (mut swapped, mut decoded, mut contiguous) = (0, 0, 0);
+        for path in file.dataset_paths().unwrap().to_vec() {
+            match file.dataset(&path).unwrap().location {
+                Location::Decoded {
+                    swap_bytes: Some(n),
+                    ..
+                } if n > 1 => swapped += 1,
+                Location::Decoded {
+                    swap_bytes: None, ..
+                } => decoded += 1,
+                Location::Contiguous { .. } => contiguous += 1,
+                _ => {}
+            }
+        }
+        assert!(
+            swapped >= 4 && decoded >= 4,
+            "{crafted}: {swapped} big-endian, {decoded} chunked or compact, {contiguous} contiguous"
+        );
+    }
+}
+
+#[test]
+fn keras_weights_are_located_at_their_bytes_in_the_file() {
+    // Keras writes every weight as one contiguous little-endian run, which
+    // the writer streams or copies by offset: each located run must be
+    // the bytes Keras hashed.
+    for source in ["zoo_full.h5", "dtypes_full.h5", "bfloat16_full.h5"] {
+        let path = fixture(source);
+        let bytes = std::fs::read(&path).unwrap();
+        let expected = expected_of(source);
+        let mut hashes: Vec<&str> = expected_weights(&expected)
+            .iter()
+            .filter(|w| w["shape"].as_array().unwrap().iter().all(|d| d != 0))
+            .map(|w| w["sha256"].as_str().unwrap())
+            .collect();
+        hashes.sort();
+        let file = File::open(&path).unwrap();
+        let mut found = Vec::new();
+        for dataset in file.dataset_paths().unwrap().to_vec() {
+            if !dataset.starts_with("/model_weights/") {
+                continue;
+            }
+            match file.dataset(&dataset).unwrap().location {
+                Location::Contiguous { offset, len } => {
+                    let run = &bytes[offset as usize..(offset + len) as usize];
+                    found.push(sha256_hex(run));
+                }
+                Location::Empty => {}
+                other => panic!("{source}: {dataset} is located as {other:?}"),
+            }
+        }
+        found.sort();
+        assert_eq!(found, hashes, "{source}");
+    }
+}
+
+#[test]
+fn a_weight_is_read_in_pieces_from_any_offset() {
+    // `diff` and `verify` read stored tensors piecewise (4 MiB at a time),
+    // which no fixture tensor is large enough to need: pieces from every
+    // offset must put the run back together, and the Keras hash holds.
+    let source = "classic_conv2d_full.h5";
+    let path = fixture(source);
+    let expected = expected_of(source);
+    let kernel = expected_weights(&expected)
+        .into_iter()
+        .find(|w| w["name"] == "conv2d/kernel")
+        .unwrap();
+    let file = File::open(&path).unwrap();
+    let location = file
+        .dataset("/model_weights/conv2d/conv2d/kernel:0")
+        .unwrap()
+        .location;
+    let Location::Contiguous { len, .. } = location else {
+        panic!("{location:?}");
+    };
+    for piece in [1usize, 7, 64, 4799] {
+        let mut whole = Vec::new();
+        let mut offset = 0u64;
+        while offset < len {
+            let mut buf = vec![0u8; piece.min((len - offset) as usize)];
+            assert!(file
+                .read_contiguous_at(&location, offset, &mut buf)
+                .unwrap());
+            whole.extend_from_slice(&buf);
+            offset += buf.len() as u64;
+        }
+        assert_eq!(sha256_hex(&whole), kernel["sha256"], "pieces of {piece}");
+    }
+    // Past the end is an error, not bytes of whatever follows.
+    let mut two = [0u8; 2];
+    let err = file
+        .read_contiguous_at(&location, len - 1, &mut two)
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+}
