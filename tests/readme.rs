@@ -52,6 +52,12 @@ fn readme_examples_print_what_the_readme_shows() {
     let dir = tempfile::tempdir().unwrap();
     let readme = dir.path().join("README.md");
     std::fs::copy(root.join("README.md"), &readme).unwrap();
+    // trycmd passes a file with nothing to run; the README must have some.
+    let text = std::fs::read_to_string(&readme).unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with("$ keras2safetensors ")),
+        "README.md has no console example to run"
+    );
     copy_tree(
         &root.join("fixtures"),
         &dir.path().join("README.in/fixtures"),
