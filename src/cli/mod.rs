@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use regex::Regex;
 
 use keras2safetensors::dtype::Dtype;
+use keras2safetensors::export::presets::Preset;
 use keras2safetensors::export::{rename, Layout, PlanOptions};
 use keras2safetensors::terminal::escape_keeping_lines;
 use keras2safetensors::{Error, ErrorKind, ReadOptions, Result};
@@ -186,6 +187,14 @@ struct PlanArgs {
     /// weights as stored under their Keras labels, with a warning.
     #[arg(long)]
     strict: bool,
+    /// Map onto a PyTorch model's state-dict names, so the file loads with
+    /// `load_state_dict(strict=True)`: implies `--layout pytorch` and
+    /// `--num-batches-tracked`, leaves out in-model preprocessing, and is
+    /// refused when a tensor has no place in the target. `--rename` rules
+    /// apply after it.
+    #[arg(long, value_name = "NAME", conflicts_with = "layout",
+          value_parser = clap::builder::PossibleValuesParser::new(Preset::names()))]
+    preset: Option<String>,
 }
 
 /// Parses `--class LAYER=CLASS`.
@@ -211,8 +220,10 @@ impl PlanArgs {
             }
             None => Vec::new(),
         };
+        let preset = self.preset.as_deref().and_then(Preset::named);
         Ok(PlanOptions {
             layout: match self.layout {
+                _ if preset.is_some() => Layout::PyTorch,
                 LayoutArg::Keras => Layout::Keras,
                 LayoutArg::Pytorch => Layout::PyTorch,
             },
@@ -225,9 +236,10 @@ impl PlanArgs {
             include: self.include,
             exclude: self.exclude,
             skip: self.skip,
-            num_batches_tracked: self.num_batches_tracked,
+            num_batches_tracked: self.num_batches_tracked || preset.is_some(),
             classes: self.classes,
             strict: self.strict,
+            preset,
         })
     }
 }

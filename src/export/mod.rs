@@ -4,6 +4,7 @@
 
 pub(crate) mod metadata;
 pub mod plan;
+pub mod presets;
 pub(crate) mod pytorch;
 pub mod rename;
 pub mod transform;

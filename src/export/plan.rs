@@ -11,6 +11,8 @@ use regex::Regex;
 use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
 use crate::export::metadata::{self, TorchMetadata};
+use crate::export::presets::Preset;
+use crate::export::rename::{RenameRule, Renamer};
 use crate::export::pytorch::{self, TorchSource};
 use crate::export::transform::{self, Step};
 use crate::model::Location;
@@ -63,8 +65,8 @@ pub struct PlanOptions {
     pub layout: Layout,
     /// Cast floating tensors to this dtype (integers are left alone).
     pub dtype: Option<Dtype>,
-    /// `(pattern, replacement)` applied in order to every final name.
-    pub rename: Vec<(Regex, String)>,
+    /// Rules applied in order to every final name.
+    pub rename: Vec<RenameRule>,
     /// Keep only tensors whose final name matches.
     pub include: Option<Regex>,
     /// Drop tensors whose final name matches.
@@ -79,6 +81,9 @@ pub struct PlanOptions {
     /// PyTorch layout: refuse a layer with no PyTorch equivalent instead
     /// of writing it in Keras layout.
     pub strict: bool,
+    /// A shipped mapping onto a PyTorch model's names, applied before
+    /// `rename`; every tensor must be placed by it.
+    pub preset: Option<&'static Preset>,
 }
 
 /// Where a tensor's bytes come from.
@@ -203,6 +208,18 @@ impl Draft {
     }
 }
 
+/// The preprocessing class `layer` has, if `preset` leaves such layers out.
+/// Weights-only files record no classes; Normalization's arrays are told by
+/// their labels (Rescaling has no weights, so it never reaches here).
+fn preprocessing_class(layer: &Layer, preset: &Preset) -> Option<&'static str> {
+    let class = layer.class.as_deref().or_else(|| {
+        let labels: Vec<&str> = layer.weights.iter().map(|w| w.label.as_str()).collect();
+        matches!(labels.as_slice(), ["mean", "variance", "count"] | ["mean", "variance"])
+            .then_some("Normalization")
+    })?;
+    preset.preprocessing.iter().copied().find(|p| *p == class)
+}
+
 /// Names every weight of `model`, applies the layout, casts, renames and
 /// filters, and checks that no two names collide.
 pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan> {
@@ -215,12 +232,19 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
                 .into(),
         )));
     }
+    if let Some(preset) = options.preset.filter(|_| options.layout != Layout::PyTorch) {
+        return Err(fail(ErrorKind::Unsupported(format!(
+            "preset {} writes PyTorch layout; it cannot be combined with the Keras layout",
+            preset.name
+        ))));
+    }
     let mut drafts = Vec::new();
     let mut notes = Vec::new();
     let mut warnings = Vec::new();
     let mut skipped = model.skipped.clone();
     let mut torch = TorchMetadata::default();
     let separator = options.layout.separator();
+    let mut preprocessing_dropped = false;
     for (index, layer) in model.layers.iter().enumerate() {
         crate::cancel::check(source)?;
         let path = layer.path_string();
@@ -231,6 +255,24 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
                 reason: format!("layer `{path}` left out (--skip)"),
             }));
             continue;
+        }
+        if let Some(preset) = options.preset {
+            if let Some(class) = preprocessing_class(layer, preset) {
+                notes.push(format!(
+                    "layer `{path}` ({class}) left out: preset {} expects input preprocessing \
+                     done outside the model",
+                    preset.name
+                ));
+                skipped.extend(layer.weights.iter().map(|w| Skipped {
+                    dataset: w.dataset.clone(),
+                    reason: format!(
+                        "{class} layer `{path}`: in-model preprocessing, left out by preset {}",
+                        preset.name
+                    ),
+                }));
+                preprocessing_dropped = true;
+                continue;
+            }
         }
         let layer_drafts = match options.layout {
             Layout::Keras => keras_drafts(layer, separator),
@@ -290,18 +332,28 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
 
     let mut tensors = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
-    let mut rule_used = vec![false; options.rename.len()];
+    let preset_rules = options.preset.map(Preset::rules).unwrap_or_default();
+    let mut preset_renamer = Renamer::new(&preset_rules);
+    let mut renamer = Renamer::new(&options.rename);
     let mut renamed_layers: Vec<Option<Vec<(String, String)>>> = vec![None; model.layers.len()];
     for draft in drafts {
         let mut name = draft.name;
-        for ((pattern, replacement), used) in options.rename.iter().zip(&mut rule_used) {
-            if pattern.is_match(&name) {
-                *used = true;
-                name = pattern
-                    .replace_all(&name, replacement.as_str())
-                    .into_owned();
+        if let Some(preset) = options.preset {
+            let (placed, matched) = preset_renamer
+                .apply(&name)
+                .map_err(|e| fail(ErrorKind::Unsupported(e)))?;
+            if !matched {
+                return Err(fail(ErrorKind::Unsupported(format!(
+                    "not a {} file for preset {}: tensor `{name}` (from `{}`) has no place in {} \
+                     (use --layout pytorch with --rename for other models)",
+                    preset.source, preset.name, draft.origin, preset.target
+                ))));
             }
+            name = placed;
         }
+        let (name, _) = renamer
+            .apply(&name)
+            .map_err(|e| fail(ErrorKind::Unsupported(e)))?;
         if options
             .include
             .as_ref()
@@ -353,18 +405,23 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
             steps: draft.steps,
         });
     }
-    for ((pattern, replacement), used) in options.rename.iter().zip(&rule_used) {
-        if !used {
-            warnings.push(format!(
-                "rename rule `{} => {replacement}` matched no tensor name",
-                pattern.as_str()
-            ));
-        }
+    for rule in renamer.unused() {
+        warnings.push(format!("rename rule `{rule}` matched no tensor name"));
     }
     let layer_keys = metadata::layer_keys(model, separator, &renamed_layers, &mut notes);
     let mut metadata = metadata::metadata(model, source, options.layout, &layer_keys, &torch);
     if let Some(dtype) = options.dtype {
         metadata.insert("dtype".into(), dtype.numpy_name().into());
+    }
+    if let Some(preset) = options.preset {
+        metadata.insert("preset".into(), preset.name.into());
+        for (key, value) in preset.metadata {
+            metadata.insert((*key).into(), (*value).into());
+        }
+        if preprocessing_dropped {
+            notes.push(preset.input_note.to_string());
+        }
+        warnings.extend(preset.caveats.iter().map(|c| c.to_string()));
     }
     Ok(Plan {
         tensors,

@@ -1,0 +1,129 @@
+//! `--preset NAME`: shipped mappings from a Keras model family to a
+//! PyTorch model's state-dict names, so a converted file loads with
+//! `load_state_dict(strict=True)` without hand-written rules.
+//!
+//! A preset is data: its rename rules live in a `.rules` file beside this
+//! one (the same language as `--rename`), and the table below says what
+//! else the target needs. Every tensor must be placed by one of the
+//! preset's rules; a tensor no rule places means the file is not of the
+//! family, and the conversion is refused naming it.
+
+use super::rename::{parse_rules, RenameRule};
+
+/// One shipped mapping.
+#[derive(Debug)]
+pub struct Preset {
+    /// What `--preset` takes.
+    pub name: &'static str,
+    /// The Keras models it reads.
+    pub source: &'static str,
+    /// The PyTorch models whose state dict it writes.
+    pub target: &'static str,
+    rules: &'static str,
+    /// Keras layer classes that do input preprocessing inside the model;
+    /// the targets expect that done before the model, so they are left out.
+    pub preprocessing: &'static [&'static str],
+    /// What a user must do to inputs once the preprocessing layers are gone.
+    pub input_note: &'static str,
+    /// Written into the output's metadata: what the target must be
+    /// configured with for its outputs to match Keras's.
+    pub metadata: &'static [(&'static str, &'static str)],
+    /// Where the target's defaults differ from what the weights need.
+    pub caveats: &'static [&'static str],
+}
+
+const EFFICIENTNET_PREPROCESSING: &[&str] = &["Rescaling", "Normalization"];
+const EFFICIENTNET_INPUT: &str = "Keras's EfficientNet scales inputs by 1/255 and normalises them \
+     inside the model (its `rescaling` and `normalization` layers, left out here): feed the \
+     target RGB inputs in [0, 1] normalised with the `normalization` layer's mean and variance \
+     (`inspect --stats` shows them; for ImageNet weights they are timm's and Hugging Face's \
+     ImageNet defaults)";
+
+/// Every shipped preset.
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "timm-tf-efficientnet",
+        source: "Keras EfficientNetB0..B7",
+        target: "timm tf_efficientnet_b0..b7",
+        rules: include_str!("timm-tf-efficientnet.rules"),
+        preprocessing: EFFICIENTNET_PREPROCESSING,
+        input_note: EFFICIENTNET_INPUT,
+        metadata: &[
+            ("target", "timm tf_efficientnet_bN"),
+            ("bn_eps", "0.001"),
+            ("padding", "tf_same"),
+        ],
+        caveats: &[
+            "load into timm's `tf_efficientnet_bN`, not `efficientnet_bN`: the latter uses \
+             BatchNorm eps 1e-5 and symmetric padding, so the names match but the outputs do not",
+        ],
+    },
+    Preset {
+        name: "hf-efficientnet",
+        source: "Keras EfficientNetB0..B7",
+        target: "transformers EfficientNetForImageClassification",
+        rules: include_str!("hf-efficientnet.rules"),
+        preprocessing: EFFICIENTNET_PREPROCESSING,
+        input_note: EFFICIENTNET_INPUT,
+        metadata: &[
+            ("target", "transformers EfficientNetForImageClassification"),
+            ("bn_eps", "0.001"),
+        ],
+        caveats: &[
+            "configure EfficientNetConfig with the Keras model's width and depth coefficients \
+             (B0: 1.0, 1.0; the config's default is B7) and num_labels equal to the Keras \
+             classifier's size",
+        ],
+    },
+    Preset {
+        name: "timm-legacy-xception",
+        source: "Keras Xception",
+        target: "timm legacy_xception",
+        rules: include_str!("timm-legacy-xception.rules"),
+        preprocessing: &[],
+        input_note: "",
+        metadata: &[
+            ("target", "timm legacy_xception"),
+            ("bn_eps", "0.001"),
+            ("pool_padding", "tf_same"),
+        ],
+        caveats: &[
+            "timm's legacy_xception uses BatchNorm eps 1e-5 and pads its max pools \
+             symmetrically; Keras used eps 1e-3 and TensorFlow's 'same' padding: set eps=1e-3 \
+             on every BatchNorm2d and pad the pools like TensorFlow, or the outputs differ",
+        ],
+    },
+];
+
+impl Preset {
+    /// Looks a preset up by name.
+    pub fn named(name: &str) -> Option<&'static Preset> {
+        PRESETS.iter().find(|p| p.name == name)
+    }
+
+    /// The preset's rename rules.
+    pub fn rules(&self) -> Vec<RenameRule> {
+        // The files are part of the binary and parsed in a unit test.
+        parse_rules(self.rules).unwrap_or_default()
+    }
+
+    /// Every preset's name, for messages.
+    pub fn names() -> Vec<&'static str> {
+        PRESETS.iter().map(|p| p.name).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_parses_and_is_found_by_name() {
+        for preset in PRESETS {
+            parse_rules(preset.rules).unwrap_or_else(|e| panic!("{}: {e}", preset.name));
+            assert!(!preset.rules().is_empty());
+            assert!(std::ptr::eq(Preset::named(preset.name).unwrap(), preset));
+        }
+        assert!(Preset::named("nope").is_none());
+    }
+}
