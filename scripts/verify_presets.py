@@ -92,8 +92,9 @@ def torch_model(preset):
         return timm.create_model("tf_efficientnet_b0", pretrained=False)
     if preset == "hf-efficientnet":
         from transformers import EfficientNetConfig, EfficientNetForImageClassification
+        # google/efficientnet-b0's config; the class's defaults are B7's.
         config = EfficientNetConfig(width_coefficient=1.0, depth_coefficient=1.0,
-                                    image_size=224, num_labels=1000)
+                                    image_size=224, hidden_dim=1280, num_labels=1000)
         return EfficientNetForImageClassification(config)
     import timm
     model = timm.create_model("legacy_xception", pretrained=False)

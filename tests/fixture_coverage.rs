@@ -33,6 +33,7 @@ const NOT_TEST_INPUTS: &[(&str, &str)] = &[
     ("malicious/make_malicious.py", "a generator script"),
     ("crafted/make_crafted.py", "a generator script"),
     ("/generate_tf.py", "a generator script"),
+    ("/generate_presets.py", "a generator script"),
     (
         "tf/functional_savedmodel/fingerprint.pb",
         "a SavedModel's fingerprint: nothing of the weights",
@@ -61,14 +62,16 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The text of every test that names fixtures: the test sources (but this
-/// one, whose exclusion list must not count as use) and the README's CI
+/// The text of every test that names fixtures: the test sources and the
+/// crate's sources with their unit tests (but this one, whose exclusion list must not count as use) and the README's CI
 /// example.
 fn test_sources() -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut text = String::new();
     let mut files = Vec::new();
     walk(&root.join("tests"), &mut files);
+    // Unit tests inside the crate read fixtures too.
+    walk(&root.join("src"), &mut files);
     for file in files {
         if file.extension().is_some_and(|e| e == "rs") && !file.ends_with("fixture_coverage.rs") {
             text.push_str(&std::fs::read_to_string(&file).unwrap());

@@ -12,8 +12,8 @@ use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
 use crate::export::metadata::{self, TorchMetadata};
 use crate::export::presets::Preset;
-use crate::export::rename::{RenameRule, Renamer};
 use crate::export::pytorch::{self, TorchSource};
+use crate::export::rename::{RenameRule, Renamer};
 use crate::export::transform::{self, Step};
 use crate::model::Location;
 use crate::model::{Format, Layer, Model, Skipped, Weight};
@@ -214,8 +214,11 @@ impl Draft {
 fn preprocessing_class(layer: &Layer, preset: &Preset) -> Option<&'static str> {
     let class = layer.class.as_deref().or_else(|| {
         let labels: Vec<&str> = layer.weights.iter().map(|w| w.label.as_str()).collect();
-        matches!(labels.as_slice(), ["mean", "variance", "count"] | ["mean", "variance"])
-            .then_some("Normalization")
+        matches!(
+            labels.as_slice(),
+            ["mean", "variance", "count"] | ["mean", "variance"]
+        )
+        .then_some("Normalization")
     })?;
     preset.preprocessing.iter().copied().find(|p| *p == class)
 }

@@ -58,7 +58,10 @@ impl RenameRule {
         for piece in &pieces {
             let group = match piece {
                 Piece::Text(_) => continue,
-                Piece::Group(g) | Piece::Shifted(g, _) | Piece::LetterIndex(g) | Piece::Ordinal(g) => g,
+                Piece::Group(g)
+                | Piece::Shifted(g, _)
+                | Piece::LetterIndex(g)
+                | Piece::Ordinal(g) => g,
             };
             let exists = match group {
                 Group::Number(n) => *n < pattern.captures_len(),
@@ -76,14 +79,6 @@ impl RenameRule {
             replacement: replacement.to_string(),
             pieces,
         })
-    }
-
-    pub fn pattern(&self) -> &str {
-        self.pattern.as_str()
-    }
-
-    pub fn replacement(&self) -> &str {
-        &self.replacement
     }
 }
 
@@ -206,6 +201,7 @@ pub struct Renamer<'a> {
 }
 
 impl<'a> Renamer<'a> {
+    /// A renamer that has seen no name yet.
     pub fn new(rules: &'a [RenameRule]) -> Self {
         Renamer {
             rules,
@@ -262,7 +258,9 @@ impl<'a> Renamer<'a> {
             Piece::Shifted(group, amount) => {
                 let text = text_of(group);
                 let value: i64 = text.parse().map_err(|_| {
-                    fail(format!("`${{{group}{amount:+}}}` needs a number, got `{text}`"))
+                    fail(format!(
+                        "`${{{group}{amount:+}}}` needs a number, got `{text}`"
+                    ))
                 })?;
                 out.push_str(&(value + amount).to_string());
             }
@@ -325,8 +323,18 @@ mod tests {
     #[test]
     fn numbers_shift_and_letters_count_from_zero() {
         let rules = r"^block(\d)([a-z])_(\w+)\. => blocks.${1-1}.${2:index}.$3.";
-        let out = rename_all(rules, &["block1a_dwconv.weight", "block7c_bn.bias", "top.weight"]);
-        assert_eq!(out, ["blocks.0.0.dwconv.weight", "blocks.6.2.bn.bias", "top.weight"]);
+        let out = rename_all(
+            rules,
+            &["block1a_dwconv.weight", "block7c_bn.bias", "top.weight"],
+        );
+        assert_eq!(
+            out,
+            [
+                "blocks.0.0.dwconv.weight",
+                "blocks.6.2.bn.bias",
+                "top.weight"
+            ]
+        );
         assert_eq!(rename_all(r"^x(\d+) => y${1 + 10}", &["x5"]), ["y15"]);
     }
 
@@ -336,19 +344,38 @@ mod tests {
                      ^block(?P<b>\\d[a-z])_dw\\. => blocks.${b:ordinal}.dw.\n";
         let out = rename_all(
             rules,
-            &["block1a_dw.w", "block2a_expand.w", "block2a_dw.w", "block2b_expand.w", "block1a_dw.b"],
+            &[
+                "block1a_dw.w",
+                "block2a_expand.w",
+                "block2a_dw.w",
+                "block2b_expand.w",
+                "block1a_dw.b",
+            ],
         );
         assert_eq!(
             out,
-            ["blocks.0.dw.w", "blocks.1.expand.w", "blocks.1.dw.w", "blocks.2.expand.w", "blocks.0.dw.b"]
+            [
+                "blocks.0.dw.w",
+                "blocks.1.expand.w",
+                "blocks.1.dw.w",
+                "blocks.2.expand.w",
+                "blocks.0.dw.b"
+            ]
         );
     }
 
     #[test]
     fn numbered_ordinals_count_per_rule() {
-        let rules = "^conv2d(_\\d+)?\\. => skip${1:ordinal}.\n^bn(_\\d+)?\\. => skipbn${1:ordinal}.\n";
-        let out = rename_all(rules, &["conv2d.w", "bn.w", "conv2d_7.w", "bn_3.w", "conv2d_7.b"]);
-        assert_eq!(out, ["skip0.w", "skipbn0.w", "skip1.w", "skipbn1.w", "skip1.b"]);
+        let rules =
+            "^conv2d(_\\d+)?\\. => skip${1:ordinal}.\n^bn(_\\d+)?\\. => skipbn${1:ordinal}.\n";
+        let out = rename_all(
+            rules,
+            &["conv2d.w", "bn.w", "conv2d_7.w", "bn_3.w", "conv2d_7.b"],
+        );
+        assert_eq!(
+            out,
+            ["skip0.w", "skipbn0.w", "skip1.w", "skipbn1.w", "skip1.b"]
+        );
     }
 
     #[test]
@@ -359,7 +386,13 @@ mod tests {
         let rules = parse_rules(r"^(\w+)_ => ${1:index}.").unwrap();
         let err = Renamer::new(&rules).apply("ab_x").unwrap_err();
         assert!(err.contains("one letter a-z, got `ab`"), "{err}");
-        for bad in [r"^(a) => $2", r"^(a) => ${x}", r"^(a) => ${1:count}", r"^(a) => ${1-x}", "^(a) => ${1"] {
+        for bad in [
+            r"^(a) => $2",
+            r"^(a) => ${x}",
+            r"^(a) => ${1:count}",
+            r"^(a) => ${1-x}",
+            "^(a) => ${1",
+        ] {
             assert!(parse_rules(bad).is_err(), "{bad}");
         }
         assert_eq!(rename_all(r"^a => $$", &["ab"]), ["$b"]);

@@ -21,8 +21,8 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// Every Keras fixture that has an expected-values file in the common
 /// schema, with that file parsed: the fixtures folder and its `numerics/`,
-/// `old_keras/` and `older_keras3/` folders (Keras 0.x files have a schema
-/// of their own).
+/// `old_keras/`, `older_keras3/` and `presets/` folders (Keras 0.x files
+/// have a schema of their own).
 pub fn keras_fixtures() -> Vec<(PathBuf, Value)> {
     let mut out = Vec::new();
     for dir in [
@@ -30,6 +30,7 @@ pub fn keras_fixtures() -> Vec<(PathBuf, Value)> {
         fixtures_dir().join("numerics"),
         fixtures_dir().join("old_keras"),
         fixtures_dir().join("older_keras3"),
+        fixtures_dir().join("presets"),
     ] {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();

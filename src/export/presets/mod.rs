@@ -40,7 +40,7 @@ const EFFICIENTNET_INPUT: &str = "Keras's EfficientNet scales inputs by 1/255 an
      ImageNet defaults)";
 
 /// Every shipped preset.
-pub const PRESETS: &[Preset] = &[
+pub static PRESETS: &[Preset] = &[
     Preset {
         name: "timm-tf-efficientnet",
         source: "Keras EfficientNetB0..B7",
@@ -70,9 +70,9 @@ pub const PRESETS: &[Preset] = &[
             ("bn_eps", "0.001"),
         ],
         caveats: &[
-            "configure EfficientNetConfig with the Keras model's width and depth coefficients \
-             (B0: 1.0, 1.0; the config's default is B7) and num_labels equal to the Keras \
-             classifier's size",
+            "configure EfficientNetConfig as google/efficientnet-bN's config (B0: \
+             width_coefficient 1.0, depth_coefficient 1.0, hidden_dim 1280; the class's \
+             defaults are B7's) with num_labels equal to the Keras classifier's size",
         ],
     },
     Preset {
@@ -127,3 +127,6 @@ mod tests {
         assert!(Preset::named("nope").is_none());
     }
 }
+
+#[cfg(test)]
+mod fixture_tests;

@@ -1,0 +1,206 @@
+//! Each preset applied to a Keras model's weight list gives exactly the
+//! state-dict names and shapes of its target. Both sides were dumped by the
+//! libraries themselves (`fixtures/generate_presets.py`): the layer list by
+//! tf-keras from `keras.applications`, the state dicts by timm and
+//! transformers. The full-size models are too large to commit, but planning
+//! reads no weight bytes, so a model built from the list plans exactly as
+//! the file would.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::Preset;
+use crate::dtype::Dtype;
+use crate::export::{plan, Layout, PlanOptions};
+use crate::model::{Format, Layer, Location, Model, Weight};
+use crate::test_support::fixture;
+
+fn json(name: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(&format!("presets/{name}"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A model with the layers, classes, labels and shapes Keras listed.
+fn keras_model(name: &str) -> Model {
+    let listed = json(name);
+    let mut entry = 0;
+    let layers = listed["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|layer| {
+            let layer_name = layer["name"].as_str().unwrap().to_string();
+            let weights = layer["weights"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| {
+                    let label = w[0].as_str().unwrap().to_string();
+                    entry += 1;
+                    Weight {
+                        stored_name: format!("{layer_name}/{label}"),
+                        dataset: format!("/{layer_name}/{label}"),
+                        label,
+                        sub_path: Vec::new(),
+                        dtype: Dtype::F32,
+                        shape: w[1]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|d| d.as_u64().unwrap() as usize)
+                            .collect(),
+                        file: 0,
+                        location: Location::Bundle(entry),
+                    }
+                })
+                .collect();
+            Layer {
+                path: vec![layer_name],
+                class: Some(layer["class"].as_str().unwrap().to_string()),
+                config: None,
+                weights,
+            }
+        })
+        .collect();
+    Model {
+        format: Format::KerasH5Model,
+        keras_version: listed["keras"].as_str().map(str::to_string),
+        backend: None,
+        date_saved: None,
+        layers,
+        optimizer: Vec::new(),
+        notes: Vec::new(),
+        skipped_groups: Vec::new(),
+        skipped: Vec::new(),
+        stores: Vec::new(),
+    }
+}
+
+fn options(preset: &str) -> PlanOptions {
+    PlanOptions {
+        layout: Layout::PyTorch,
+        num_batches_tracked: true,
+        preset: Some(Preset::named(preset).unwrap()),
+        ..PlanOptions::default()
+    }
+}
+
+/// Names to shapes, in order.
+fn state_dict(name: &str) -> Vec<(String, Vec<usize>)> {
+    json(name)["state_dict"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| {
+            let shape = pair[1].as_array().unwrap();
+            let shape = shape.iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            (pair[0].as_str().unwrap().to_string(), shape)
+        })
+        .collect()
+}
+
+fn assert_preset_gives(keras: &str, preset: &str, target: &str) {
+    let model = keras_model(keras);
+    let planned = plan(&model, "x.h5".as_ref(), &options(preset)).unwrap();
+    let got: BTreeMap<String, Vec<usize>> = planned
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.shape.clone()))
+        .collect();
+    let want: BTreeMap<String, Vec<usize>> = state_dict(target).into_iter().collect();
+    let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+    let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{keras} with {preset}: missing {missing:?}, not in {target}: {extra:?}"
+    );
+    for (name, shape) in &want {
+        assert_eq!(&got[name], shape, "{keras} with {preset}: shape of {name}");
+    }
+    assert_eq!(planned.tensors.len(), want.len());
+    assert_eq!(planned.metadata["preset"], preset);
+}
+
+#[test]
+fn timm_tf_efficientnet_names_and_shapes_match_timm_state_dicts() {
+    assert_preset_gives(
+        "keras_efficientnetb0.layers.json",
+        "timm-tf-efficientnet",
+        "timm_tf_efficientnet_b0.state_dict.json",
+    );
+    assert_preset_gives(
+        "keras_efficientnetb7.layers.json",
+        "timm-tf-efficientnet",
+        "timm_tf_efficientnet_b7.state_dict.json",
+    );
+}
+
+#[test]
+fn hf_efficientnet_names_and_shapes_match_transformers_state_dicts() {
+    assert_preset_gives(
+        "keras_efficientnetb0.layers.json",
+        "hf-efficientnet",
+        "hf_efficientnet_b0.state_dict.json",
+    );
+    assert_preset_gives(
+        "keras_efficientnetb7.layers.json",
+        "hf-efficientnet",
+        "hf_efficientnet_b7.state_dict.json",
+    );
+}
+
+#[test]
+fn timm_legacy_xception_names_and_shapes_match_timm_state_dict() {
+    assert_preset_gives(
+        "keras_xception.layers.json",
+        "timm-legacy-xception",
+        "timm_legacy_xception.state_dict.json",
+    );
+}
+
+#[test]
+fn a_model_of_another_family_is_refused_naming_the_first_tensor_with_no_place() {
+    let cases = [
+        (
+            "keras_xception.layers.json",
+            "timm-tf-efficientnet",
+            "`block1_conv1.weight`",
+        ),
+        (
+            "keras_xception.layers.json",
+            "hf-efficientnet",
+            "`block1_conv1.weight`",
+        ),
+        (
+            "keras_efficientnetb0.layers.json",
+            "timm-legacy-xception",
+            "`normalization.mean`",
+        ),
+    ];
+    for (keras, preset, first) in cases {
+        let err = plan(&keras_model(keras), "x.h5".as_ref(), &options(preset))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("has no place in") && err.contains(first),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn preprocessing_layers_are_left_out_with_their_reason() {
+    let model = keras_model("keras_efficientnetb0.layers.json");
+    let planned = plan(&model, "x.h5".as_ref(), &options("timm-tf-efficientnet")).unwrap();
+    let reasons: Vec<&str> = planned.skipped.iter().map(|s| s.reason.as_str()).collect();
+    assert_eq!(planned.skipped.len(), 3, "{reasons:?}");
+    assert!(reasons
+        .iter()
+        .all(|r| r.contains("Normalization layer `normalization`")));
+    assert!(planned.notes.iter().any(|n| n.contains("normalised")));
+    assert!(planned
+        .warnings
+        .iter()
+        .any(|w| w.contains("not `efficientnet_bN`")));
+}

@@ -1,0 +1,191 @@
+//! `convert --preset` on a real Keras file: a small EfficientNet saved by
+//! tf-keras (`fixtures/presets/tiny_efficientnet.h5`), whose timm twin
+//! loaded the converted file with `strict=True` and reproduced Keras's
+//! logits when the fixture was generated (`fixtures/generate_presets.py`
+//! records the difference). Here: the names and shapes are exactly the
+//! twin's state dict, the bytes are Keras's, and other families are refused.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use safetensors::SafeTensors;
+use serde_json::Value;
+
+const TINY: &str = "presets/tiny_efficientnet.h5";
+
+fn timm_twin() -> Value {
+    let text = std::fs::read_to_string(fixture("presets/tiny_efficientnet.timm.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn the_converted_file_has_exactly_the_timm_twins_names_shapes_and_keras_bytes() {
+    let twin = timm_twin();
+    assert!(twin["max_abs_logit_diff"].as_f64().unwrap() < 1e-5);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tiny.safetensors");
+    let run_out = run(&[
+        "convert",
+        fixture(TINY).to_str().unwrap(),
+        "--preset",
+        "timm-tf-efficientnet",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run_out.status.success(), "{}", stderr(&run_out));
+    let err = stderr(&run_out);
+    assert!(err.contains("not `efficientnet_bN`"), "{err}");
+    assert!(
+        err.contains("normalised with the `normalization` layer's mean"),
+        "{err}"
+    );
+
+    let bytes = std::fs::read(&out).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let got: BTreeMap<String, Vec<usize>> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (name, view.shape().to_vec()))
+        .collect();
+    let want: BTreeMap<String, Vec<usize>> = twin["state_dict"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let shape = p[1].as_array().unwrap().iter();
+            (
+                p[0].as_str().unwrap().to_string(),
+                shape.map(|d| d.as_u64().unwrap() as usize).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+
+    // Arrays whose layout does not change keep Keras's bytes, under their
+    // timm names; num_batches_tracked is PyTorch's own zero.
+    let expected = serde_json::from_str::<Value>(
+        &std::fs::read_to_string(fixture("presets/tiny_efficientnet.h5.expected.json")).unwrap(),
+    )
+    .unwrap();
+    let keras: BTreeMap<&str, &str> = expected_weights(&expected)
+        .iter()
+        .map(|w| (w["name"].as_str().unwrap(), w["sha256"].as_str().unwrap()))
+        .collect();
+    for (timm, keras_name) in [
+        ("bn1.weight", "stem_bn/gamma"),
+        ("bn1.running_var", "stem_bn/moving_variance"),
+        ("blocks.0.0.bn1.bias", "block1a_bn/beta"),
+        ("blocks.0.0.se.conv_reduce.bias", "block1a_se_reduce/bias"),
+        (
+            "blocks.1.0.bn3.running_mean",
+            "block2a_project_bn/moving_mean",
+        ),
+        ("blocks.6.0.se.conv_expand.bias", "block7a_se_expand/bias"),
+        ("bn2.weight", "top_bn/gamma"),
+        ("classifier.bias", "predictions/bias"),
+    ] {
+        let tensor = st.tensor(timm).unwrap();
+        assert_eq!(
+            sha256_hex(tensor.data()),
+            keras[keras_name],
+            "{timm} <- {keras_name}"
+        );
+    }
+    let counter = st.tensor("blocks.3.0.bn2.num_batches_tracked").unwrap();
+    assert_eq!(counter.data(), &[0u8; 8]);
+
+    let (_, metadata) = read_output(&out);
+    assert_eq!(metadata["preset"], "timm-tf-efficientnet");
+    assert_eq!(metadata["bn_eps"], "0.001");
+    assert_eq!(metadata["padding"], "tf_same");
+    assert_eq!(metadata["format"], "pt");
+}
+
+#[test]
+fn a_file_of_another_family_is_refused_and_nothing_is_written() {
+    assert_clean_convert_failure_with(
+        &["--preset", "timm-legacy-xception"],
+        "not a Keras Xception file for preset timm-legacy-xception: tensor `normalization.mean`",
+    );
+}
+
+fn assert_clean_convert_failure_with(extra: &[&str], expect: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.safetensors");
+    let mut args = vec![
+        "convert",
+        fixture(TINY).to_str().unwrap().to_owned().leak() as &str,
+    ];
+    args.extend_from_slice(extra);
+    args.extend(["-o", out.to_str().unwrap()]);
+    let result = run(&args);
+    assert_eq!(result.status.code(), Some(1), "{}", stderr(&result));
+    let err = stderr(&result);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(expect) && err.contains("tiny_efficientnet.h5"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_preset_cannot_be_combined_with_the_keras_layout_and_unknown_names_are_listed() {
+    let tiny = fixture(TINY);
+    let both = run(&[
+        "convert",
+        tiny.to_str().unwrap(),
+        "--preset",
+        "hf-efficientnet",
+        "--layout",
+        "keras",
+        "--dry-run",
+    ]);
+    assert_eq!(both.status.code(), Some(2));
+    assert!(
+        stderr(&both).contains("cannot be used with"),
+        "{}",
+        stderr(&both)
+    );
+    let unknown = run(&[
+        "convert",
+        tiny.to_str().unwrap(),
+        "--preset",
+        "resnet",
+        "--dry-run",
+    ]);
+    assert_eq!(unknown.status.code(), Some(2));
+    let err = stderr(&unknown);
+    for name in [
+        "timm-tf-efficientnet",
+        "hf-efficientnet",
+        "timm-legacy-xception",
+    ] {
+        assert!(err.contains(name), "{err}");
+    }
+}
+
+#[test]
+fn user_rename_rules_apply_after_the_preset() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.txt");
+    std::fs::write(&rules, "^ => backbone.\n").unwrap();
+    let out = run(&[
+        "convert",
+        fixture(TINY).to_str().unwrap(),
+        "--preset",
+        "timm-tf-efficientnet",
+        "--rename",
+        rules.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("-> backbone.conv_stem.weight"), "{text}");
+    assert!(
+        text.contains("-> backbone.blocks.0.0.conv_dw.weight"),
+        "{text}"
+    );
+}
