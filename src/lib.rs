@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 mod accounting;
+pub mod align;
 pub mod cancel;
 pub mod compare;
 pub mod dtype;

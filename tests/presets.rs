@@ -189,3 +189,149 @@ fn user_rename_rules_apply_after_the_preset() {
         "{text}"
     );
 }
+
+/// The twin's state dict as `align` takes it: a JSON object in state-dict
+/// order, or a safetensors file (names sorted, order lost; zero data).
+fn write_references(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let twin = timm_twin();
+    let pairs = twin["state_dict"].as_array().unwrap();
+    let body: Vec<String> = pairs
+        .iter()
+        .map(|p| format!("{}: {}", p[0], p[1]))
+        .collect();
+    let json = dir.join("ref.json");
+    std::fs::write(&json, format!("{{{}}}", body.join(",\n"))).unwrap();
+
+    let mut data = Vec::new();
+    for p in pairs {
+        let shape: Vec<usize> = p[1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
+        let name = p[0].as_str().unwrap();
+        let (dtype, size) = if name.ends_with("num_batches_tracked") {
+            (safetensors::Dtype::I64, 8)
+        } else {
+            (safetensors::Dtype::F32, 4)
+        };
+        let bytes = vec![0u8; shape.iter().product::<usize>() * size];
+        data.push((name.to_string(), dtype, shape, bytes));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let st = dir.join("ref.safetensors");
+    safetensors::tensor::serialize_to_file(views, None, &st).unwrap();
+    (json, st)
+}
+
+#[test]
+fn align_finds_the_presets_mapping_from_a_reference_state_dict_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, st) = write_references(dir.path());
+    let tiny = fixture(TINY);
+    let by_preset = dir.path().join("preset.safetensors");
+    let out = run(&[
+        "convert",
+        tiny.to_str().unwrap(),
+        "--preset",
+        "timm-tf-efficientnet",
+        "-o",
+        by_preset.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (want, _) = read_output(&by_preset);
+
+    for reference in [&json, &st] {
+        let aligned = dir.path().join("aligned.safetensors");
+        let rules = dir.path().join("tiny.rules");
+        let out = run(&[
+            "align",
+            tiny.to_str().unwrap(),
+            "--to",
+            reference.to_str().unwrap(),
+            "-o",
+            rules.to_str().unwrap(),
+            "--apply",
+            aligned.to_str().unwrap(),
+            "--force",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("162 tensors in 59 modules aligned"),
+            "{}",
+            stderr(&out)
+        );
+        let (got, _) = read_output(&aligned);
+        assert_eq!(got, want, "align --apply with {}", reference.display());
+
+        // The rules file works with convert, as its header says.
+        let converted = dir.path().join("by_rules.safetensors");
+        let out = run(&[
+            "convert",
+            tiny.to_str().unwrap(),
+            "--layout",
+            "pytorch",
+            "--num-batches-tracked",
+            "--skip",
+            "normalization",
+            "--rename",
+            rules.to_str().unwrap(),
+            "-o",
+            converted.to_str().unwrap(),
+            "--force",
+            "--quiet",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(read_output(&converted).0, want);
+        let text = std::fs::read_to_string(&rules).unwrap();
+        assert!(
+            text.contains("--skip normalization --rename RULES"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn align_refuses_a_reference_whose_structure_differs_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, _) = write_references(dir.path());
+    let text = std::fs::read_to_string(&json).unwrap();
+    // The twin with a wider head: one module no longer fits.
+    std::fs::write(
+        &json,
+        text.replace(
+            "\"conv_head.weight\": [128,32,1,1]",
+            "\"conv_head.weight\": [128,33,1,1]",
+        ),
+    )
+    .unwrap();
+    let rules = dir.path().join("x.rules");
+    let applied = dir.path().join("x.safetensors");
+    let out = run(&[
+        "align",
+        fixture(TINY).to_str().unwrap(),
+        "--to",
+        json.to_str().unwrap(),
+        "-o",
+        rules.to_str().unwrap(),
+        "--apply",
+        applied.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("differ in structure") && err.contains("`top_conv` (weight [128, 32, 1, 1])"),
+        "{err}"
+    );
+    assert!(!rules.exists() && !applied.exists());
+}

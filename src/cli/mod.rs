@@ -1,6 +1,7 @@
 //! Command-line flags, and one file per subcommand. No logic beyond wiring
 //! and printing: the work is in the library.
 
+mod align;
 mod check;
 mod convert;
 mod inspect;
@@ -35,6 +36,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Convert(convert::Args),
+    Align(align::Args),
     Inspect(inspect::Args),
     Verify(check::VerifyArgs),
     Diff(check::DiffArgs),
@@ -63,6 +65,7 @@ pub enum Outcome {
 pub fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Convert(args) => convert::run(args),
+        Command::Align(args) => align::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => check::verify(args),
         Command::Diff(args) => check::diff(args),

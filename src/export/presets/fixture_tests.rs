@@ -204,3 +204,96 @@ fn preprocessing_layers_are_left_out_with_their_reason() {
         .iter()
         .any(|w| w.contains("not `efficientnet_bN`")));
 }
+
+/// `align` finds the preset's mapping on its own, from the target's names
+/// and shapes: in state-dict order (a JSON reference) and with the order
+/// lost (a safetensors header lists names sorted).
+#[test]
+fn align_finds_each_presets_mapping_with_no_rules() {
+    use crate::align::{align, Reference};
+    let cases = [
+        (
+            "keras_efficientnetb0.layers.json",
+            "timm-tf-efficientnet",
+            "timm_tf_efficientnet_b0.state_dict.json",
+        ),
+        (
+            "keras_efficientnetb7.layers.json",
+            "timm-tf-efficientnet",
+            "timm_tf_efficientnet_b7.state_dict.json",
+        ),
+        (
+            "keras_efficientnetb0.layers.json",
+            "hf-efficientnet",
+            "hf_efficientnet_b0.state_dict.json",
+        ),
+        (
+            "keras_xception.layers.json",
+            "timm-legacy-xception",
+            "timm_legacy_xception.state_dict.json",
+        ),
+    ];
+    for (keras, preset, target) in cases {
+        let model = keras_model(keras);
+        let by_preset = plan(&model, "x.h5".as_ref(), &options(preset)).unwrap();
+        let want: Vec<&str> = by_preset.tensors.iter().map(|t| t.name.as_str()).collect();
+        let unaligned = PlanOptions {
+            layout: Layout::PyTorch,
+            num_batches_tracked: true,
+            skip: crate::align::preprocessing_layers(&model),
+            ..PlanOptions::default()
+        };
+        let source = plan(&model, "x.h5".as_ref(), &unaligned).unwrap().tensors;
+        for ordered in [true, false] {
+            let mut tensors = state_dict(target);
+            if !ordered {
+                tensors.sort();
+            }
+            let alignment = align(&source, &Reference { tensors, ordered }).unwrap();
+            let target_of: BTreeMap<&str, &str> = alignment
+                .pairs
+                .iter()
+                .map(|p| (p.source.as_str(), p.target.as_str()))
+                .collect();
+            let got: Vec<String> = source
+                .iter()
+                .map(|t| {
+                    let (module, param) = t.name.rsplit_once('.').unwrap();
+                    format!("{}.{param}", target_of[module])
+                })
+                .collect();
+            assert_eq!(got, want, "{keras} onto {target} (ordered: {ordered})");
+        }
+    }
+}
+
+#[test]
+fn align_refuses_a_reference_of_another_architecture() {
+    use crate::align::{align, Reference};
+    let model = keras_model("keras_xception.layers.json");
+    let source = plan(&model, "x.h5".as_ref(), &options_without_preset())
+        .unwrap()
+        .tensors;
+    let mut tensors = state_dict("timm_tf_efficientnet_b0.state_dict.json");
+    tensors.sort();
+    let err = align(
+        &source,
+        &Reference {
+            tensors,
+            ordered: false,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("differ in structure") && err.contains("`block1_conv2`"),
+        "{err}"
+    );
+}
+
+fn options_without_preset() -> PlanOptions {
+    PlanOptions {
+        layout: Layout::PyTorch,
+        num_batches_tracked: true,
+        ..PlanOptions::default()
+    }
+}

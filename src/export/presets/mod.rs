@@ -32,7 +32,9 @@ pub struct Preset {
     pub caveats: &'static [&'static str],
 }
 
-const EFFICIENTNET_PREPROCESSING: &[&str] = &["Rescaling", "Normalization"];
+/// Keras layers that preprocess inputs inside a model; PyTorch models
+/// expect that done before them.
+pub const PREPROCESSING_CLASSES: &[&str] = &["Rescaling", "Normalization"];
 const EFFICIENTNET_INPUT: &str = "Keras's EfficientNet scales inputs by 1/255 and normalises them \
      inside the model (its `rescaling` and `normalization` layers, left out here): feed the \
      target RGB inputs in [0, 1] normalised with the `normalization` layer's mean and variance \
@@ -46,7 +48,7 @@ pub static PRESETS: &[Preset] = &[
         source: "Keras EfficientNetB0..B7",
         target: "timm tf_efficientnet_b0..b7",
         rules: include_str!("timm-tf-efficientnet.rules"),
-        preprocessing: EFFICIENTNET_PREPROCESSING,
+        preprocessing: PREPROCESSING_CLASSES,
         input_note: EFFICIENTNET_INPUT,
         metadata: &[
             ("target", "timm tf_efficientnet_bN"),
@@ -63,7 +65,7 @@ pub static PRESETS: &[Preset] = &[
         source: "Keras EfficientNetB0..B7",
         target: "transformers EfficientNetForImageClassification",
         rules: include_str!("hf-efficientnet.rules"),
-        preprocessing: EFFICIENTNET_PREPROCESSING,
+        preprocessing: PREPROCESSING_CLASSES,
         input_note: EFFICIENTNET_INPUT,
         metadata: &[
             ("target", "transformers EfficientNetForImageClassification"),
