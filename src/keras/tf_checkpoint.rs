@@ -25,6 +25,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::keras::config::LayerConfig;
 use crate::keras::legacy_h5::{self, RawWeight};
 use crate::keras::ReadOptions;
+use crate::labels;
 use crate::model::{Format, Layer, Location, Model, SkippedGroup, Store, Weight};
 use crate::tf_bundle::{self, proto, Bundle, BundleError, TensorType};
 
@@ -228,6 +229,13 @@ pub fn read(
         TfInput::SavedModel(dir) => saved_model_metadata(dir, &mut reader.notes)?,
         TfInput::Checkpoint(_) => SavedModelMetadata::default(),
     };
+    // A subclassed model's config lists no layers: its layers' classes come
+    // from their own entries in keras_metadata.pb (only when no --config).
+    let sub_layers = if config.is_none() {
+        saved.sub_layers
+    } else {
+        Vec::new()
+    };
     let config = config.or(saved.config);
     if config.is_none() && format != Format::Tf1Checkpoint {
         reader.notes.push(
@@ -237,7 +245,14 @@ pub fn read(
                 .into(),
         );
     }
-    let layers = name_layers(raw, config.as_ref(), &mut reader.notes)?;
+    let mut raw = raw;
+    if !sub_layers.is_empty() {
+        strip_model_scope(&mut raw, saved.model_name.as_deref(), &sub_layers);
+    }
+    let mut layers = name_layers(raw, config.as_ref(), &mut reader.notes)?;
+    if !sub_layers.is_empty() {
+        give_classes(&mut layers, &sub_layers, &mut reader.notes);
+    }
     let Reader {
         skipped_groups,
         notes,
@@ -569,6 +584,108 @@ struct SavedModelMetadata {
     config: Option<LayerConfig>,
     keras_version: Option<String>,
     backend: Option<String>,
+    /// The root model's name (the scope its variables may carry).
+    model_name: Option<String>,
+    /// For a subclassed model (whose config lists no layers): every layer
+    /// the metadata describes below the root.
+    sub_layers: Vec<SubLayer>,
+}
+
+/// One layer of a subclassed model, from its own `keras_metadata.pb` entry.
+#[derive(Debug, Clone, PartialEq)]
+struct SubLayer {
+    /// The names of the layers that hold it, then its own (`block_0/sep`):
+    /// the path its variables' names carry below the model's scope.
+    path: Vec<String>,
+    class: String,
+    config: Option<serde_json::Value>,
+}
+
+/// The layers below the root in `keras_metadata.pb`. Each entry's
+/// `node_path` is its attribute path from the root (`root.stages.0.1.sep`:
+/// list items count too); a layer's name path takes the names of the
+/// layers among its path's prefixes (`block_1`, then `sep`). Metrics are
+/// not layers.
+fn sub_layers(nodes: &[proto::SavedObject]) -> Vec<SubLayer> {
+    let described: Vec<(&str, serde_json::Value)> = nodes
+        .iter()
+        .filter(|n| n.node_path.starts_with("root.") && n.identifier.starts_with("_tf_keras_"))
+        .filter(|n| n.identifier != "_tf_keras_metric")
+        .filter_map(|n| {
+            Some((
+                n.node_path.as_str(),
+                serde_json::from_str(&n.metadata).ok()?,
+            ))
+        })
+        .collect();
+    let text = |v: &serde_json::Value, key: &str| v.get(key)?.as_str().map(str::to_string);
+    let names: HashMap<&str, String> = described
+        .iter()
+        .filter_map(|(path, v)| Some((*path, text(v, "name")?)))
+        .collect();
+    let mut layers = Vec::new();
+    for (node_path, v) in &described {
+        let (Some(class), Some(_)) = (text(v, "class_name"), names.get(node_path)) else {
+            continue;
+        };
+        let mut path = Vec::new();
+        for (i, _) in node_path.match_indices('.').skip(1) {
+            if let Some(name) = names.get(&node_path[..i]) {
+                path.push(name.clone());
+            }
+        }
+        path.push(names[node_path].clone());
+        layers.push(SubLayer {
+            path,
+            class,
+            config: v.get("config").cloned(),
+        });
+    }
+    layers
+}
+
+/// A subclassed model builds its layers inside its own name scope, so
+/// their variables are named `<model>/<layer>/...`; the HDF5 naming (and
+/// the `.h5` of the same model) has no model prefix. Dropped where the
+/// next component is one of the model's top-level layers.
+fn strip_model_scope(raw: &mut [RawWeight], model: Option<&str>, layers: &[SubLayer]) {
+    let Some(model) = model.filter(|m| !m.is_empty()) else {
+        return;
+    };
+    let top: HashSet<&str> = layers
+        .iter()
+        .filter(|l| l.path.len() == 1)
+        .map(|l| l.path[0].as_str())
+        .collect();
+    for w in raw {
+        if w.parts.len() > 2 && w.parts[0] == model && top.contains(w.parts[1].as_str()) {
+            w.parts.remove(0);
+        }
+    }
+}
+
+/// Gives each layer that has no class the class and config of the
+/// metadata entry with its path, and that class's labels.
+fn give_classes(layers: &mut [Layer], sub_layers: &[SubLayer], notes: &mut Vec<String>) {
+    let by_path: HashMap<&[String], &SubLayer> =
+        sub_layers.iter().map(|l| (l.path.as_slice(), l)).collect();
+    let mut unmatched = 0usize;
+    for layer in layers.iter_mut().filter(|l| l.class.is_none()) {
+        let Some(found) = by_path.get(layer.path.as_slice()) else {
+            unmatched += usize::from(!layer.path.is_empty());
+            continue;
+        };
+        for w in &mut layer.weights {
+            w.label = labels::canonical_label(&found.class, &w.label).to_string();
+        }
+        layer.class = Some(found.class.clone());
+        layer.config = found.config.clone();
+    }
+    if unmatched > 0 {
+        notes.push(format!(
+            "keras_metadata.pb: {unmatched} layer(s) of this subclassed model are named by variable names that match no layer it describes; their classes are guessed"
+        ));
+    }
 }
 
 /// The root object's metadata in `keras_metadata.pb`: the whole model's
@@ -607,6 +724,8 @@ fn saved_model_metadata(dir: &Path, notes: &mut Vec<String>) -> Result<SavedMode
         config: None,
         keras_version: text_of("keras_version"),
         backend: text_of("backend"),
+        model_name: text_of("name"),
+        sub_layers: Vec::new(),
     };
     let (Some(class), Some(config)) = (json.get("class_name"), json.get("config")) else {
         notes.push(
@@ -620,6 +739,9 @@ fn saved_model_metadata(dir: &Path, notes: &mut Vec<String>) -> Result<SavedMode
         Err(e) => notes.push(format!(
             "keras_metadata.pb: {e}; tensors are named by variable name"
         )),
+    }
+    if saved.config.as_ref().is_some_and(|c| c.children.is_empty()) {
+        saved.sub_layers = sub_layers(&metadata.nodes);
     }
     Ok(saved)
 }
