@@ -144,6 +144,16 @@ fn block(body: &[u8], h: Handle, what: &str) -> Result<Vec<u8>> {
     let contents = &body[start..contents_end];
     match body[contents_end] {
         0 => Ok(contents.to_vec()),
+        // TensorFlow 1.2 and later never write this: `BundleWriter::Finish`
+        // and `MergeBundles` in tensorflow/core/util/tensor_bundle/tensor_bundle.cc
+        // set `compression = table::kNoCompression` ("Compressed tables cannot
+        // be read by TensorFlow releases prior to 1.1 ... compressed writes are
+        // disabled for now (version 1.2)"). Before that the bundle writer used
+        // the default `table::Options`, whose compression is
+        // `kSnappyCompression` (tensorflow/core/lib/io/table_options.h), so
+        // V2 checkpoints from TF 0.12-1.1 may hold snappy blocks, and TF's
+        // reader still takes them. No TensorFlow that runs today writes one:
+        // the test table is built by hand.
         1 => {
             let len = snap::raw::decompress_len(contents)
                 .map_err(|e| bad(format!("{what}: bad snappy data ({e})")))?;
