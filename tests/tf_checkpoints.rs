@@ -214,8 +214,11 @@ fn a_subclassed_saved_model_gives_each_layer_its_class() {
         .collect();
     assert!(want.contains_key("block_1/sep"), "{want:?}");
     assert_eq!(layer_classes(&saved), want);
-    // The weights-only .h5 of the same model records no class: guessed.
+    // The weights-only .h5 of the same model: the same tensors (its weight
+    // names carry the model's scope too, `tf_subclassed/block_0/sep/...` in
+    // the group `block_0`), but no class: those are guessed.
     let h5 = convert(&fixture("tf/subclassed_weights.h5"), &[]);
+    assert_eq!(tensors(&h5), tensors(&saved));
     assert!(layer_classes(&h5).values().all(Option::is_none));
     // --layout pytorch from the recorded classes: Dense and Conv2D kernels
     // transposed (checked against the Keras-layout bytes), BatchNormalization

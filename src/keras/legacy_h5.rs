@@ -294,6 +294,18 @@ pub(crate) fn assemble(
     raw: Vec<RawWeight>,
     notes: &mut Vec<String>,
 ) -> Result<Vec<Layer>> {
+    // A subclassed tf-keras model builds its layers inside its own name
+    // scope: the group `block_0` holds `my_model/block_0/sep/kernel:0`. The
+    // component before the group's own name is that enclosing scope.
+    let raw: Vec<RawWeight> = raw
+        .into_iter()
+        .map(|mut w| {
+            if w.parts.len() > 2 && w.parts[0] != name && w.parts[1] == name {
+                w.parts.remove(0);
+            }
+            w
+        })
+        .collect();
     let is_model = match config {
         Some(c) => c.is_model(),
         // Without a config, the weight names tell: a plain layer's

@@ -286,6 +286,50 @@ pub(crate) mod tests {
         }
     }
 
+    /// Every `.index` below `dir`.
+    fn index_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                index_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "index") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// What the README and the comment on snappy blocks say: TensorFlow
+    /// 2.21 wrote every block of every fixture index uncompressed (single
+    /// saves, merged sharded saves, TF1's sharded Saver).
+    #[test]
+    fn tensorflow_writes_uncompressed_blocks() {
+        let mut files = Vec::new();
+        index_files(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
+            &mut files,
+        );
+        assert!(files.len() >= 9, "{files:?}");
+        for file in files {
+            let index = std::fs::read(&file).unwrap();
+            let body = &index[..index.len() - FOOTER_LEN];
+            let mut pos = 0;
+            let footer = &index[index.len() - FOOTER_LEN..];
+            let mut handles = vec![
+                handle(footer, &mut pos).unwrap(),
+                handle(footer, &mut pos).unwrap(),
+            ];
+            let index_block = block(body, handles[1], "index").unwrap();
+            for (_, value) in block_entries(&index_block, "index").unwrap() {
+                handles.push(handle(&value, &mut 0).unwrap());
+            }
+            assert!(handles.len() >= 3, "{}", file.display());
+            for h in handles {
+                let kind = body[(h.offset + h.size) as usize];
+                assert_eq!(kind, 0, "{}: block at {}", file.display(), h.offset);
+            }
+        }
+    }
+
     #[test]
     fn damage_is_reported_not_panicked() {
         let t = table(&[(b"", b"header"), (b"a/b", b"1")], false);
