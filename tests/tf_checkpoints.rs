@@ -802,6 +802,34 @@ fn each_folder_needs_each_of_its_files() {
 }
 
 #[test]
+fn an_oversized_keras_metadata_is_refused_before_it_is_read() {
+    let files = [
+        "tf/subclassed_savedmodel/saved_model.pb",
+        "tf/subclassed_savedmodel/variables/variables.index",
+        "tf/subclassed_savedmodel/variables/variables.data-00000-of-00001",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let folder = copy_tree(dir.path(), "tf/subclassed_savedmodel", &files);
+    // Sparse: 257 MiB that cost nothing to make.
+    let metadata = std::fs::File::create(folder.join("keras_metadata.pb")).unwrap();
+    metadata.set_len(257 << 20).unwrap();
+    let out = dir.path().join("out.safetensors");
+    let r = run(&[
+        "convert",
+        folder.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("keras_metadata.pb is over"),
+        "{}",
+        stderr(&r)
+    );
+    assert!(!out.exists());
+}
+
+#[test]
 fn a_checkpoint_file_is_never_the_output() {
     let dir = tempfile::tempdir().unwrap();
     copy_checkpoint(dir.path(), SHARDED);

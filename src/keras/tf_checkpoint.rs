@@ -15,6 +15,7 @@
 //! SavedModel's `keras_metadata.pb` records).
 
 use std::collections::{HashMap, HashSet};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,7 +23,8 @@ use prost::Message;
 
 use crate::accounting::{METRICS_SKIPPED, OPTIMIZER_SKIPPED};
 use crate::error::{Error, ErrorKind, Result};
-use crate::keras::config::LayerConfig;
+use crate::files;
+use crate::keras::config::{LayerConfig, MAX_CONFIG_BYTES};
 use crate::keras::legacy_h5::{self, RawWeight};
 use crate::keras::ReadOptions;
 use crate::labels;
@@ -578,6 +580,10 @@ fn name_layers(
     Ok(layers)
 }
 
+/// The largest `keras_metadata.pb` read: it holds the model config and
+/// each layer's config again, so twice what a config may be, and more.
+const MAX_METADATA_BYTES: usize = 4 * MAX_CONFIG_BYTES;
+
 /// What a tf-keras SavedModel's `keras_metadata.pb` tells about the model.
 #[derive(Default)]
 struct SavedModelMetadata {
@@ -605,40 +611,57 @@ struct SubLayer {
 /// `node_path` is its attribute path from the root (`root.stages.0.1.sep`:
 /// list items count too); a layer's name path takes the names of the
 /// layers among its path's prefixes (`block_1`, then `sep`). Metrics are
-/// not layers.
+/// not layers. The paths go into a tree of components, so the work is
+/// linear in their total length, however deep a hostile file nests them.
 fn sub_layers(nodes: &[proto::SavedObject]) -> Vec<SubLayer> {
-    let described: Vec<(&str, serde_json::Value)> = nodes
-        .iter()
-        .filter(|n| n.node_path.starts_with("root.") && n.identifier.starts_with("_tf_keras_"))
-        .filter(|n| n.identifier != "_tf_keras_metric")
-        .filter_map(|n| {
-            Some((
-                n.node_path.as_str(),
-                serde_json::from_str(&n.metadata).ok()?,
-            ))
-        })
-        .collect();
     let text = |v: &serde_json::Value, key: &str| v.get(key)?.as_str().map(str::to_string);
-    let names: HashMap<&str, String> = described
-        .iter()
-        .filter_map(|(path, v)| Some((*path, text(v, "name")?)))
-        .collect();
-    let mut layers = Vec::new();
-    for (node_path, v) in &described {
-        let (Some(class), Some(_)) = (text(v, "class_name"), names.get(node_path)) else {
+    let mut described: Vec<(Vec<&str>, String, String, Option<serde_json::Value>)> = Vec::new();
+    for n in nodes {
+        let Some(rest) = n.node_path.strip_prefix("root.") else {
             continue;
         };
-        let mut path = Vec::new();
-        for (i, _) in node_path.match_indices('.').skip(1) {
-            if let Some(name) = names.get(&node_path[..i]) {
-                path.push(name.clone());
+        if !n.identifier.starts_with("_tf_keras_") || n.identifier == "_tf_keras_metric" {
+            continue;
+        }
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&n.metadata) else {
+            continue;
+        };
+        let (Some(class), Some(name)) = (text(&json, "class_name"), text(&json, "name")) else {
+            continue;
+        };
+        let config = json.get("config").cloned();
+        described.push((rest.split('.').collect(), name, class, config));
+    }
+    // Tree node 0 is the root; `child[(parent, component)]` is a node;
+    // `layer_at[node]`, the entry whose path ends there.
+    let mut child: HashMap<(usize, &str), usize> = HashMap::new();
+    let mut layer_at: Vec<Option<usize>> = vec![None];
+    for (i, (components, ..)) in described.iter().enumerate() {
+        let mut at = 0;
+        for &c in components {
+            let next = layer_at.len();
+            at = *child.entry((at, c)).or_insert(next);
+            if at == next {
+                layer_at.push(None);
             }
         }
-        path.push(names[node_path].clone());
+        layer_at[at] = Some(i);
+    }
+    let names: Vec<String> = described.iter().map(|d| d.1.clone()).collect();
+    let mut layers = Vec::with_capacity(described.len());
+    for (components, _, class, config) in described {
+        let mut path = Vec::new();
+        let mut at = 0;
+        for c in components {
+            at = child[&(at, c)];
+            if let Some(i) = layer_at[at] {
+                path.push(names[i].clone());
+            }
+        }
         layers.push(SubLayer {
             path,
             class,
-            config: v.get("config").cloned(),
+            config,
         });
     }
     layers
@@ -700,7 +723,23 @@ fn saved_model_metadata(dir: &Path, notes: &mut Vec<String>) -> Result<SavedMode
         );
         return Ok(SavedModelMetadata::default());
     }
-    let bytes = std::fs::read(&path).map_err(|e| Error::new(&path, e.into()))?;
+    let file = files::open_regular(&path)?;
+    let size = file.metadata().map_or(0, |m| m.len());
+    let mut bytes = Vec::new();
+    if size <= MAX_METADATA_BYTES as u64 {
+        file.take(MAX_METADATA_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::new(&path, e.into()))?;
+    }
+    if size > MAX_METADATA_BYTES as u64 || bytes.len() > MAX_METADATA_BYTES {
+        return Err(Error::new(
+            &path,
+            ErrorKind::Unsafe(format!(
+                "keras_metadata.pb is over {}, more than a Keras model needs",
+                crate::inspect::human_bytes(MAX_METADATA_BYTES as u64)
+            )),
+        ));
+    }
     let metadata = proto::SavedMetadata::decode(bytes.as_slice()).map_err(|e| {
         Error::new(
             &path,
@@ -815,6 +854,37 @@ mod tests {
         assert!(is_slot("a/kernel/Adam_1", &has));
         assert!(!is_slot("b/Momentum", &has), "no variable `b`");
         assert!(!is_slot("a/kernel", &has));
+    }
+
+    #[test]
+    fn metadata_layer_paths_take_the_names_along_the_node_path() {
+        let node = |path: &str, identifier: &str, name: &str| proto::SavedObject {
+            node_id: 0,
+            node_path: path.into(),
+            identifier: identifier.into(),
+            metadata: serde_json::json!({"name": name, "class_name": "C"}).to_string(),
+        };
+        // 200,000 components: hashing every prefix would take minutes.
+        let deep = format!("root.x{}", ".0".repeat(200_000));
+        let nodes = [
+            node("root", "_tf_keras_model", "model"),
+            node("root.stages.0.1", "_tf_keras_layer", "block_1"),
+            node("root.stages.0.1.sep", "_tf_keras_layer", "sep"),
+            node("root.keras_api.metrics.0", "_tf_keras_metric", "loss"),
+            node("root.head", "some_other_object", "head"),
+            node(&deep, "_tf_keras_layer", "deep"),
+            node(&format!("{deep}.w"), "_tf_keras_layer", "w"),
+        ];
+        let paths: Vec<Vec<String>> = sub_layers(&nodes).into_iter().map(|l| l.path).collect();
+        assert_eq!(
+            paths,
+            [
+                vec!["block_1"],
+                vec!["block_1", "sep"],
+                vec!["deep"],
+                vec!["deep", "w"],
+            ]
+        );
     }
 
     #[test]
