@@ -202,7 +202,8 @@ fn a_subclassed_saved_model_gives_each_layer_its_class() {
     // Named below the model's own scope, as the HDF5 naming names layers.
     assert_eq!(tensors(&saved), keras_tensors(&exp, "name"));
     // Every layer's class, nested ones (`block_0/sep`, in a list inside a
-    // list) included, from its own entry in keras_metadata.pb.
+    // list) included, from its own entry in keras_metadata.pb (the model's
+    // config lists no layers).
     let want: BTreeMap<String, Option<String>> = exp["layers"]
         .as_array()
         .unwrap()
@@ -213,6 +214,8 @@ fn a_subclassed_saved_model_gives_each_layer_its_class() {
         })
         .collect();
     assert!(want.contains_key("block_1/sep"), "{want:?}");
+    // A functional sub-model inside: its layers under its name, as in the .h5.
+    assert_eq!(want["neck/neck_conv"].as_deref(), Some("Conv2D"));
     assert_eq!(layer_classes(&saved), want);
     // The weights-only .h5 of the same model: the same tensors (its weight
     // names carry the model's scope too, `tf_subclassed/block_0/sep/...` in

@@ -238,7 +238,7 @@ pub fn read(
     } else {
         Vec::new()
     };
-    let config = config.or(saved.config);
+    let mut config = config.or(saved.config);
     if config.is_none() && format != Format::Tf1Checkpoint {
         reader.notes.push(
             "a TF checkpoint records variable names, not layer classes or sub-model names: \
@@ -250,6 +250,9 @@ pub fn read(
     let mut raw = raw;
     if !sub_layers.is_empty() {
         strip_model_scope(&mut raw, saved.model_name.as_deref(), &sub_layers);
+        if let Some(root) = config.take() {
+            config = Some(subclassed_config(root, &sub_layers, &raw));
+        }
     }
     let mut layers = name_layers(raw, config.as_ref(), &mut reader.notes)?;
     if !sub_layers.is_empty() {
@@ -685,6 +688,39 @@ fn strip_model_scope(raw: &mut [RawWeight], model: Option<&str>, layers: &[SubLa
             w.parts.remove(0);
         }
     }
+}
+
+/// A subclassed model's config with its top-level layers as children,
+/// each from its metadata entry (a functional sub-model's with its own
+/// layers, so its layers are found under its name as in the `.h5`), in the
+/// order their weights come in the checkpoint.
+fn subclassed_config(root: LayerConfig, sub_layers: &[SubLayer], raw: &[RawWeight]) -> LayerConfig {
+    let mut top: Vec<LayerConfig> = sub_layers
+        .iter()
+        .filter(|l| l.path.len() == 1)
+        .filter_map(|l| {
+            let json = serde_json::json!({"class_name": l.class, "config": l.config});
+            let mut c = LayerConfig::parse(&json.to_string()).ok()?;
+            c.name.clone_from(&l.path[0]);
+            Some(c)
+        })
+        .collect();
+    let mut order: Vec<usize> = Vec::new();
+    for w in raw {
+        let first = w.parts[0].as_str();
+        let holder = top
+            .iter()
+            .position(|c| c.name == first)
+            .or_else(|| top.iter().position(|c| c.find(first).is_some()));
+        if let Some(i) = holder.filter(|i| !order.contains(i)) {
+            order.push(i);
+        }
+    }
+    let unweighted: Vec<usize> = (0..top.len()).filter(|i| !order.contains(i)).collect();
+    order.extend(unweighted);
+    let mut slots: Vec<Option<LayerConfig>> = top.drain(..).map(Some).collect();
+    let children = order.into_iter().filter_map(|i| slots[i].take()).collect();
+    LayerConfig { children, ..root }
 }
 
 /// Gives each layer that has no class the class and config of the
