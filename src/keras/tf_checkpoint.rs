@@ -695,7 +695,7 @@ fn strip_model_scope(raw: &mut [RawWeight], model: Option<&str>, layers: &[SubLa
 /// layers, so its layers are found under its name as in the `.h5`), in the
 /// order their weights come in the checkpoint.
 fn subclassed_config(root: LayerConfig, sub_layers: &[SubLayer], raw: &[RawWeight]) -> LayerConfig {
-    let mut top: Vec<LayerConfig> = sub_layers
+    let top: Vec<LayerConfig> = sub_layers
         .iter()
         .filter(|l| l.path.len() == 1)
         .filter_map(|l| {
@@ -705,20 +705,30 @@ fn subclassed_config(root: LayerConfig, sub_layers: &[SubLayer], raw: &[RawWeigh
             Some(c)
         })
         .collect();
-    let mut order: Vec<usize> = Vec::new();
-    for w in raw {
-        let first = w.parts[0].as_str();
-        let holder = top
-            .iter()
-            .position(|c| c.name == first)
-            .or_else(|| top.iter().position(|c| c.find(first).is_some()));
-        if let Some(i) = holder.filter(|i| !order.contains(i)) {
-            order.push(i);
+    // Layer name -> the top-level layer holding it: itself, or a
+    // functional sub-model's layer (a direct name wins).
+    let mut holder: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in top.iter().enumerate() {
+        holder.insert(c.name.as_str(), i);
+    }
+    for (i, c) in top.iter().enumerate() {
+        let mut stack: Vec<&LayerConfig> = c.children.iter().collect();
+        while let Some(inner) = stack.pop() {
+            holder.entry(inner.name.as_str()).or_insert(i);
+            stack.extend(inner.children.iter());
         }
     }
-    let unweighted: Vec<usize> = (0..top.len()).filter(|i| !order.contains(i)).collect();
-    order.extend(unweighted);
-    let mut slots: Vec<Option<LayerConfig>> = top.drain(..).map(Some).collect();
+    let mut placed = vec![false; top.len()];
+    let mut order: Vec<usize> = Vec::new();
+    for w in raw {
+        if let Some(&i) = holder.get(w.parts[0].as_str()) {
+            if !std::mem::replace(&mut placed[i], true) {
+                order.push(i);
+            }
+        }
+    }
+    order.extend((0..top.len()).filter(|&i| !placed[i]));
+    let mut slots: Vec<Option<LayerConfig>> = top.into_iter().map(Some).collect();
     let children = order.into_iter().filter_map(|i| slots[i].take()).collect();
     LayerConfig { children, ..root }
 }
