@@ -125,6 +125,15 @@ fn the_same_model_as_h5_and_checkpoint_gives_the_same_tensors() {
     assert_eq!(tensors(&h5), keras_tensors(&text, "name"));
     assert_eq!(tensors(&ckpt), tensors(&h5));
     assert_eq!(tensors(&saved), tensors(&h5));
+    // Trained with the new Adam instead: other values, the same names.
+    let text_adam = expected("text_adam.expected.json");
+    let ckpt = tensors(&convert(&fixture("tf/text_adam_ckpt"), &[]));
+    assert_eq!(ckpt, keras_tensors(&text_adam, "name"));
+    assert_eq!(
+        ckpt.keys().collect::<Vec<_>>(),
+        tensors(&h5).keys().collect::<Vec<_>>()
+    );
+    assert_ne!(ckpt, tensors(&h5));
     // A subclassed model (automl EfficientDet naming): no sub-model to lose.
     let effdet: Value = serde_json::from_str(
         &std::fs::read_to_string(fixture("subclassed_effdet_weights.h5.expected.json")).unwrap(),
@@ -265,6 +274,8 @@ fn optimizer_state_is_left_out_by_default_and_kept_with_the_flag() {
         // The same two in SavedModels.
         ("functional.expected.json", "tf/functional_savedmodel"),
         ("text.expected.json", "tf/text_savedmodel"),
+        // The text model with the new Adam: LSTM slots `Adam/m/bidirectional/...`.
+        ("text_adam.expected.json", "tf/text_adam_ckpt/ckpt"),
     ] {
         let exp = expected(name);
         let plain = tensors(&convert(&fixture(ckpt), &[]));
@@ -699,6 +710,14 @@ fn each_folder_needs_each_of_its_files() {
                 "tf/text_ckpt/checkpoint",
                 "tf/text_ckpt/ckpt.index",
                 "tf/text_ckpt/ckpt.data-00000-of-00001",
+            ],
+        ),
+        (
+            "tf/text_adam_ckpt",
+            &[
+                "tf/text_adam_ckpt/checkpoint",
+                "tf/text_adam_ckpt/ckpt.index",
+                "tf/text_adam_ckpt/ckpt.data-00000-of-00001",
             ],
         ),
         (
