@@ -34,7 +34,7 @@ const NOT_TEST_INPUTS: &[(&str, &str)] = &[
     ("crafted/make_crafted.py", "a generator script"),
     ("/generate_tf.py", "a generator script"),
     (
-        "tf/functional_savedmodel/fingerprint.pb",
+        "/fingerprint.pb",
         "a SavedModel's fingerprint: nothing of the weights",
     ),
     (
