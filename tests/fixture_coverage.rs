@@ -35,7 +35,7 @@ const NOT_TEST_INPUTS: &[(&str, &str)] = &[
     ("/generate_tf.py", "a generator script"),
     ("/generate_presets.py", "a generator script"),
     (
-        "tf/functional_savedmodel/fingerprint.pb",
+        "/fingerprint.pb",
         "a SavedModel's fingerprint: nothing of the weights",
     ),
     (

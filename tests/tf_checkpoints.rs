@@ -117,12 +117,23 @@ fn the_same_model_as_h5_and_checkpoint_gives_the_same_tensors() {
         &["--config", config.to_str().unwrap()],
     );
     assert_eq!(tensors(&ckpt), tensors(&h5));
-    // Bidirectional(LSTM): the cell scaffolding is dropped from both.
+    // Bidirectional(LSTM): the cell scaffolding is dropped from all three.
     let text = expected("text.expected.json");
     let h5 = convert(&fixture("tf/text_weights.h5"), &[]);
     let ckpt = convert(&fixture("tf/text_ckpt/ckpt"), &[]);
+    let saved = convert(&fixture("tf/text_savedmodel"), &[]);
     assert_eq!(tensors(&h5), keras_tensors(&text, "name"));
     assert_eq!(tensors(&ckpt), tensors(&h5));
+    assert_eq!(tensors(&saved), tensors(&h5));
+    // Trained with the new Adam instead: other values, the same names.
+    let text_adam = expected("text_adam.expected.json");
+    let ckpt = tensors(&convert(&fixture("tf/text_adam_ckpt"), &[]));
+    assert_eq!(ckpt, keras_tensors(&text_adam, "name"));
+    assert_eq!(
+        ckpt.keys().collect::<Vec<_>>(),
+        tensors(&h5).keys().collect::<Vec<_>>()
+    );
+    assert_ne!(ckpt, tensors(&h5));
     // A subclassed model (automl EfficientDet naming): no sub-model to lose.
     let effdet: Value = serde_json::from_str(
         &std::fs::read_to_string(fixture("subclassed_effdet_weights.h5.expected.json")).unwrap(),
@@ -157,6 +168,100 @@ fn saved_model_names_and_classes_come_from_keras_metadata() {
     let notes = stderr(&run_out);
     assert!(notes.contains("metric state"), "{notes}");
     assert!(notes.contains("optimizer state"), "{notes}");
+    // The text model (saved without traces, which saved_model.pb can do
+    // without): Embedding, Bidirectional(LSTM) and Dense by their classes.
+    let text = expected("text.expected.json");
+    let out = convert(&fixture("tf/text_savedmodel"), &[]);
+    assert_eq!(tensors(&out), keras_tensors(&text, "name"));
+    let classes: Value = serde_json::from_str(&metadata(&out)["layer_classes"]).unwrap();
+    let want: BTreeMap<String, String> = text["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let class = l["class"].as_str().unwrap().to_string();
+            (l["path"].as_str().unwrap().to_string(), class)
+        })
+        .collect();
+    let got: BTreeMap<String, String> = classes
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("(none)").to_string()))
+        .collect();
+    assert_eq!(got, want);
+}
+
+/// `layer path -> class` as the converted file's metadata records it.
+fn layer_classes(bytes: &[u8]) -> BTreeMap<String, Option<String>> {
+    let classes: Value = serde_json::from_str(&metadata(bytes)["layer_classes"]).unwrap();
+    classes
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string)))
+        .collect()
+}
+
+#[test]
+fn a_subclassed_saved_model_gives_each_layer_its_class() {
+    let exp = expected("subclassed.expected.json");
+    assert_eq!(exp["model_name"], "tf_subclassed");
+    let saved = convert(&fixture("tf/subclassed_savedmodel"), &[]);
+    // Named below the model's own scope, as the HDF5 naming names layers.
+    assert_eq!(tensors(&saved), keras_tensors(&exp, "name"));
+    // Every layer's class, nested ones (`block_0/sep`, in a list inside a
+    // list) included, from its own entry in keras_metadata.pb (the model's
+    // config lists no layers).
+    let want: BTreeMap<String, Option<String>> = exp["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let class = l["class"].as_str().map(str::to_string);
+            (l["path"].as_str().unwrap().to_string(), class)
+        })
+        .collect();
+    assert!(want.contains_key("block_1/sep"), "{want:?}");
+    // A functional sub-model inside: its layers under its name, as in the .h5.
+    assert_eq!(want["neck/neck_conv"].as_deref(), Some("Conv2D"));
+    assert_eq!(layer_classes(&saved), want);
+    // The weights-only .h5 of the same model: the same tensors (its weight
+    // names carry the model's scope too, `tf_subclassed/block_0/sep/...` in
+    // the group `block_0`), but no class: those are guessed.
+    let h5 = convert(&fixture("tf/subclassed_weights.h5"), &[]);
+    assert_eq!(tensors(&h5), tensors(&saved));
+    assert!(layer_classes(&h5).values().all(Option::is_none));
+    // --layout pytorch from the recorded classes: Dense and Conv2D kernels
+    // transposed (checked against the Keras-layout bytes), BatchNormalization
+    // renamed, and each layer's config carried into pytorch_options.
+    let pt = convert(
+        &fixture("tf/subclassed_savedmodel"),
+        &["--layout", "pytorch"],
+    );
+    let st = SafeTensors::deserialize(&pt).unwrap();
+    let keras = SafeTensors::deserialize(&saved).unwrap();
+    let kernel = keras.tensor("head/kernel").unwrap();
+    let (rows, cols) = (kernel.shape()[0], kernel.shape()[1]);
+    let weight = st.tensor("head.weight").unwrap();
+    assert_eq!(weight.shape(), [cols, rows]);
+    let k = kernel.data();
+    let transposed: Vec<u8> = (0..cols)
+        .flat_map(|c| {
+            (0..rows).flat_map(move |r| k[(r * cols + c) * 4..(r * cols + c) * 4 + 4].to_vec())
+        })
+        .collect();
+    assert_eq!(weight.data(), transposed.as_slice());
+    for name in [
+        "block_0.bn.running_mean",
+        "block_1.bn.running_var",
+        "stem_bn.weight",
+        "block_1.sep.conv_pw.weight",
+    ] {
+        assert!(st.tensor(name).is_ok(), "{name}: {:?}", st.names());
+    }
+    let options: Value = serde_json::from_str(&metadata(&pt)["pytorch_options"]).unwrap();
+    assert!(options.get("block_1.bn").is_some(), "{options}");
 }
 
 #[test]
@@ -166,6 +271,11 @@ fn optimizer_state_is_left_out_by_default_and_kept_with_the_flag() {
         ("functional.expected.json", "tf/functional_ckpt/ckpt"),
         // The legacy optimizer: `<key>/.OPTIMIZER_SLOT/optimizer/m`.
         ("text.expected.json", "tf/text_ckpt/ckpt"),
+        // The same two in SavedModels.
+        ("functional.expected.json", "tf/functional_savedmodel"),
+        ("text.expected.json", "tf/text_savedmodel"),
+        // The text model with the new Adam: LSTM slots `Adam/m/bidirectional/...`.
+        ("text_adam.expected.json", "tf/text_adam_ckpt/ckpt"),
     ] {
         let exp = expected(name);
         let plain = tensors(&convert(&fixture(ckpt), &[]));
@@ -332,6 +442,8 @@ fn every_form_inspects_verifies_and_converts_to_pytorch_layout() {
         "tf/functional_ckpt/ckpt",
         "tf/functional_savedmodel",
         "tf/text_ckpt",
+        "tf/text_savedmodel",
+        "tf/subclassed_savedmodel",
         "tf/train_checkpoint",
         "tf/sharded/ckpt",
         "tf/tf1/model",
@@ -601,6 +713,14 @@ fn each_folder_needs_each_of_its_files() {
             ],
         ),
         (
+            "tf/text_adam_ckpt",
+            &[
+                "tf/text_adam_ckpt/checkpoint",
+                "tf/text_adam_ckpt/ckpt.index",
+                "tf/text_adam_ckpt/ckpt.data-00000-of-00001",
+            ],
+        ),
+        (
             "tf/train_checkpoint",
             &[
                 "tf/train_checkpoint/checkpoint",
@@ -625,6 +745,24 @@ fn each_folder_needs_each_of_its_files() {
                 "tf/functional_savedmodel/keras_metadata.pb",
                 "tf/functional_savedmodel/variables/variables.index",
                 "tf/functional_savedmodel/variables/variables.data-00000-of-00001",
+            ],
+        ),
+        (
+            "tf/text_savedmodel",
+            &[
+                "tf/text_savedmodel/saved_model.pb",
+                "tf/text_savedmodel/keras_metadata.pb",
+                "tf/text_savedmodel/variables/variables.index",
+                "tf/text_savedmodel/variables/variables.data-00000-of-00001",
+            ],
+        ),
+        (
+            "tf/subclassed_savedmodel",
+            &[
+                "tf/subclassed_savedmodel/saved_model.pb",
+                "tf/subclassed_savedmodel/keras_metadata.pb",
+                "tf/subclassed_savedmodel/variables/variables.index",
+                "tf/subclassed_savedmodel/variables/variables.data-00000-of-00001",
             ],
         ),
     ];
@@ -656,11 +794,24 @@ fn each_folder_needs_each_of_its_files() {
                     let written: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
                     assert_eq!(written.len(), 1, "{missing}");
                 }
-                // Without Keras's metadata, names are variable names.
+                // Without Keras's metadata, names are variable names
+                // (`stem_conv/kernel`, not `backbone/stem_conv/kernel`; a
+                // subclassed model's scope stays): the same values.
                 "keras_metadata.pb" => {
                     assert!(r.status.success(), "{missing}: {}", stderr(&r));
                     let got = tensors(&std::fs::read(&out).unwrap());
-                    assert!(got.contains_key("stem_conv/kernel"), "{got:?}");
+                    let values = |t: &BTreeMap<String, (String, Vec<usize>, String)>| {
+                        let mut v: Vec<_> = t.values().cloned().collect();
+                        v.sort();
+                        v
+                    };
+                    assert_eq!(values(&got), values(&reference), "{missing}");
+                    let variable_name = match *base {
+                        "tf/subclassed_savedmodel" => "tf_subclassed/stem_conv/kernel",
+                        "tf/text_savedmodel" => "bidirectional/forward_lstm/kernel",
+                        _ => "stem_conv/kernel",
+                    };
+                    assert!(got.contains_key(variable_name), "{got:?}");
                 }
                 _ => {
                     assert_eq!(r.status.code(), Some(1), "{missing}: {}", stderr(&r));
@@ -670,6 +821,34 @@ fn each_folder_needs_each_of_its_files() {
             }
         }
     }
+}
+
+#[test]
+fn an_oversized_keras_metadata_is_refused_before_it_is_read() {
+    let files = [
+        "tf/subclassed_savedmodel/saved_model.pb",
+        "tf/subclassed_savedmodel/variables/variables.index",
+        "tf/subclassed_savedmodel/variables/variables.data-00000-of-00001",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let folder = copy_tree(dir.path(), "tf/subclassed_savedmodel", &files);
+    // Sparse: 257 MiB that cost nothing to make.
+    let metadata = std::fs::File::create(folder.join("keras_metadata.pb")).unwrap();
+    metadata.set_len(257 << 20).unwrap();
+    let out = dir.path().join("out.safetensors");
+    let r = run(&[
+        "convert",
+        folder.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("keras_metadata.pb is over"),
+        "{}",
+        stderr(&r)
+    );
+    assert!(!out.exists());
 }
 
 #[test]

@@ -294,6 +294,18 @@ pub(crate) fn assemble(
     raw: Vec<RawWeight>,
     notes: &mut Vec<String>,
 ) -> Result<Vec<Layer>> {
+    // A subclassed tf-keras model builds its layers inside its own name
+    // scope: the group `block_0` holds `my_model/block_0/sep/kernel:0`. The
+    // component before the group's own name is that enclosing scope.
+    let raw: Vec<RawWeight> = raw
+        .into_iter()
+        .map(|mut w| {
+            if w.parts.len() > 2 && w.parts[0] != name && w.parts[1] == name {
+                w.parts.remove(0);
+            }
+            w
+        })
+        .collect();
     let is_model = match config {
         Some(c) => c.is_model(),
         // Without a config, the weight names tell: a plain layer's
@@ -302,9 +314,6 @@ pub(crate) fn assemble(
     };
     if !is_model {
         let class = config.map(|c| c.class.clone());
-        if let Some(class) = &class {
-            note_unknown_class(notes, name, class);
-        }
         let known = class
             .as_deref()
             .is_some_and(|c| labels::table(c).is_some() || WRAPPERS.contains(&c));
@@ -312,8 +321,12 @@ pub(crate) fn assemble(
             true => raw,
             false => match split_sub_layers(name, raw) {
                 Ok(mut layers) => {
-                    // The group's own weights keep the group's class.
+                    // The group's own weights keep the group's class; a
+                    // container with none has no labels to note.
                     if let Some(own) = layers.iter_mut().find(|l| l.path.len() == 1) {
+                        if let Some(class) = &class {
+                            note_unknown_class(notes, name, class);
+                        }
                         own.class = class;
                         own.config = config.map(|c| c.config.clone());
                     }
@@ -322,6 +335,9 @@ pub(crate) fn assemble(
                 Err(raw) => raw,
             },
         };
+        if let Some(class) = &class {
+            note_unknown_class(notes, name, class);
+        }
         return Ok(vec![Layer {
             path: vec![name.to_string()],
             weights: canonical(label_layer(raw), class.as_deref()),

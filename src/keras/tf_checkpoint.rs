@@ -15,6 +15,7 @@
 //! SavedModel's `keras_metadata.pb` records).
 
 use std::collections::{HashMap, HashSet};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,9 +23,11 @@ use prost::Message;
 
 use crate::accounting::{METRICS_SKIPPED, OPTIMIZER_SKIPPED};
 use crate::error::{Error, ErrorKind, Result};
-use crate::keras::config::LayerConfig;
+use crate::files;
+use crate::keras::config::{LayerConfig, MAX_CONFIG_BYTES};
 use crate::keras::legacy_h5::{self, RawWeight};
 use crate::keras::ReadOptions;
+use crate::labels;
 use crate::model::{Format, Layer, Location, Model, SkippedGroup, Store, Weight};
 use crate::tf_bundle::{self, proto, Bundle, BundleError, TensorType};
 
@@ -228,7 +231,14 @@ pub fn read(
         TfInput::SavedModel(dir) => saved_model_metadata(dir, &mut reader.notes)?,
         TfInput::Checkpoint(_) => SavedModelMetadata::default(),
     };
-    let config = config.or(saved.config);
+    // A subclassed model's config lists no layers: its layers' classes come
+    // from their own entries in keras_metadata.pb (only when no --config).
+    let sub_layers = if config.is_none() {
+        saved.sub_layers
+    } else {
+        Vec::new()
+    };
+    let mut config = config.or(saved.config);
     if config.is_none() && format != Format::Tf1Checkpoint {
         reader.notes.push(
             "a TF checkpoint records variable names, not layer classes or sub-model names: \
@@ -237,7 +247,17 @@ pub fn read(
                 .into(),
         );
     }
-    let layers = name_layers(raw, config.as_ref(), &mut reader.notes)?;
+    let mut raw = raw;
+    if !sub_layers.is_empty() {
+        strip_model_scope(&mut raw, saved.model_name.as_deref(), &sub_layers);
+        if let Some(root) = config.take() {
+            config = Some(subclassed_config(root, &sub_layers, &raw));
+        }
+    }
+    let mut layers = name_layers(raw, config.as_ref(), &mut reader.notes)?;
+    if !sub_layers.is_empty() {
+        give_classes(&mut layers, &sub_layers, &mut reader.notes);
+    }
     let Reader {
         skipped_groups,
         notes,
@@ -563,12 +583,178 @@ fn name_layers(
     Ok(layers)
 }
 
+/// The largest `keras_metadata.pb` read: it holds the model config and
+/// each layer's config again, so twice what a config may be, and more.
+const MAX_METADATA_BYTES: usize = 4 * MAX_CONFIG_BYTES;
+
 /// What a tf-keras SavedModel's `keras_metadata.pb` tells about the model.
 #[derive(Default)]
 struct SavedModelMetadata {
     config: Option<LayerConfig>,
     keras_version: Option<String>,
     backend: Option<String>,
+    /// The root model's name (the scope its variables may carry).
+    model_name: Option<String>,
+    /// For a subclassed model (whose config lists no layers): every layer
+    /// the metadata describes below the root.
+    sub_layers: Vec<SubLayer>,
+}
+
+/// One layer of a subclassed model, from its own `keras_metadata.pb` entry.
+#[derive(Debug, Clone, PartialEq)]
+struct SubLayer {
+    /// The names of the layers that hold it, then its own (`block_0/sep`):
+    /// the path its variables' names carry below the model's scope.
+    path: Vec<String>,
+    class: String,
+    config: Option<serde_json::Value>,
+}
+
+/// The layers below the root in `keras_metadata.pb`. Each entry's
+/// `node_path` is its attribute path from the root (`root.stages.0.1.sep`:
+/// list items count too); a layer's name path takes the names of the
+/// layers among its path's prefixes (`block_1`, then `sep`). Metrics are
+/// not layers. The paths go into a tree of components, so the work is
+/// linear in their total length, however deep a hostile file nests them.
+fn sub_layers(nodes: &[proto::SavedObject]) -> Vec<SubLayer> {
+    let text = |v: &serde_json::Value, key: &str| v.get(key)?.as_str().map(str::to_string);
+    let mut described: Vec<(Vec<&str>, String, String, Option<serde_json::Value>)> = Vec::new();
+    for n in nodes {
+        let Some(rest) = n.node_path.strip_prefix("root.") else {
+            continue;
+        };
+        if !n.identifier.starts_with("_tf_keras_") || n.identifier == "_tf_keras_metric" {
+            continue;
+        }
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&n.metadata) else {
+            continue;
+        };
+        let (Some(class), Some(name)) = (text(&json, "class_name"), text(&json, "name")) else {
+            continue;
+        };
+        let config = json.get("config").cloned();
+        described.push((rest.split('.').collect(), name, class, config));
+    }
+    // Tree node 0 is the root; `child[(parent, component)]` is a node;
+    // `layer_at[node]`, the entry whose path ends there.
+    let mut child: HashMap<(usize, &str), usize> = HashMap::new();
+    let mut layer_at: Vec<Option<usize>> = vec![None];
+    for (i, (components, ..)) in described.iter().enumerate() {
+        let mut at = 0;
+        for &c in components {
+            let next = layer_at.len();
+            at = *child.entry((at, c)).or_insert(next);
+            if at == next {
+                layer_at.push(None);
+            }
+        }
+        layer_at[at] = Some(i);
+    }
+    let names: Vec<String> = described.iter().map(|d| d.1.clone()).collect();
+    let mut layers = Vec::with_capacity(described.len());
+    for (components, _, class, config) in described {
+        let mut path = Vec::new();
+        let mut at = 0;
+        for c in components {
+            at = child[&(at, c)];
+            if let Some(i) = layer_at[at] {
+                path.push(names[i].clone());
+            }
+        }
+        layers.push(SubLayer {
+            path,
+            class,
+            config,
+        });
+    }
+    layers
+}
+
+/// A subclassed model builds its layers inside its own name scope, so
+/// their variables are named `<model>/<layer>/...`; the HDF5 naming (and
+/// the `.h5` of the same model) has no model prefix. Dropped where the
+/// next component is one of the model's top-level layers.
+fn strip_model_scope(raw: &mut [RawWeight], model: Option<&str>, layers: &[SubLayer]) {
+    let Some(model) = model.filter(|m| !m.is_empty()) else {
+        return;
+    };
+    let top: HashSet<&str> = layers
+        .iter()
+        .filter(|l| l.path.len() == 1)
+        .map(|l| l.path[0].as_str())
+        .collect();
+    for w in raw {
+        if w.parts.len() > 2 && w.parts[0] == model && top.contains(w.parts[1].as_str()) {
+            w.parts.remove(0);
+        }
+    }
+}
+
+/// A subclassed model's config with its top-level layers as children,
+/// each from its metadata entry (a functional sub-model's with its own
+/// layers, so its layers are found under its name as in the `.h5`), in the
+/// order their weights come in the checkpoint.
+fn subclassed_config(root: LayerConfig, sub_layers: &[SubLayer], raw: &[RawWeight]) -> LayerConfig {
+    let top: Vec<LayerConfig> = sub_layers
+        .iter()
+        .filter(|l| l.path.len() == 1)
+        .filter_map(|l| {
+            let json = serde_json::json!({"class_name": l.class, "config": l.config});
+            let mut c = LayerConfig::parse(&json.to_string()).ok()?;
+            c.name.clone_from(&l.path[0]);
+            Some(c)
+        })
+        .collect();
+    // Layer name -> the top-level layer holding it: itself, or a
+    // functional sub-model's layer (a direct name wins).
+    let mut holder: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in top.iter().enumerate() {
+        holder.insert(c.name.as_str(), i);
+    }
+    for (i, c) in top.iter().enumerate() {
+        let mut stack: Vec<&LayerConfig> = c.children.iter().collect();
+        while let Some(inner) = stack.pop() {
+            holder.entry(inner.name.as_str()).or_insert(i);
+            stack.extend(inner.children.iter());
+        }
+    }
+    let mut placed = vec![false; top.len()];
+    let mut order: Vec<usize> = Vec::new();
+    for w in raw {
+        if let Some(&i) = holder.get(w.parts[0].as_str()) {
+            if !std::mem::replace(&mut placed[i], true) {
+                order.push(i);
+            }
+        }
+    }
+    order.extend((0..top.len()).filter(|&i| !placed[i]));
+    let mut slots: Vec<Option<LayerConfig>> = top.into_iter().map(Some).collect();
+    let children = order.into_iter().filter_map(|i| slots[i].take()).collect();
+    LayerConfig { children, ..root }
+}
+
+/// Gives each layer that has no class the class and config of the
+/// metadata entry with its path, and that class's labels.
+fn give_classes(layers: &mut [Layer], sub_layers: &[SubLayer], notes: &mut Vec<String>) {
+    let by_path: HashMap<&[String], &SubLayer> =
+        sub_layers.iter().map(|l| (l.path.as_slice(), l)).collect();
+    let mut unmatched = 0usize;
+    for layer in layers.iter_mut().filter(|l| l.class.is_none()) {
+        let Some(found) = by_path.get(layer.path.as_slice()) else {
+            unmatched += usize::from(!layer.path.is_empty());
+            continue;
+        };
+        for w in &mut layer.weights {
+            w.label = labels::canonical_label(&found.class, &w.label).to_string();
+        }
+        layer.class = Some(found.class.clone());
+        layer.config = found.config.clone();
+    }
+    if unmatched > 0 {
+        notes.push(format!(
+            "keras_metadata.pb: {unmatched} layer(s) of this subclassed model are named by variable names that match no layer it describes; their classes are guessed"
+        ));
+    }
 }
 
 /// The root object's metadata in `keras_metadata.pb`: the whole model's
@@ -583,7 +769,23 @@ fn saved_model_metadata(dir: &Path, notes: &mut Vec<String>) -> Result<SavedMode
         );
         return Ok(SavedModelMetadata::default());
     }
-    let bytes = std::fs::read(&path).map_err(|e| Error::new(&path, e.into()))?;
+    let file = files::open_regular(&path)?;
+    let size = file.metadata().map_or(0, |m| m.len());
+    let mut bytes = Vec::new();
+    if size <= MAX_METADATA_BYTES as u64 {
+        file.take(MAX_METADATA_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::new(&path, e.into()))?;
+    }
+    if size > MAX_METADATA_BYTES as u64 || bytes.len() > MAX_METADATA_BYTES {
+        return Err(Error::new(
+            &path,
+            ErrorKind::Unsafe(format!(
+                "keras_metadata.pb is over {}, more than a Keras model needs",
+                crate::inspect::human_bytes(MAX_METADATA_BYTES as u64)
+            )),
+        ));
+    }
     let metadata = proto::SavedMetadata::decode(bytes.as_slice()).map_err(|e| {
         Error::new(
             &path,
@@ -607,6 +809,8 @@ fn saved_model_metadata(dir: &Path, notes: &mut Vec<String>) -> Result<SavedMode
         config: None,
         keras_version: text_of("keras_version"),
         backend: text_of("backend"),
+        model_name: text_of("name"),
+        sub_layers: Vec::new(),
     };
     let (Some(class), Some(config)) = (json.get("class_name"), json.get("config")) else {
         notes.push(
@@ -620,6 +824,9 @@ fn saved_model_metadata(dir: &Path, notes: &mut Vec<String>) -> Result<SavedMode
         Err(e) => notes.push(format!(
             "keras_metadata.pb: {e}; tensors are named by variable name"
         )),
+    }
+    if saved.config.as_ref().is_some_and(|c| c.children.is_empty()) {
+        saved.sub_layers = sub_layers(&metadata.nodes);
     }
     Ok(saved)
 }
@@ -693,6 +900,37 @@ mod tests {
         assert!(is_slot("a/kernel/Adam_1", &has));
         assert!(!is_slot("b/Momentum", &has), "no variable `b`");
         assert!(!is_slot("a/kernel", &has));
+    }
+
+    #[test]
+    fn metadata_layer_paths_take_the_names_along_the_node_path() {
+        let node = |path: &str, identifier: &str, name: &str| proto::SavedObject {
+            node_id: 0,
+            node_path: path.into(),
+            identifier: identifier.into(),
+            metadata: serde_json::json!({"name": name, "class_name": "C"}).to_string(),
+        };
+        // 200,000 components: hashing every prefix would take minutes.
+        let deep = format!("root.x{}", ".0".repeat(200_000));
+        let nodes = [
+            node("root", "_tf_keras_model", "model"),
+            node("root.stages.0.1", "_tf_keras_layer", "block_1"),
+            node("root.stages.0.1.sep", "_tf_keras_layer", "sep"),
+            node("root.keras_api.metrics.0", "_tf_keras_metric", "loss"),
+            node("root.head", "some_other_object", "head"),
+            node(&deep, "_tf_keras_layer", "deep"),
+            node(&format!("{deep}.w"), "_tf_keras_layer", "w"),
+        ];
+        let paths: Vec<Vec<String>> = sub_layers(&nodes).into_iter().map(|l| l.path).collect();
+        assert_eq!(
+            paths,
+            [
+                vec!["block_1"],
+                vec!["block_1", "sep"],
+                vec!["deep"],
+                vec!["deep", "w"],
+            ]
+        );
     }
 
     #[test]

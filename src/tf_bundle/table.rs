@@ -144,6 +144,16 @@ fn block(body: &[u8], h: Handle, what: &str) -> Result<Vec<u8>> {
     let contents = &body[start..contents_end];
     match body[contents_end] {
         0 => Ok(contents.to_vec()),
+        // TensorFlow 1.2 and later never write this: `BundleWriter::Finish`
+        // and `MergeBundles` in tensorflow/core/util/tensor_bundle/tensor_bundle.cc
+        // set `compression = table::kNoCompression` ("Compressed tables cannot
+        // be read by TensorFlow releases prior to 1.1 ... compressed writes are
+        // disabled for now (version 1.2)"). Before that the bundle writer used
+        // the default `table::Options`, whose compression is
+        // `kSnappyCompression` (tensorflow/core/lib/io/table_options.h), so
+        // V2 checkpoints from TF 0.12-1.1 may hold snappy blocks, and TF's
+        // reader still takes them. No TensorFlow that runs today writes one:
+        // the test table is built by hand.
         1 => {
             let len = snap::raw::decompress_len(contents)
                 .map_err(|e| bad(format!("{what}: bad snappy data ({e})")))?;
@@ -273,6 +283,50 @@ pub(crate) mod tests {
             let e = entries(&t).unwrap();
             assert_eq!(e.len(), 3);
             assert_eq!(e[2], (b"a/c".to_vec(), b"22".to_vec()));
+        }
+    }
+
+    /// Every `.index` below `dir`.
+    fn index_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                index_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "index") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// What the README and the comment on snappy blocks say: TensorFlow
+    /// 2.21 wrote every block of every fixture index uncompressed (single
+    /// saves, merged sharded saves, TF1's sharded Saver).
+    #[test]
+    fn tensorflow_writes_uncompressed_blocks() {
+        let mut files = Vec::new();
+        index_files(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
+            &mut files,
+        );
+        assert!(files.len() >= 9, "{files:?}");
+        for file in files {
+            let index = std::fs::read(&file).unwrap();
+            let body = &index[..index.len() - FOOTER_LEN];
+            let mut pos = 0;
+            let footer = &index[index.len() - FOOTER_LEN..];
+            let mut handles = vec![
+                handle(footer, &mut pos).unwrap(),
+                handle(footer, &mut pos).unwrap(),
+            ];
+            let index_block = block(body, handles[1], "index").unwrap();
+            for (_, value) in block_entries(&index_block, "index").unwrap() {
+                handles.push(handle(&value, &mut 0).unwrap());
+            }
+            assert!(handles.len() >= 3, "{}", file.display());
+            for h in handles {
+                let kind = body[(h.offset + h.size) as usize];
+                assert_eq!(kind, 0, "{}: block at {}", file.display(), h.offset);
+            }
         }
     }
 
