@@ -3,15 +3,15 @@
 //! as `--rename` rules.
 //!
 //! The reference is what `safetensors.torch.save_file(model.state_dict())`
-//! writes, or a JSON object `{name: shape}`. A JSON object keeps the state
-//! dict's order, which follows module registration order, and for the
-//! common families that is Keras's layer order; the two lists then pair up
-//! one to one. A safetensors file keeps no order (its header is sorted by
-//! name), so the order is rebuilt: numbered children (`blocks.3`) are in
-//! number order, and named siblings are ordered so that their shapes follow
-//! the source's module sequence. Siblings whose shapes are identical
-//! (`bn1` and `bn2` around a depthwise convolution) cannot be told apart
-//! that way; they are taken in name order, and each such case is reported.
+//! writes, or a JSON object `{name: shape}`. Numbered children
+//! (`blocks.3`) keep number order; named siblings are matched in whatever
+//! order makes their shapes follow the source's module sequence, because
+//! Keras's layer order and PyTorch's registration order can differ (a
+//! residual branch listed before or after the main one). Siblings whose
+//! shapes are identical (`bn1` and `bn2` around a depthwise convolution)
+//! cannot be told apart by shape: a JSON object keeps the state dict's
+//! order, which decides; a safetensors header is sorted by name, so they
+//! are taken in name order, and each such case is reported.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -261,6 +261,9 @@ struct Matcher<'a> {
     counts: Vec<usize>,
     signatures: Vec<String>,
     memo: HashMap<(usize, usize), Placed>,
+    /// The reference lists siblings in the model's order (JSON), so twins
+    /// are placed by it rather than by name.
+    ordered: bool,
     steps: usize,
     /// The furthest source module that no reference module could take.
     furthest_failure: Option<usize>,
@@ -346,9 +349,11 @@ impl Matcher<'_> {
         Ok(Some(pairs))
     }
 
-    /// Tries the named siblings in every order the shapes allow; of
-    /// siblings with identical signatures only the first by name is tried
-    /// at each step, so they are placed in name order.
+    /// Tries the named siblings in every order the shapes allow (Keras's
+    /// layer order can differ from registration order: a residual branch
+    /// before or after the main one); of siblings with identical
+    /// signatures only the first in the reference's order (name order for a
+    /// safetensors header) is tried at each step.
     fn place_any_order(
         &mut self,
         children: &[usize],
@@ -375,7 +380,9 @@ impl Matcher<'_> {
                 .map(|(_, &c)| c)
                 .collect();
             if let Some(mut more) = self.place_any_order(&rest, twinned, at + self.counts[child])? {
-                if twinned.contains(&child) {
+                // In an ordered reference twins come in the model's order;
+                // in a sorted one, in name order, which is a guess.
+                if twinned.contains(&child) && !self.ordered {
                     for pair in &mut pairs {
                         pair.by_name_order = true;
                     }
@@ -413,6 +420,7 @@ pub fn align(
         counts,
         signatures,
         memo: HashMap::new(),
+        ordered: reference.ordered,
         steps: 0,
         furthest_failure: None,
     };

@@ -190,18 +190,18 @@ fn user_rename_rules_apply_after_the_preset() {
     );
 }
 
-/// The twin's state dict as `align` takes it: a JSON object in state-dict
-/// order, or a safetensors file (names sorted, order lost; zero data).
+/// The twin's state dict as `align` takes it: the JSON object timm's
+/// state dict gave (`{name: shape}`, in order), and a safetensors file of
+/// the same names and shapes (zero data; its header lists names sorted).
 fn write_references(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let json = dir.join("ref.json");
+    std::fs::copy(
+        fixture("presets/tiny_efficientnet.timm.state_dict.json"),
+        &json,
+    )
+    .unwrap();
     let twin = timm_twin();
     let pairs = twin["state_dict"].as_array().unwrap();
-    let body: Vec<String> = pairs
-        .iter()
-        .map(|p| format!("{}: {}", p[0], p[1]))
-        .collect();
-    let json = dir.join("ref.json");
-    std::fs::write(&json, format!("{{{}}}", body.join(",\n"))).unwrap();
-
     let mut data = Vec::new();
     for p in pairs {
         let shape: Vec<usize> = p[1]
@@ -307,14 +307,9 @@ fn align_refuses_a_reference_whose_structure_differs_and_writes_nothing() {
     let (json, _) = write_references(dir.path());
     let text = std::fs::read_to_string(&json).unwrap();
     // The twin with a wider head: one module no longer fits.
-    std::fs::write(
-        &json,
-        text.replace(
-            "\"conv_head.weight\": [128,32,1,1]",
-            "\"conv_head.weight\": [128,33,1,1]",
-        ),
-    )
-    .unwrap();
+    let wider = text.replace("[\n  128,\n  32,\n  1,\n  1\n ]", "[128, 33, 1, 1]");
+    assert_ne!(wider, text);
+    std::fs::write(&json, wider).unwrap();
     let rules = dir.path().join("x.rules");
     let applied = dir.path().join("x.safetensors");
     let out = run(&[

@@ -261,11 +261,6 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
         }
         if let Some(preset) = options.preset {
             if let Some(class) = preprocessing_class(layer, preset) {
-                notes.push(format!(
-                    "layer `{path}` ({class}) left out: preset {} expects input preprocessing \
-                     done outside the model",
-                    preset.name
-                ));
                 skipped.extend(layer.weights.iter().map(|w| Skipped {
                     dataset: w.dataset.clone(),
                     reason: format!(
