@@ -7,6 +7,7 @@ use common::*;
 
 const SUBCOMMANDS: &[&str] = &[
     "convert",
+    "align",
     "inspect",
     "verify",
     "diff",

@@ -38,7 +38,7 @@ use super::{
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
   keras2safetensors convert model.h5 -o model.safetensors
-  keras2safetensors convert effnet_weights.h5 --layout pytorch --num-batches-tracked
+  keras2safetensors convert efficientnetb0.h5 --preset timm-tf-efficientnet -o b0.safetensors
   keras2safetensors convert model.keras --layout pytorch --max-shard-size 2GB -o out/
   keras2safetensors convert checkpoints/ -o converted/ --dry-run")]
 pub struct Args {
