@@ -645,6 +645,10 @@ mod tests {
         assert!(!is_scaffolding("conv2d_1", "conv2d_10x"));
         assert!(!is_scaffolding("net", "_cell"));
         assert!(!is_scaffolding("fpn_cells", "cell_0"));
+        // Only digits make a numbered copy: a sub-layer named after its
+        // parent is a sub-layer.
+        assert!(!is_scaffolding("stem", "stem_bn"));
+        assert!(!is_scaffolding("encoder", "lstm_cell_fw"));
     }
 
     #[test]
