@@ -697,6 +697,51 @@ mod tests {
     }
 
     #[test]
+    fn a_custom_layer_keeps_its_class_on_its_own_weights_not_its_sub_layers() {
+        // The names and class Keras 3.15 records for a registered custom
+        // layer `block` with its own `scale` and a Dense `proj` it builds.
+        let config = LayerConfig::parse(
+            r#"{"class_name": "Custom>Block", "config": {"name": "block", "trainable": true}}"#,
+        )
+        .unwrap();
+        let mut notes = Vec::new();
+        let layers = assemble(
+            "block",
+            Some(&config),
+            vec![
+                raw("block/scale"),
+                raw("block/proj/kernel"),
+                raw("block/proj/bias"),
+            ],
+            &mut notes,
+        )
+        .unwrap();
+        let got: Vec<(String, Option<&str>, bool, Vec<String>)> = layers
+            .iter()
+            .map(|l| {
+                (
+                    l.path_string(),
+                    l.class.as_deref(),
+                    l.config.is_some(),
+                    names(&l.weights),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("block".into(), Some("Custom>Block"), true, vec!["scale".into()]),
+                (
+                    "block/proj".into(),
+                    None,
+                    false,
+                    vec!["kernel".into(), "bias".into()]
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn variable_scope_is_dropped() {
         let w = label_layer(vec![
             raw("conv2d_1/conv2d_1_1/kernel:0"),
