@@ -742,6 +742,33 @@ mod tests {
     }
 
     #[test]
+    fn a_scope_shared_by_clashing_labels_is_dropped_like_the_cell() {
+        // Keras 3.15's names for TimeDistributed(Bidirectional(LSTM)) `td`
+        // wrapping `bi`: `bi` and `lstm_cell` are common to both halves,
+        // only the direction tells the two kernels apart.
+        let w = label_layer(
+            ["forward_lstm", "backward_lstm"]
+                .iter()
+                .flat_map(|d| {
+                    ["kernel", "recurrent_kernel", "bias"]
+                        .map(|l| raw(&format!("td/bi/{d}/lstm_cell/{l}")))
+                })
+                .collect(),
+        );
+        assert_eq!(
+            names(&w),
+            [
+                "forward_lstm/kernel",
+                "forward_lstm/recurrent_kernel",
+                "forward_lstm/bias",
+                "backward_lstm/kernel",
+                "backward_lstm/recurrent_kernel",
+                "backward_lstm/bias"
+            ]
+        );
+    }
+
+    #[test]
     fn variable_scope_is_dropped() {
         let w = label_layer(vec![
             raw("conv2d_1/conv2d_1_1/kernel:0"),
