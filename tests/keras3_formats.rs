@@ -147,3 +147,31 @@ fn any_shard_reads_the_whole_sharded_save() {
     assert_eq!(whole["layers"], shard["layers"]);
     assert_eq!(shard["format"], "keras3-sharded-weights");
 }
+
+/// A `.keras` archive whose `model.weights.h5` is not a Keras 3 object tree
+/// (here a Keras 2 `model.save` file) is named as such, built at test time
+/// from the real archive's other members.
+#[test]
+fn an_archive_whose_weights_are_not_an_object_tree_is_refused() {
+    use std::io::{Read, Write};
+    let source = fixture("k3_classic_separable.keras");
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&source).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let crafted = dir.path().join("legacy_inside.keras");
+    let mut writer = zip::ZipWriter::new(std::fs::File::create(&crafted).unwrap());
+    let stored = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored);
+    for i in 0..archive.len() {
+        let mut member = archive.by_index(i).unwrap();
+        let name = member.name().unwrap().to_string();
+        let mut bytes = Vec::new();
+        member.read_to_end(&mut bytes).unwrap();
+        if name == "model.weights.h5" {
+            bytes = std::fs::read(fixture("classic_separable_full.h5")).unwrap();
+        }
+        writer.start_file(name, stored).unwrap();
+        writer.write_all(&bytes).unwrap();
+    }
+    writer.finish().unwrap();
+    assert_clean_failure(&crafted, "no Keras 3 `layers` tree in the weights");
+}
