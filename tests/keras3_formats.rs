@@ -159,8 +159,8 @@ fn an_archive_whose_weights_are_not_an_object_tree_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let crafted = dir.path().join("legacy_inside.keras");
     let mut writer = zip::ZipWriter::new(std::fs::File::create(&crafted).unwrap());
-    let stored = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for i in 0..archive.len() {
         let mut member = archive.by_index(i).unwrap();
         let name = member.name().unwrap().to_string();
@@ -174,4 +174,36 @@ fn an_archive_whose_weights_are_not_an_object_tree_is_refused() {
     }
     writer.finish().unwrap();
     assert_clean_failure(&crafted, "no Keras 3 `layers` tree in the weights");
+}
+
+/// Keras 3.5 records no layer names in a `.weights.h5`; without its config
+/// the layers are named by their object keys, which are Keras's default
+/// names for every layer of this model but the last Dense (`dense_1`, keyed
+/// `dense`). The Bidirectional halves are named from the class their cell's
+/// shapes give (`forward_lstm`), as Keras names them.
+#[test]
+fn a_keras_3_5_weights_file_without_its_config_keeps_keras_names() {
+    let file = fixtures_dir().join("older_keras3/k35_text_model.weights.h5");
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}.expected.json", file.display())).unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (tensors, _, _) = convert_ok(dir.path(), &file, &[]);
+    let want: std::collections::BTreeMap<String, String> = expected_weights(&expected)
+        .iter()
+        .map(|w| {
+            let name = w["name"].as_str().unwrap();
+            let name = name
+                .strip_prefix("dense_1/")
+                .map_or(name.to_string(), |label| format!("dense/{label}"));
+            (name, w["sha256"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert!(want.contains_key("bidirectional/backward_lstm/recurrent_kernel"));
+    let got: std::collections::BTreeMap<String, String> = tensors
+        .into_iter()
+        .map(|(name, v)| (name, v.rsplit(' ').next().unwrap().to_string()))
+        .collect();
+    assert_eq!(got, want);
 }
