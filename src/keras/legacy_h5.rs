@@ -730,7 +730,12 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("block".into(), Some("Custom>Block"), true, vec!["scale".into()]),
+                (
+                    "block".into(),
+                    Some("Custom>Block"),
+                    true,
+                    vec!["scale".into()]
+                ),
                 (
                     "block/proj".into(),
                     None,
