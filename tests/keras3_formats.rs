@@ -207,3 +207,30 @@ fn a_keras_3_5_weights_file_without_its_config_keeps_keras_names() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// A layer whose weights sit in sub-objects (MultiHeadAttention's
+/// `query_dense`, `key_dense`, ...) is written whole from a `.keras` file:
+/// every tensor Keras saved, with its shape and value. The archive holds
+/// the model of `k3_attention_legacy.h5`, whose expected JSON gives them.
+#[test]
+fn every_weight_of_a_layer_with_sub_objects_is_written() {
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("k3_attention_legacy.h5.expected.json")).unwrap(),
+    )
+    .unwrap();
+    let mut want: Vec<String> = expected_weights(&expected)
+        .iter()
+        .map(|w| format!("{} {}", w["shape"], w["sha256"].as_str().unwrap()))
+        .collect();
+    want.sort();
+    assert_eq!(want.len(), 8);
+    let dir = tempfile::tempdir().unwrap();
+    let (tensors, _, _) = convert_ok(dir.path(), &fixture("k3_attention.keras"), &[]);
+    // `F32 [4, 2, 3] <sha256>` -> `[4,2,3] <sha256>`, as the JSON prints it.
+    let mut got: Vec<String> = tensors
+        .values()
+        .map(|v| v.split_once(' ').unwrap().1.replace(", ", ","))
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+}
