@@ -234,3 +234,46 @@ fn every_weight_of_a_layer_with_sub_objects_is_written() {
     got.sort();
     assert_eq!(got, want);
 }
+
+/// Weights no label table explains are written with Keras's values and
+/// labelled param_N, and a note says why for each layer: a custom class
+/// (`Scale`) has no table; an int8-quantized Dense has three weights where
+/// the Dense table has two.
+#[test]
+fn weights_without_labels_are_written_and_each_layer_says_why() {
+    let file = fixture("k3_unlabelled.keras");
+    let values: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("k3_unlabelled.keras.values.json")).unwrap(),
+    )
+    .unwrap();
+    let mut want: Vec<String> = values["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            format!(
+                "{} {} {}",
+                safetensors_dtype(v["dtype"].as_str().unwrap()),
+                v["shape"],
+                v["sha256"].as_str().unwrap()
+            )
+        })
+        .collect();
+    want.sort();
+    let dir = tempfile::tempdir().unwrap();
+    let (tensors, _, _) = convert_ok(dir.path(), &file, &[]);
+    let mut got: Vec<String> = tensors.values().map(|v| v.replace(", ", ",")).collect();
+    got.sort();
+    assert_eq!(got, want);
+
+    let out = run(&["inspect", "--json", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["notes"],
+        serde_json::json!([
+            "layer `scale` has class Scale, which has no label table; weights labelled param_N by position",
+            "layer `q_dense` (Dense) has 3 weights, which its label table does not explain; labelled param_N"
+        ])
+    );
+}
