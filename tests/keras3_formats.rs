@@ -225,7 +225,12 @@ fn every_weight_of_a_layer_with_sub_objects_is_written() {
     want.sort();
     assert_eq!(want.len(), 8);
     let dir = tempfile::tempdir().unwrap();
-    let (tensors, _, _) = convert_ok(dir.path(), &fixture("k3_attention.keras"), &[]);
+    let (tensors, _, err) = convert_ok(dir.path(), &fixture("k3_attention.keras"), &[]);
+    // Sub-objects of no known class are labelled by position, and said so.
+    assert!(
+        err.contains("layer `mha`: class unknown, weights labelled param_N by position"),
+        "{err}"
+    );
     // `F32 [4, 2, 3] <sha256>` -> `[4,2,3] <sha256>`, as the JSON prints it.
     let mut got: Vec<String> = tensors
         .values()
