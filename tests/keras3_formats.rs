@@ -240,17 +240,11 @@ fn every_weight_of_a_layer_with_sub_objects_is_written() {
     assert_eq!(got, want);
 }
 
-/// Weights no label table explains are written with Keras's values and
-/// labelled param_N, and a note says why for each layer: a custom class
-/// (`Scale`) has no table; an int8-quantized Dense has three weights where
-/// the Dense table has two.
-#[test]
-fn weights_without_labels_are_written_and_each_layer_says_why() {
-    let file = fixture("k3_unlabelled.keras");
-    let values: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("k3_unlabelled.keras.values.json")).unwrap(),
-    )
-    .unwrap();
+/// `dtype shape sha256` of every variable in a fixture's `.values.json`
+/// (Keras's own values, for files whose labels are not Keras's), sorted.
+fn keras_values(json: &str) -> Vec<String> {
+    let values: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(json)).unwrap()).unwrap();
     let mut want: Vec<String> = values["variables"]
         .as_array()
         .unwrap()
@@ -265,11 +259,29 @@ fn weights_without_labels_are_written_and_each_layer_says_why() {
         })
         .collect();
     want.sort();
-    let dir = tempfile::tempdir().unwrap();
-    let (tensors, _, _) = convert_ok(dir.path(), &file, &[]);
+    want
+}
+
+/// The same triple for every tensor [`convert_ok`] wrote, sorted.
+fn values_of(tensors: &std::collections::BTreeMap<String, String>) -> Vec<String> {
     let mut got: Vec<String> = tensors.values().map(|v| v.replace(", ", ",")).collect();
     got.sort();
-    assert_eq!(got, want);
+    got
+}
+
+/// Weights no label table explains are written with Keras's values and
+/// labelled param_N, and a note says why for each layer: a custom class
+/// (`Scale`) has no table; an int8-quantized Dense has three weights where
+/// the Dense table has two.
+#[test]
+fn weights_without_labels_are_written_and_each_layer_says_why() {
+    let file = fixture("k3_unlabelled.keras");
+    let dir = tempfile::tempdir().unwrap();
+    let (tensors, _, _) = convert_ok(dir.path(), &file, &[]);
+    assert_eq!(
+        values_of(&tensors),
+        keras_values("k3_unlabelled.keras.values.json")
+    );
 
     let out = run(&["inspect", "--json", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -280,5 +292,20 @@ fn weights_without_labels_are_written_and_each_layer_says_why() {
             "layer `scale` has class Scale, which has no label table; weights labelled param_N by position",
             "layer `q_dense` (Dense) has 3 weights, which its label table does not explain; labelled param_N"
         ])
+    );
+}
+
+/// An RNN over a custom cell, with no config: the cell's class is unknown
+/// and its first variable is a vector, not a kernel, so the gate count
+/// cannot be read from its shapes. Every variable is still written with
+/// Keras's value. The labels are not checked: the reader calls the two
+/// variables `kernel` and `recurrent_kernel` (see tests/MUTANTS.md).
+#[test]
+fn an_rnn_over_a_custom_cell_is_written_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tensors, _, _) = convert_ok(dir.path(), &fixture("k3_custom_rnn.weights.h5"), &[]);
+    assert_eq!(
+        values_of(&tensors),
+        keras_values("k3_custom_rnn.weights.h5.values.json")
     );
 }
