@@ -112,6 +112,35 @@ fn optimizer_state_is_written_only_when_asked() {
     }
 }
 
+/// Asking for optimizer state of a file that holds none is no error: the
+/// model's tensors are written, and nothing else.
+#[test]
+fn include_optimizer_on_a_file_without_optimizer_state_writes_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "classic_conv2d_full.h5",
+        "classic_conv2d_weights.h5",
+        "k3_classic_separable.weights.h5",
+        "k3_classic_separable.keras",
+        "older_keras3/k213_classic_separable.keras",
+    ] {
+        let fixture = fixture(name);
+        let expected: Value = serde_json::from_str(
+            &std::fs::read_to_string(format!("{}.expected.json", fixture.display())).unwrap(),
+        )
+        .unwrap();
+        assert!(expected.get("optimizer").is_none(), "{name} has none");
+        let out = dir.path().join("out.safetensors");
+        let options = ReadOptions {
+            include_optimizer: true,
+            ..read_options(&fixture)
+        };
+        convert_file(&fixture, &out, &forced(options), &mut |_| {})
+            .unwrap_or_else(|e| panic!("{e}"));
+        check_converted(&fixture, &std::fs::read(&out).unwrap(), &expected);
+    }
+}
+
 #[test]
 fn metadata_records_source_versions_and_classes() {
     let dir = tempfile::tempdir().unwrap();

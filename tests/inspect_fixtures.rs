@@ -192,3 +192,18 @@ fn unmarked_bfloat16_is_read_and_said() {
     let notes = got["notes"].to_string();
     assert!(notes.contains("bfloat16"), "{notes}");
 }
+
+#[test]
+fn only_a_class_without_a_label_table_is_noted() {
+    // `dtype_zoo` is the generator's custom layer `DtypeZoo`; the other
+    // classes, Bidirectional and TimeDistributed included, are Keras's own.
+    let got = inspect_json(&fixture("dtypes_full.h5"));
+    assert_eq!(
+        got["notes"],
+        serde_json::json!([
+            "layer `dtype_zoo` has class DtypeZoo, which has no label table; labels are taken from the stored weight names"
+        ])
+    );
+    let got = inspect_json(&fixture("text_model_full.h5"));
+    assert_eq!(got["notes"], serde_json::json!([]));
+}

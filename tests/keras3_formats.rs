@@ -147,3 +147,165 @@ fn any_shard_reads_the_whole_sharded_save() {
     assert_eq!(whole["layers"], shard["layers"]);
     assert_eq!(shard["format"], "keras3-sharded-weights");
 }
+
+/// A `.keras` archive whose `model.weights.h5` is not a Keras 3 object tree
+/// (here a Keras 2 `model.save` file) is named as such, built at test time
+/// from the real archive's other members.
+#[test]
+fn an_archive_whose_weights_are_not_an_object_tree_is_refused() {
+    use std::io::{Read, Write};
+    let source = fixture("k3_classic_separable.keras");
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&source).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let crafted = dir.path().join("legacy_inside.keras");
+    let mut writer = zip::ZipWriter::new(std::fs::File::create(&crafted).unwrap());
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for i in 0..archive.len() {
+        let mut member = archive.by_index(i).unwrap();
+        let name = member.name().unwrap().to_string();
+        let mut bytes = Vec::new();
+        member.read_to_end(&mut bytes).unwrap();
+        if name == "model.weights.h5" {
+            bytes = std::fs::read(fixture("classic_separable_full.h5")).unwrap();
+        }
+        writer.start_file(name, stored).unwrap();
+        writer.write_all(&bytes).unwrap();
+    }
+    writer.finish().unwrap();
+    assert_clean_failure(&crafted, "no Keras 3 `layers` tree in the weights");
+}
+
+/// Keras 3.5 records no layer names in a `.weights.h5`; without its config
+/// the layers are named by their object keys, which are Keras's default
+/// names for every layer of this model but the last Dense (`dense_1`, keyed
+/// `dense`). The Bidirectional halves are named from the class their cell's
+/// shapes give (`forward_lstm`), as Keras names them.
+#[test]
+fn a_keras_3_5_weights_file_without_its_config_keeps_keras_names() {
+    let file = fixtures_dir().join("older_keras3/k35_text_model.weights.h5");
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}.expected.json", file.display())).unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (tensors, _, _) = convert_ok(dir.path(), &file, &[]);
+    let want: std::collections::BTreeMap<String, String> = expected_weights(&expected)
+        .iter()
+        .map(|w| {
+            let name = w["name"].as_str().unwrap();
+            let name = name
+                .strip_prefix("dense_1/")
+                .map_or(name.to_string(), |label| format!("dense/{label}"));
+            (name, w["sha256"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert!(want.contains_key("bidirectional/backward_lstm/recurrent_kernel"));
+    let got: std::collections::BTreeMap<String, String> = tensors
+        .into_iter()
+        .map(|(name, v)| (name, v.rsplit(' ').next().unwrap().to_string()))
+        .collect();
+    assert_eq!(got, want);
+}
+
+/// A layer whose weights sit in sub-objects (MultiHeadAttention's
+/// `query_dense`, `key_dense`, ...) is written whole from a `.keras` file:
+/// every tensor Keras saved, with its shape and value. The archive holds
+/// the model of `k3_attention_legacy.h5`, whose expected JSON gives them.
+#[test]
+fn every_weight_of_a_layer_with_sub_objects_is_written() {
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("k3_attention_legacy.h5.expected.json")).unwrap(),
+    )
+    .unwrap();
+    let mut want: Vec<String> = expected_weights(&expected)
+        .iter()
+        .map(|w| format!("{} {}", w["shape"], w["sha256"].as_str().unwrap()))
+        .collect();
+    want.sort();
+    assert_eq!(want.len(), 8);
+    let dir = tempfile::tempdir().unwrap();
+    let (tensors, _, err) = convert_ok(dir.path(), &fixture("k3_attention.keras"), &[]);
+    // Sub-objects of no known class are labelled by position, and said so.
+    assert!(
+        err.contains("layer `mha`: class unknown, weights labelled param_N by position"),
+        "{err}"
+    );
+    // `F32 [4, 2, 3] <sha256>` -> `[4,2,3] <sha256>`, as the JSON prints it.
+    let mut got: Vec<String> = tensors
+        .values()
+        .map(|v| v.split_once(' ').unwrap().1.replace(", ", ","))
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+}
+
+/// `dtype shape sha256` of every variable in a fixture's `.values.json`
+/// (Keras's own values, for files whose labels are not Keras's), sorted.
+fn keras_values(json: &str) -> Vec<String> {
+    let values: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(json)).unwrap()).unwrap();
+    let mut want: Vec<String> = values["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            format!(
+                "{} {} {}",
+                safetensors_dtype(v["dtype"].as_str().unwrap()),
+                v["shape"],
+                v["sha256"].as_str().unwrap()
+            )
+        })
+        .collect();
+    want.sort();
+    want
+}
+
+/// The same triple for every tensor [`convert_ok`] wrote, sorted.
+fn values_of(tensors: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    let mut got: Vec<String> = tensors.values().map(|v| v.replace(", ", ",")).collect();
+    got.sort();
+    got
+}
+
+/// Weights no label table explains are written with Keras's values and
+/// labelled param_N, and a note says why for each layer: a custom class
+/// (`Scale`) has no table; an int8-quantized Dense has three weights where
+/// the Dense table has two.
+#[test]
+fn weights_without_labels_are_written_and_each_layer_says_why() {
+    let file = fixture("k3_unlabelled.keras");
+    let dir = tempfile::tempdir().unwrap();
+    let (tensors, _, _) = convert_ok(dir.path(), &file, &[]);
+    assert_eq!(
+        values_of(&tensors),
+        keras_values("k3_unlabelled.keras.values.json")
+    );
+
+    let out = run(&["inspect", "--json", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["notes"],
+        serde_json::json!([
+            "layer `scale` has class Scale, which has no label table; weights labelled param_N by position",
+            "layer `q_dense` (Dense) has 3 weights, which its label table does not explain; labelled param_N"
+        ])
+    );
+}
+
+/// An RNN over a custom cell, with no config: the cell's class is unknown
+/// and its first variable is a vector, not a kernel, so the gate count
+/// cannot be read from its shapes. Every variable is still written with
+/// Keras's value. The labels are not checked: the reader calls the two
+/// variables `kernel` and `recurrent_kernel` (see tests/MUTANTS.md).
+#[test]
+fn an_rnn_over_a_custom_cell_is_written_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tensors, _, _) = convert_ok(dir.path(), &fixture("k3_custom_rnn.weights.h5"), &[]);
+    assert_eq!(
+        values_of(&tensors),
+        keras_values("k3_custom_rnn.weights.h5.values.json")
+    );
+}

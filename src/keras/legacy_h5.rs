@@ -661,6 +661,10 @@ mod tests {
         assert!(!is_scaffolding("conv2d_1", "conv2d_10x"));
         assert!(!is_scaffolding("net", "_cell"));
         assert!(!is_scaffolding("fpn_cells", "cell_0"));
+        // Only digits make a numbered copy: a sub-layer named after its
+        // parent is a sub-layer.
+        assert!(!is_scaffolding("stem", "stem_bn"));
+        assert!(!is_scaffolding("encoder", "lstm_cell_fw"));
     }
 
     #[test]
@@ -706,6 +710,83 @@ mod tests {
         assert!(bidirectional.is_err());
         // Keras 2.0's scope repeating the layer name is no sub-layer.
         assert!(split_sub_layers("conv2d_1", vec![raw("conv2d_1/conv2d_1_1/kernel:0")]).is_err());
+    }
+
+    #[test]
+    fn a_custom_layer_keeps_its_class_on_its_own_weights_not_its_sub_layers() {
+        // The names and class Keras 3.15 records for a registered custom
+        // layer `block` with its own `scale` and a Dense `proj` it builds.
+        let config = LayerConfig::parse(
+            r#"{"class_name": "Custom>Block", "config": {"name": "block", "trainable": true}}"#,
+        )
+        .unwrap();
+        let mut notes = Vec::new();
+        let layers = assemble(
+            "block",
+            Some(&config),
+            vec![
+                raw("block/scale"),
+                raw("block/proj/kernel"),
+                raw("block/proj/bias"),
+            ],
+            &mut notes,
+        )
+        .unwrap();
+        let got: Vec<(String, Option<&str>, bool, Vec<String>)> = layers
+            .iter()
+            .map(|l| {
+                (
+                    l.path_string(),
+                    l.class.as_deref(),
+                    l.config.is_some(),
+                    names(&l.weights),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "block".into(),
+                    Some("Custom>Block"),
+                    true,
+                    vec!["scale".into()]
+                ),
+                (
+                    "block/proj".into(),
+                    None,
+                    false,
+                    vec!["kernel".into(), "bias".into()]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_scope_shared_by_clashing_labels_is_dropped_like_the_cell() {
+        // Keras 3.15's names for TimeDistributed(Bidirectional(LSTM)) `td`
+        // wrapping `bi`: `bi` and `lstm_cell` are common to both halves,
+        // only the direction tells the two kernels apart.
+        let w = label_layer(
+            ["forward_lstm", "backward_lstm"]
+                .iter()
+                .flat_map(|d| {
+                    ["kernel", "recurrent_kernel", "bias"]
+                        .map(|l| raw(&format!("td/bi/{d}/lstm_cell/{l}")))
+                })
+                .collect(),
+        );
+        assert_eq!(
+            names(&w),
+            [
+                "forward_lstm/kernel",
+                "forward_lstm/recurrent_kernel",
+                "forward_lstm/bias",
+                "backward_lstm/kernel",
+                "backward_lstm/recurrent_kernel",
+                "backward_lstm/bias"
+            ]
+        );
     }
 
     #[test]

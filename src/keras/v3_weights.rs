@@ -810,5 +810,12 @@ mod tests {
         assert_eq!(files[0], Path::new("/data/m_00000.weights.h5"));
         let bad = r#"{"weight_map": {"/layers/dense/vars": "../../etc/passwd"}}"#;
         assert!(shard_files(index, bad).is_err());
+        // The parent folder, no name at all, a Windows path: each refused
+        // on its own.
+        for name in ["..", "", r"..\\secret.h5"] {
+            let bad = format!(r#"{{"weight_map": {{"/vars": "{name}"}}}}"#);
+            let err = shard_files(index, &bad).unwrap_err().to_string();
+            assert!(err.contains("is not a plain file name"), "{name}: {err}");
+        }
     }
 }
