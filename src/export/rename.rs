@@ -382,7 +382,10 @@ mod tests {
     fn computed_groups_that_do_not_fit_are_errors_not_empty_text() {
         let rules = parse_rules(r"^(\w)_ => ${1-1}.").unwrap();
         let err = Renamer::new(&rules).apply("b_x").unwrap_err();
-        assert!(err.contains("needs a number, got `b`"), "{err}");
+        assert!(
+            err.contains("rename rule `^(\\w)_ => ${1-1}.`: `${1-1}` needs a number, got `b`"),
+            "{err}"
+        );
         let rules = parse_rules(r"^(\w+)_ => ${1:index}.").unwrap();
         let err = Renamer::new(&rules).apply("ab_x").unwrap_err();
         assert!(err.contains("one letter a-z, got `ab`"), "{err}");
@@ -396,5 +399,31 @@ mod tests {
             assert!(parse_rules(bad).is_err(), "{bad}");
         }
         assert_eq!(rename_all(r"^a => $$", &["ab"]), ["$b"]);
+        let err = parse_rules(r"^(?P<b>a) => ${b c}").unwrap_err();
+        assert!(err.contains("`b c` is not a group number or name"), "{err}");
+        let err = parse_rules(r"^(?P<b>a) => ${c:index}").unwrap_err();
+        assert!(
+            err.contains("uses group `c`, which `^(?P<b>a)` does not capture"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn group_names_may_hold_underscores() {
+        let rules = r"^block(?P<stage_no>\d) => stage${stage_no-1}.${stage_no:ordinal}";
+        assert_eq!(
+            rename_all(rules, &["block3", "block5"]),
+            ["stage2.0", "stage4.1"]
+        );
+    }
+
+    #[test]
+    fn the_rules_that_matched_nothing_are_listed() {
+        let rules = parse_rules("^a => x\n^zzz => y\n^b => z\n").unwrap();
+        let mut renamer = Renamer::new(&rules);
+        renamer.apply("a.w").unwrap();
+        renamer.apply("b.w").unwrap();
+        let unused: Vec<String> = renamer.unused().map(|r| r.to_string()).collect();
+        assert_eq!(unused, ["^zzz => y"]);
     }
 }
