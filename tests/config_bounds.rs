@@ -142,3 +142,145 @@ fn a_huge_config_inside_an_archive_is_refused_before_it_is_inflated() {
     writer.finish().unwrap();
     assert_clean_failure(&crafted, "refused: `config.json` is");
 }
+
+/// Rebuilds the real archive `source` member by member: `edit` sees each
+/// member's name and bytes and returns what to write instead (name, bytes,
+/// whether to deflate it), or nothing to leave it out; `extra` members
+/// follow.
+fn repack(
+    source: &str,
+    out: &std::path::Path,
+    edit: impl Fn(&str, Vec<u8>) -> Option<(String, Vec<u8>, bool)>,
+    extra: Vec<(String, Vec<u8>, bool)>,
+) {
+    use std::io::{Read, Write};
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(fixture(source)).unwrap()).unwrap();
+    let mut members = Vec::new();
+    for i in 0..archive.len() {
+        let mut member = archive.by_index(i).unwrap();
+        let name = member.name().unwrap().to_string();
+        let mut bytes = Vec::new();
+        member.read_to_end(&mut bytes).unwrap();
+        members.extend(edit(&name, bytes));
+    }
+    members.extend(extra);
+    let mut writer = zip::ZipWriter::new(std::fs::File::create(out).unwrap());
+    for (name, bytes, deflate) in members {
+        let method = match deflate {
+            true => zip::CompressionMethod::Deflated,
+            false => zip::CompressionMethod::Stored,
+        };
+        let options = zip::write::SimpleFileOptions::default().compression_method(method);
+        writer.start_file(name, options).unwrap();
+        writer.write_all(&bytes).unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+fn converts_like_keras(archive: &std::path::Path, fixture_name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.safetensors");
+    let result = run(&[
+        "convert",
+        archive.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture(&format!("{fixture_name}.expected.json"))).unwrap(),
+    )
+    .unwrap();
+    check_converted(archive, &std::fs::read(&out).unwrap(), &expected);
+}
+
+/// Keras stores `model.weights.h5` uncompressed, and it is read in place;
+/// a deflated one (another zip tool's doing) is inflated instead, to the
+/// same values.
+#[test]
+fn a_deflated_weights_member_reads_like_a_stored_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("deflated.keras");
+    repack(
+        "k3_classic_separable.keras",
+        &archive,
+        |name, bytes| Some((name.to_string(), bytes, name == "model.weights.h5")),
+        Vec::new(),
+    );
+    converts_like_keras(&archive, "k3_classic_separable.keras");
+}
+
+/// `config.json` may be as large as a config can be (64 MiB), far more than
+/// `metadata.json` (1 MiB).
+#[test]
+fn a_config_larger_than_the_metadata_limit_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("wide_config.keras");
+    repack(
+        "k3_classic_separable.keras",
+        &archive,
+        |name, mut bytes| {
+            if name == "config.json" {
+                bytes.extend(vec![b' '; 2 << 20]);
+            }
+            Some((name.to_string(), bytes, false))
+        },
+        Vec::new(),
+    );
+    converts_like_keras(&archive, "k3_classic_separable.keras");
+}
+
+/// The zip-bomb bound allows any archive to expand to 1 MiB, however small
+/// it is: a tiny archive of well-compressed members is not a bomb.
+#[test]
+fn a_small_archive_may_expand_past_the_ratio_up_to_one_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("small.keras");
+    let mut declared = 0usize;
+    repack(
+        "k3_classic_separable.keras",
+        &archive,
+        |name, bytes| Some((name.to_string(), bytes, true)),
+        Vec::new(),
+    );
+    {
+        let mut zip = zip::ZipArchive::new(std::fs::File::open(&archive).unwrap()).unwrap();
+        for i in 0..zip.len() {
+            declared += zip.by_index(i).unwrap().size() as usize;
+        }
+    }
+    let filler = (1 << 20) - declared - 4096;
+    repack(
+        "k3_classic_separable.keras",
+        &archive,
+        |name, bytes| Some((name.to_string(), bytes, true)),
+        vec![("assets/zeros.bin".into(), vec![0u8; filler], true)],
+    );
+    let archive_len = std::fs::metadata(&archive).unwrap().len() as usize;
+    assert!(
+        archive_len * 100 < declared + filler,
+        "the premise: {archive_len}-byte archive, {} bytes declared",
+        declared + filler
+    );
+    converts_like_keras(&archive, "k3_classic_separable.keras");
+}
+
+/// Keras 3.0's `.npz` weights are named, not misread or reported missing.
+#[test]
+fn an_archive_with_npz_weights_is_refused_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("npz.keras");
+    repack(
+        "k3_classic_separable.keras",
+        &archive,
+        |name, bytes| match name {
+            "model.weights.h5" => Some(("model.weights.npz".into(), bytes, false)),
+            _ => Some((name.to_string(), bytes, false)),
+        },
+        Vec::new(),
+    );
+    assert_clean_failure(
+        &archive,
+        "weights are `.npz`, which this version does not read",
+    );
+}
