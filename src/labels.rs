@@ -761,6 +761,25 @@ mod tests {
     }
 
     #[test]
+    fn a_separable_convolution_needs_both_its_inner_width_and_its_bias_to_agree() {
+        // SeparableConv2D(16) on 3 channels, depth multiplier 1: depthwise
+        // (5, 5, 3, 1), pointwise (1, 1, 3*1, 16), bias (16,).
+        let w = |pointwise: &[usize], bias: usize| {
+            vec![
+                ("depthwise_kernel".to_string(), vec![5, 5, 3, 1]),
+                ("pointwise_kernel".to_string(), pointwise.to_vec()),
+                ("bias".to_string(), vec![bias]),
+            ]
+        };
+        assert_eq!(
+            class_candidates(&w(&[1, 1, 3, 16], 16)),
+            ["SeparableConv2D"]
+        );
+        assert!(class_candidates(&w(&[1, 1, 3, 16], 8)).is_empty());
+        assert!(class_candidates(&w(&[1, 1, 4, 16], 16)).is_empty());
+    }
+
+    #[test]
     fn impossible_counts_and_unknown_classes_give_none() {
         assert!(by_position("Dense", None, 5).is_none());
         assert!(by_position("MyCustomLayer", None, 1).is_none());
