@@ -673,6 +673,114 @@ mod tests {
         assert!(class_candidates(&both).is_empty(), "halves must match");
     }
 
+    /// Shapes as Keras builds them: a convolution's kernel is (k..., in,
+    /// out) and its bias (out,); a transpose's kernel is (k..., out, in).
+    #[test]
+    fn three_dimensional_convolutions_are_told_from_their_transposes_by_the_bias() {
+        let w = |kernel: &[usize], bias: &[usize]| {
+            vec![
+                ("kernel".to_string(), kernel.to_vec()),
+                ("bias".to_string(), bias.to_vec()),
+            ]
+        };
+        // Conv3D(filters=8) on 4 channels, Conv3DTranspose(filters=8) on 4.
+        assert_eq!(class_candidates(&w(&[3, 3, 3, 4, 8], &[8])), ["Conv3D"]);
+        assert_eq!(
+            class_candidates(&w(&[3, 3, 3, 8, 4], &[8])),
+            ["Conv3DTranspose"]
+        );
+    }
+
+    #[test]
+    fn a_depthwise_kernel_alone_fits_only_the_depthwise_class_of_its_rank() {
+        // DepthwiseConv2D(use_bias=False): kernel (kh, kw, in, multiplier).
+        let kernel = |shape: &[usize]| vec![("depthwise_kernel".to_string(), shape.to_vec())];
+        assert_eq!(
+            class_candidates(&kernel(&[3, 3, 4, 2])),
+            ["DepthwiseConv2D"]
+        );
+        assert_eq!(class_candidates(&kernel(&[3, 4, 2])), ["DepthwiseConv1D"]);
+    }
+
+    #[test]
+    fn recurrent_layers_without_a_bias_are_told_apart_by_their_gates() {
+        // LSTM(5, use_bias=False) on 4 inputs: kernel (4, 4*5), recurrent
+        // kernel (5, 4*5); a GRU's would be 3*5 wide, a SimpleRNN's 5.
+        let w = |kernel: &[usize], recurrent: &[usize]| {
+            vec![
+                ("kernel".to_string(), kernel.to_vec()),
+                ("recurrent_kernel".to_string(), recurrent.to_vec()),
+            ]
+        };
+        assert_eq!(guess_class(&w(&[4, 20], &[5, 20])), Some("LSTM"));
+        assert_eq!(guess_class(&w(&[4, 15], &[5, 15])), Some("GRU"));
+        assert_eq!(guess_class(&w(&[4, 5], &[5, 5])), Some("SimpleRNN"));
+        // Gates are counted on matrices only: a kernel or recurrent kernel
+        // of another rank is no recurrent layer's, whatever its widths.
+        let mut odd = w(&[4, 20, 1], &[5, 20]);
+        odd.push(("bias".to_string(), vec![20]));
+        assert!(class_candidates(&odd).is_empty());
+        let mut odd = w(&[4, 20], &[5, 20, 1]);
+        odd.push(("bias".to_string(), vec![20]));
+        assert!(class_candidates(&odd).is_empty());
+    }
+
+    #[test]
+    fn nested_wrappers_join_their_sub_objects_with_a_slash() {
+        let inner = json!({"layer": {"class_name": "LSTM", "config": {"name": "lstm"}}});
+        let outer = json!({"layer": {"class_name": "Bidirectional", "config": {
+            "name": "bi", "layer": inner["layer"].clone()}}});
+        let l = labels("Bidirectional", Some(outer), 12);
+        assert_eq!(l[0], "forward_bi/forward_lstm/kernel");
+        assert_eq!(l[11], "backward_bi/backward_lstm/bias");
+    }
+
+    #[test]
+    fn every_on_off_choice_of_the_open_flags_is_listed_once() {
+        // No table has more than two flags; the choices must not depend on
+        // that. Three open flags give 2^3 choices, the settled one none.
+        let items = [Some("a"), Some("b"), Some("c"), None, Some("d")];
+        let fixed = |f: &str| (f == "d").then_some(false);
+        let mut choices: Vec<Vec<Option<&str>>> = flag_choices(&items, |i| *i, fixed)
+            .into_iter()
+            .map(|c| c.into_iter().copied().collect())
+            .collect();
+        choices.sort();
+        let mut want = Vec::new();
+        for mask in 0..8 {
+            let on = |bit: usize| mask & (1 << bit) != 0;
+            let mut c = Vec::new();
+            for (bit, flag) in ["a", "b", "c"].iter().enumerate() {
+                if on(bit) {
+                    c.push(Some(*flag));
+                }
+            }
+            c.push(None);
+            want.push(c);
+        }
+        want.sort();
+        assert_eq!(choices, want);
+    }
+
+    #[test]
+    fn a_separable_convolution_needs_both_its_inner_width_and_its_bias_to_agree() {
+        // SeparableConv2D(16) on 3 channels, depth multiplier 1: depthwise
+        // (5, 5, 3, 1), pointwise (1, 1, 3*1, 16), bias (16,).
+        let w = |pointwise: &[usize], bias: usize| {
+            vec![
+                ("depthwise_kernel".to_string(), vec![5, 5, 3, 1]),
+                ("pointwise_kernel".to_string(), pointwise.to_vec()),
+                ("bias".to_string(), vec![bias]),
+            ]
+        };
+        assert_eq!(
+            class_candidates(&w(&[1, 1, 3, 16], 16)),
+            ["SeparableConv2D"]
+        );
+        assert!(class_candidates(&w(&[1, 1, 3, 16], 8)).is_empty());
+        assert!(class_candidates(&w(&[1, 1, 4, 16], 16)).is_empty());
+    }
+
     #[test]
     fn impossible_counts_and_unknown_classes_give_none() {
         assert!(by_position("Dense", None, 5).is_none());

@@ -506,3 +506,52 @@ fn enums_other_than_numpy_bool_are_refused_not_read_as_bool() {
         );
     }
 }
+
+#[test]
+fn weights_that_read_the_same_or_overlapping_bytes_are_refused() {
+    // The bias's layout message (version 3, contiguous: address, size) is
+    // edited to point into the kernel's bytes: at its first byte (what two
+    // hard links to one dataset give), 4 bytes in (overlapping ranges),
+    // and just past its last byte (adjacent ranges, which is no overlap).
+    use keras2safetensors::h5::{self, Location};
+    let source = fixture("classic_conv2d_weights.h5");
+    let file = h5::File::open(&source).unwrap();
+    let contiguous = |dataset: &str| match file.dataset(dataset).unwrap().location {
+        Location::Contiguous { offset, len } => (offset, len),
+        _ => panic!("Keras stores {dataset} contiguously"),
+    };
+    let (kernel, kernel_len) = contiguous("/conv2d/conv2d/kernel:0");
+    let (bias, bias_len) = contiguous("/conv2d/conv2d/bias:0");
+    let bytes = std::fs::read(&source).unwrap();
+    let message: Vec<u8> = [&[3u8, 1][..], &bias.to_le_bytes(), &bias_len.to_le_bytes()].concat();
+    let at: Vec<usize> = (0..bytes.len() - message.len())
+        .filter(|&i| bytes[i..i + message.len()] == message[..])
+        .collect();
+    assert_eq!(at.len(), 1, "the layout message is found once");
+    let moved = |address: u64| {
+        let mut b = bytes.clone();
+        b[at[0] + 2..at[0] + 10].copy_from_slice(&address.to_le_bytes());
+        b
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Named in the order of their first byte, then of their last.
+    assert_clean_failure(
+        &write_temp(dir.path(), "same_bytes.h5", &moved(kernel)),
+        "weights `/conv2d/conv2d/bias:0` and `/conv2d/conv2d/kernel:0` are one dataset \
+         (hard links) or read the same bytes",
+    );
+    assert_clean_failure(
+        &write_temp(dir.path(), "overlapping.h5", &moved(kernel + 4)),
+        "weights `/conv2d/conv2d/kernel:0` and `/conv2d/conv2d/bias:0` read overlapping bytes \
+         of the file",
+    );
+    let adjacent = write_temp(dir.path(), "adjacent.h5", &moved(kernel + kernel_len));
+    let output = dir.path().join("out.safetensors");
+    let out = run(&[
+        "convert",
+        adjacent.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

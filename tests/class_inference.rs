@@ -72,6 +72,22 @@ fn a_weights_only_bidirectional_layer_is_recognised() {
             "bidirectional_lstm.weight_ih_l0_reverse",
         ]
     );
+    // Keras folds PyTorch's two LSTM biases into one: the second is zeros
+    // of the first's shape, in each direction.
+    for suffix in ["", "_reverse"] {
+        let ih = &tensors[&format!("bidirectional_lstm.bias_ih_l0{suffix}")];
+        let (dtype_shape, _) = ih.rsplit_once(' ').unwrap();
+        let units4: usize = dtype_shape
+            .trim_start_matches("F32 [")
+            .trim_end_matches(']')
+            .parse()
+            .unwrap();
+        let zeros = sha256_hex(&vec![0u8; units4 * 4]);
+        assert_eq!(
+            tensors[&format!("bidirectional_lstm.bias_hh_l0{suffix}")],
+            format!("{dtype_shape} {zeros}")
+        );
+    }
 }
 
 #[test]

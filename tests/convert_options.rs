@@ -459,3 +459,52 @@ fn layers_without_a_pytorch_equivalent_are_written_as_stored_or_refused_with_str
     assert!(!stdout(&out).contains("dtype_zoo"));
     assert!(stderr(&out).contains("layer `dtype_zoo` skipped"));
 }
+
+#[test]
+fn a_time_distributed_dense_is_written_as_the_dense_it_wraps() {
+    // TimeDistributed(Dense(6)) on 8 features: torch.nn.Linear holds the
+    // kernel transposed, (6, 8), and the bias as Keras does.
+    let input = fixture("text_model_full.h5");
+    let expected: Value = serde_json::from_slice(
+        &std::fs::read(fixture("text_model_full.h5.expected.json")).unwrap(),
+    )
+    .unwrap();
+    let sha = |name: &str| {
+        expected_weights(&expected)
+            .into_iter()
+            .find(|w| w["name"] == name)
+            .unwrap()["sha256"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let keras_out = dir.path().join("keras.safetensors");
+    let torch_out = dir.path().join("torch.safetensors");
+    let input = input.to_str().unwrap();
+    convert(&[input, "-o", keras_out.to_str().unwrap()]);
+    convert(&[
+        input,
+        "-o",
+        torch_out.to_str().unwrap(),
+        "--layout",
+        "pytorch",
+    ]);
+    let (keras, torch) = (tensors(&keras_out), tensors(&torch_out));
+    let (_, shape, kernel) = &keras["time_distributed/kernel"];
+    assert_eq!(shape, &[8, 6]);
+    assert_eq!(sha256_hex(kernel), sha("time_distributed/kernel"));
+    let (_, shape, weight) = &torch["time_distributed.weight"];
+    assert_eq!(shape, &[6, 8]);
+    for o in 0..6 {
+        for i in 0..8 {
+            assert_eq!(
+                weight[(o * 8 + i) * 4..][..4],
+                kernel[(i * 6 + o) * 4..][..4],
+                "weight[{o}, {i}] is kernel[{i}, {o}]"
+            );
+        }
+    }
+    let (_, _, bias) = &torch["time_distributed.bias"];
+    assert_eq!(sha256_hex(bias), sha("time_distributed/bias"));
+}

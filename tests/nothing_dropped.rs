@@ -99,3 +99,36 @@ fn allow_unclaimed_is_a_read_option() {
     assert_eq!(model.skipped.len(), 1);
     assert!(model.skipped[0].reason.contains("--allow-unclaimed"));
 }
+
+/// A second name for a dataset that is written (a hard link no layer
+/// lists) is reported skipped, naming the name that is written, and the
+/// file converts with Keras's values.
+#[test]
+fn a_second_link_to_a_written_dataset_is_skipped_naming_the_first() {
+    let input = fixture("crafted/second_link.h5");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.safetensors");
+    let convert = run(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(convert.status.success(), "{}", stderr(&convert));
+    let expected: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixture("classic_conv2d_weights.h5.expected.json")).unwrap(),
+    )
+    .unwrap();
+    check_converted(&input, &std::fs::read(&out).unwrap(), &expected);
+
+    let inspected = run(&["inspect", input.to_str().unwrap(), "--json"]);
+    assert!(inspected.status.success(), "{}", stderr(&inspected));
+    let json: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    assert_eq!(
+        json["skipped"],
+        serde_json::json!([{
+            "dataset": "/conv2d/conv2d/kernel_link:0",
+            "reason": "a second link to `/conv2d/conv2d/kernel:0`, which is written once"
+        }])
+    );
+}

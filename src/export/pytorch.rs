@@ -412,18 +412,22 @@ fn class_layer_tensors<'m>(
         "Bidirectional" => {
             let inner = wrapped_class(layer)?;
             let mut out = Vec::new();
+            // Counted by source weight: fills (an LSTM's second bias) make
+            // more tensors than weights, and would hide one left out.
+            let mut placed = 0;
             for (direction, suffix) in [("forward", ""), ("backward", "_reverse")] {
                 let weights: Vec<&Weight> = layer
                     .weights
                     .iter()
                     .filter(|w| w.sub_path.first().is_some_and(|s| s.starts_with(direction)))
                     .collect();
+                placed += weights.len();
                 for mut t in class_tensors(&inner, &weights, false)? {
                     t.name.push_str(suffix);
                     out.push(t);
                 }
             }
-            if out.len() < layer.weights.len() {
+            if placed < layer.weights.len() {
                 return Err(NoEquivalent(
                     "a Bidirectional weight belongs to neither the forward nor the backward layer"
                         .into(),
@@ -729,6 +733,125 @@ mod tests {
             }
         }
         assert!(steps_for(Axes::Depthwise, &[3, 4]).is_err());
+    }
+
+    /// A layer of a file that records no class, holding `weights` (label,
+    /// shape); the bytes are never read here.
+    fn unclassed(weights: &[(&str, &[usize])]) -> Layer {
+        Layer {
+            path: vec!["layer".into()],
+            class: None,
+            config: None,
+            weights: weights
+                .iter()
+                .map(|(label, shape)| Weight {
+                    label: label.to_string(),
+                    sub_path: Vec::new(),
+                    stored_name: label.to_string(),
+                    dtype: crate::dtype::Dtype::F32,
+                    shape: shape.to_vec(),
+                    file: 0,
+                    dataset: String::new(),
+                    location: crate::model::Location::Bundle(0),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_guess_is_named_only_where_the_fitting_classes_differ_in_pytorch_layout() {
+        // Conv2D and Conv2DTranspose kernels take the same permutation:
+        // either guess writes the same tensors, so there is nothing to say.
+        let conv = unclassed(&[("kernel", &[3, 3, 8, 4])]);
+        let resolved = layer_tensors(&conv, false, None).unwrap();
+        assert_eq!((resolved.class.as_str(), resolved.choice), ("Conv2D", None));
+        // A recurrent layer of zero units without a bias fits LSTM, GRU and
+        // SimpleRNN (every gate block is empty); a GRU's kernels are
+        // reordered, an LSTM's or SimpleRNN's only transposed.
+        let rnn = unclassed(&[("kernel", &[4, 0]), ("recurrent_kernel", &[0, 0])]);
+        let resolved = layer_tensors(&rnn, false, None).unwrap();
+        assert_eq!(resolved.class, "LSTM");
+        assert_eq!(
+            resolved.choice.as_deref(),
+            Some(
+                "the file does not record its class; its weights fit LSTM and GRU, which \
+                 differ in PyTorch layout; written as LSTM, the likelier (--class layer=GRU \
+                 for the other)"
+            )
+        );
+    }
+
+    #[test]
+    fn a_bidirectional_weight_of_neither_direction_is_refused_not_dropped() {
+        // Bidirectional(LSTM(5)) on 4 inputs, plus a weight outside both
+        // halves. Each LSTM half gives 4 tensors for its 3 weights (PyTorch's
+        // second bias is a fill), so counting tensors would not see it.
+        let mut weights = Vec::new();
+        for direction in ["forward_lstm", "backward_lstm"] {
+            for (label, shape) in [
+                ("kernel", &[4, 20][..]),
+                ("recurrent_kernel", &[5, 20]),
+                ("bias", &[20]),
+            ] {
+                weights.push((direction, label, shape));
+            }
+        }
+        let layer = |stray: bool| {
+            let mut layer = unclassed(&[]);
+            layer.class = Some("Bidirectional".into());
+            layer.config = Some(serde_json::json!({"layer": {"class_name": "LSTM"}}));
+            let all = weights
+                .iter()
+                .copied()
+                .chain(stray.then_some(("", "bias", &[20][..])));
+            for (direction, label, shape) in all {
+                let mut w = unclassed(&[(label, shape)]).weights.remove(0);
+                w.sub_path = [direction]
+                    .iter()
+                    .filter(|d| !d.is_empty())
+                    .map(|d| d.to_string())
+                    .collect();
+                layer.weights.push(w);
+            }
+            layer
+        };
+        let whole = layer(false);
+        let resolved = layer_tensors(&whole, false, None).unwrap();
+        assert_eq!(resolved.tensors.len(), 8);
+        let err = layer_tensors(&layer(true), false, None).err().unwrap();
+        assert!(
+            err.0
+                .contains("belongs to neither the forward nor the backward layer"),
+            "{}",
+            err.0
+        );
+    }
+
+    #[test]
+    fn options_say_where_the_class_came_from_and_convert_the_momentum() {
+        let norm = [
+            ("gamma", &[4][..]),
+            ("beta", &[4]),
+            ("moving_mean", &[4]),
+            ("moving_variance", &[4]),
+        ];
+        let mut recorded = unclassed(&norm);
+        recorded.class = Some("BatchNormalization".into());
+        recorded.config = Some(serde_json::json!({"momentum": 0.99, "epsilon": 0.001}));
+        let options = layer_options(&recorded, &layer_tensors(&recorded, false, None).unwrap());
+        let options = options.as_object().unwrap();
+        assert_eq!(options["class"], "BatchNormalization");
+        assert!(!options.contains_key("class_recorded"), "{options:?}");
+        assert_eq!(options["epsilon"], 0.001);
+        // Keras keeps `momentum` of the running value, PyTorch replaces
+        // `momentum` of it: 1 - 0.99.
+        assert_eq!(options["torch_momentum"], 1.0 - 0.99);
+
+        // Guessed from the weights: the file's word (none) is kept beside it.
+        let guessed = unclassed(&norm);
+        let options = layer_options(&guessed, &layer_tensors(&guessed, false, None).unwrap());
+        assert_eq!(options["class"], "BatchNormalization");
+        assert_eq!(options.get("class_recorded"), Some(&Value::Null));
     }
 
     #[test]
