@@ -513,12 +513,18 @@ fn weights_that_read_the_same_or_overlapping_bytes_are_refused() {
     // edited to point into the kernel's bytes: at its first byte (what two
     // hard links to one dataset give), 4 bytes in (overlapping ranges),
     // and just past its last byte (adjacent ranges, which is no overlap).
-    use keras2safetensors::h5::{self, Location};
     let source = fixture("classic_conv2d_weights.h5");
-    let file = h5::File::open(&source).unwrap();
-    let contiguous = |dataset: &str| match file.dataset(dataset).unwrap().location {
-        Location::Contiguous { offset, len } => (offset, len),
-        _ => panic!("Keras stores {dataset} contiguously"),
+    let model =
+        keras2safetensors::open(&source, &keras2safetensors::ReadOptions::default()).unwrap();
+    let contiguous = |dataset: &str| {
+        let range = model
+            .layers
+            .iter()
+            .flat_map(|l| &l.weights)
+            .find(|w| w.dataset == dataset)
+            .and_then(|w| w.location.contiguous_range())
+            .unwrap_or_else(|| panic!("Keras stores {dataset} contiguously"));
+        (range.start, range.end - range.start)
     };
     let (kernel, kernel_len) = contiguous("/conv2d/conv2d/kernel:0");
     let (bias, bias_len) = contiguous("/conv2d/conv2d/bias:0");
