@@ -271,6 +271,38 @@ mod tests {
     }
 
     #[test]
+    fn the_keys_read_keep_their_values_of_every_json_type() {
+        // `padding` spelled with an escape reaches the owned-string visitor;
+        // `filters` a positive integer, `groups` a negative one (no Keras
+        // config has one, but the value must pass unchanged), `epsilon` a
+        // float, `activation` null, `strides` a list.
+        let json = r#"{"class_name": "Conv2D", "config": {"name": "c", "filters": 16,
+            "groups": -1, "epsilon": 0.001, "padding": "sa\u006de", "activation": null,
+            "strides": [2, 2], "kernel_initializer": {"class_name": "GlorotUniform"}}}"#;
+        let layer = LayerConfig::parse(json).unwrap();
+        let config = &layer.config;
+        assert_eq!(config["filters"], 16);
+        assert_eq!(config["groups"], -1);
+        assert_eq!(config["epsilon"], 0.001);
+        assert_eq!(config["padding"], "same");
+        assert!(config["activation"].is_null() && config.get("activation").is_some());
+        assert_eq!(config["strides"], serde_json::json!([2, 2]));
+        assert!(
+            config.get("kernel_initializer").is_none(),
+            "keys not read are pruned"
+        );
+    }
+
+    #[test]
+    fn a_layer_holding_layers_is_a_model_whatever_its_class() {
+        let json = r#"{"class_name": "MyBlock", "config": {"name": "blk", "layers": [
+            {"class_name": "Dense", "config": {"name": "d"}}]}}"#;
+        assert!(LayerConfig::parse(json).unwrap().is_model());
+        let json = r#"{"class_name": "Dense", "config": {"name": "d"}}"#;
+        assert!(!LayerConfig::parse(json).unwrap().is_model());
+    }
+
+    #[test]
     fn keras_0_configs_name_the_class_and_the_layer_apart() {
         let json = r#"{"name": "Sequential", "layers": [
             {"name": "Convolution2D", "custom_name": "conv", "nb_filter": 4},
