@@ -93,6 +93,20 @@ fn a_config_larger_than_any_model_needs_is_refused() {
         err.starts_with("error: ") && err.contains("refused: the config is over 64.0 MiB"),
         "{err}"
     );
+
+    // A config of exactly 64 MiB is still read: the limit is on what is
+    // over it.
+    let mut text = config_with_bulk(0);
+    text.push_str(&" ".repeat((64 << 20) - text.len()));
+    assert_eq!(text.len(), 64 << 20);
+    std::fs::write(&config, text).unwrap();
+    let out = run(&[
+        "inspect",
+        input.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         err.contains(config.to_str().unwrap()),
         "names the file: {err}"

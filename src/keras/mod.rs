@@ -480,3 +480,41 @@ pub(crate) fn weight_dtype(
         Element::Other(what) => return Err(unsupported(what.clone())),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_is_named_base_underscore_five_digits_beside_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("model.weights.json"), "{}").unwrap();
+        let index = dir.path().join("model.weights.json");
+        assert_eq!(
+            shard_index_of(&dir.path().join("model_00001.weights.h5")),
+            Some(index)
+        );
+        assert!(is_shard_of_index(
+            &dir.path().join("model_00001.weights.h5")
+        ));
+        for not_a_shard in [
+            "model_001.weights.h5",
+            "model_0000a.weights.h5",
+            "model_000001.weights.h5",
+            "other_00001.weights.h5",
+            "model_00001.h5",
+        ] {
+            assert!(
+                !is_shard_of_index(&dir.path().join(not_a_shard)),
+                "{not_a_shard}"
+            );
+        }
+    }
+
+    #[test]
+    fn repeated_notes_are_kept_once_in_first_order() {
+        let mut notes: Vec<String> = ["b", "a", "b", "c", "a"].map(String::from).to_vec();
+        dedupe(&mut notes);
+        assert_eq!(notes, ["b", "a", "c"]);
+    }
+}
