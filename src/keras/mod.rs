@@ -123,7 +123,7 @@ fn describe_head(head: &[u8]) -> String {
         ""
     };
     format!(
-        "first bytes are {}{hint}; read are {SUPPORTED}",
+        "first bytes are {}{hint}; this tool reads {SUPPORTED}",
         hex.join(" ")
     )
 }
