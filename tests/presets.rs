@@ -330,3 +330,49 @@ fn align_refuses_a_reference_whose_structure_differs_and_writes_nothing() {
     );
     assert!(!rules.exists() && !applied.exists());
 }
+
+/// A rules file is an output like any other: created 0644 under umask 022,
+/// never written over an input (even with `--force`), and not over an
+/// existing file without `--force`.
+#[cfg(unix)]
+#[test]
+fn the_rules_file_is_written_like_every_output() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (json, _) = write_references(dir.path());
+    let tiny = dir.path().join("tiny.h5");
+    std::fs::copy(fixture(TINY), &tiny).unwrap();
+    let rules = dir.path().join("tiny.rules");
+    let align_to = |output: &std::path::Path, force: bool| {
+        let binary = env!("CARGO_BIN_EXE_keras2safetensors");
+        let force = if force { " --force" } else { "" };
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "umask 022 && \"{binary}\" align \"{}\" --to \"{}\" -o \"{}\"{force}",
+                tiny.display(),
+                json.display(),
+                output.display()
+            ))
+            .output()
+            .unwrap()
+    };
+    let out = align_to(&rules, false);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mode = std::fs::metadata(&rules).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
+
+    let again = align_to(&rules, false);
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    for input in [&tiny, &json] {
+        let before = std::fs::read(input).unwrap();
+        let out = align_to(input, true);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_eq!(
+            std::fs::read(input).unwrap(),
+            before,
+            "{} was written over",
+            input.display()
+        );
+    }
+}

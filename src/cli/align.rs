@@ -1,12 +1,11 @@
 //! `align`: rename rules that land a Keras model on a PyTorch model's
 //! state-dict names, found by structure and shape.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use keras2safetensors::align::{align, preprocessing_layers, read_reference, rules_text};
 use keras2safetensors::export::{self, rename, Layout, PlanOptions};
-use keras2safetensors::files;
+use keras2safetensors::files::{self, FileId};
 use keras2safetensors::{ConvertOptions, Error, ErrorKind, Result, WriteOptions};
 
 use super::{parse_class, print_out, Outcome, ReadArgs};
@@ -49,6 +48,12 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<Outcome> {
     let read = args.read.options();
+    // Outputs may be neither the model, its config, nor the reference.
+    let inputs: Vec<FileId> = [Some(&args.source), read.config.as_ref(), Some(&args.to)]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| FileId::of_path(p))
+        .collect();
     let reference = read_reference(&args.to)?;
     let model = keras2safetensors::open(&args.source, &read)?;
     let skip = preprocessing_layers(&model);
@@ -102,7 +107,10 @@ pub fn run(args: Args) -> Result<Outcome> {
     eprintln!("{report}");
 
     match &args.output {
-        Some(path) => write_atomically(path, &text, args.force)?,
+        Some(path) => {
+            files::check_output(path, args.force, &inputs)?;
+            export::write_small_output(path, text.as_bytes(), args.force)?
+        }
         None if args.apply.is_none() => print_out(&text)?,
         None => {}
     }
@@ -117,6 +125,8 @@ pub fn run(args: Args) -> Result<Outcome> {
             },
             write: WriteOptions {
                 force: args.force,
+                // The reference is an input too: never written over.
+                inputs: vec![args.to.clone()],
                 ..WriteOptions::default()
             },
         };
@@ -129,19 +139,4 @@ pub fn run(args: Args) -> Result<Outcome> {
         );
     }
     Ok(Outcome::Success)
-}
-
-/// A rules file is small, but like every output it appears whole or not
-/// at all, and replaces a file only with `--force`.
-fn write_atomically(path: &std::path::Path, text: &str, force: bool) -> Result<()> {
-    files::check_output(path, force, &[])?;
-    let folder = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => std::path::Path::new("."),
-    };
-    let fail = |e: std::io::Error| Error::new(path, e.into());
-    let mut temp = tempfile::NamedTempFile::new_in(folder).map_err(fail)?;
-    temp.write_all(text.as_bytes()).map_err(fail)?;
-    temp.persist(path).map_err(|e| fail(e.error))?;
-    Ok(())
 }

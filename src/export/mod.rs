@@ -11,4 +11,4 @@ pub mod transform;
 pub(crate) mod writer;
 
 pub use plan::{plan, tensor_name, Layout, Plan, PlanOptions, PlannedTensor};
-pub use writer::{write, WriteOptions, WriteSummary};
+pub use writer::{write, write_small_output, WriteOptions, WriteSummary};

@@ -292,6 +292,18 @@ pub fn pack_shards(tensors: &[PlannedTensor], max: u64) -> Vec<Vec<usize>> {
     shards
 }
 
+/// Writes a small output (a rules file) as every output is written: to a
+/// temporary file beside it, created with mode 0666 less the umask, synced,
+/// then renamed into place, replacing an existing file only with `force`.
+/// The caller checks first that `path` is no input ([`files::check_output`]).
+pub fn write_small_output(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
+    let mut temp = temp_beside(path)?;
+    temp.write_all(bytes)
+        .and_then(|_| temp.as_file().sync_all())
+        .map_err(|e| Error::new(path, e.into()))?;
+    persist(temp, path, force)
+}
+
 /// A temporary file in `path`'s folder, to be renamed to `path`. It is
 /// created with mode 0666 less the umask, as `cp` and `cat >` create files
 /// (tempfile's default is 0600). Errors name the output or its folder,
