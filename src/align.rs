@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::export::presets::preprocessing_class;
 use crate::export::rename::{parse_rules, Renamer};
 use crate::export::PlannedTensor;
 
@@ -93,17 +94,13 @@ impl Reference {
 }
 
 /// The layers of `model` that preprocess inputs (Normalization): PyTorch
-/// models expect that done outside, so `align` leaves them out.
+/// models expect that done outside, so `align` leaves them out. The same
+/// test as the presets' ([`preprocessing_class`]).
 pub fn preprocessing_layers(model: &crate::Model) -> Vec<String> {
-    use crate::export::presets::PREPROCESSING_CLASSES;
     model
         .layers
         .iter()
-        .filter(|l| {
-            l.class
-                .as_deref()
-                .is_some_and(|c| PREPROCESSING_CLASSES.contains(&c))
-        })
+        .filter(|l| preprocessing_class(l).is_some())
         .map(|l| l.path_string())
         .collect()
 }

@@ -11,7 +11,7 @@ use regex::Regex;
 use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
 use crate::export::metadata::{self, TorchMetadata};
-use crate::export::presets::Preset;
+use crate::export::presets::{self, Preset};
 use crate::export::pytorch::{self, TorchSource};
 use crate::export::rename::{RenameRule, Renamer};
 use crate::export::transform::{self, Step};
@@ -208,21 +208,6 @@ impl Draft {
     }
 }
 
-/// The preprocessing class `layer` has, if `preset` leaves such layers out.
-/// Weights-only files record no classes; Normalization's arrays are told by
-/// their labels (Rescaling has no weights, so it never reaches here).
-fn preprocessing_class(layer: &Layer, preset: &Preset) -> Option<&'static str> {
-    let class = layer.class.as_deref().or_else(|| {
-        let labels: Vec<&str> = layer.weights.iter().map(|w| w.label.as_str()).collect();
-        matches!(
-            labels.as_slice(),
-            ["mean", "variance", "count"] | ["mean", "variance"]
-        )
-        .then_some("Normalization")
-    })?;
-    preset.preprocessing.iter().copied().find(|p| *p == class)
-}
-
 /// Names every weight of `model`, applies the layout, casts, renames and
 /// filters, and checks that no two names collide.
 pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan> {
@@ -260,7 +245,9 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
             continue;
         }
         if let Some(preset) = options.preset {
-            if let Some(class) = preprocessing_class(layer, preset) {
+            if let Some(class) = presets::preprocessing_class(layer)
+                .filter(|class| preset.preprocessing.contains(class))
+            {
                 skipped.extend(layer.weights.iter().map(|w| Skipped {
                     dataset: w.dataset.clone(),
                     reason: format!(

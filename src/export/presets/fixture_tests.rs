@@ -297,3 +297,22 @@ fn options_without_preset() -> PlanOptions {
         ..PlanOptions::default()
     }
 }
+
+/// Presets and `align` leave out the same layers, classes recorded or not.
+#[test]
+fn preprocessing_is_told_by_class_or_by_its_arrays() {
+    let mut model = keras_model("keras_efficientnetb0.layers.json");
+    assert_eq!(
+        crate::align::preprocessing_layers(&model),
+        ["normalization"]
+    );
+    for layer in &mut model.layers {
+        layer.class = None;
+    }
+    assert_eq!(
+        crate::align::preprocessing_layers(&model),
+        ["normalization"]
+    );
+    let planned = plan(&model, "x.h5".as_ref(), &options("timm-tf-efficientnet")).unwrap();
+    assert_eq!(planned.skipped.len(), 3);
+}

@@ -9,6 +9,7 @@
 //! family, and the conversion is refused naming it.
 
 use super::rename::{parse_rules, RenameRule};
+use crate::model::Layer;
 
 /// One shipped mapping.
 #[derive(Debug)]
@@ -35,6 +36,21 @@ pub struct Preset {
 /// Keras layers that preprocess inputs inside a model; PyTorch models
 /// expect that done before them.
 pub const PREPROCESSING_CLASSES: &[&str] = &["Rescaling", "Normalization"];
+/// The preprocessing class of `layer`, if it is one. Weights-only files
+/// record no classes; Normalization's arrays are told by their labels
+/// (Rescaling has no weights, so it never reaches here).
+pub fn preprocessing_class(layer: &Layer) -> Option<&'static str> {
+    let class = layer.class.as_deref().or_else(|| {
+        let labels: Vec<&str> = layer.weights.iter().map(|w| w.label.as_str()).collect();
+        matches!(
+            labels.as_slice(),
+            ["mean", "variance", "count"] | ["mean", "variance"]
+        )
+        .then_some("Normalization")
+    })?;
+    PREPROCESSING_CLASSES.iter().copied().find(|p| *p == class)
+}
+
 const EFFICIENTNET_INPUT: &str = "Keras's EfficientNet scales inputs by 1/255 and normalises them \
      inside the model (its `rescaling` and `normalization` layers, left out here): feed the \
      target RGB inputs in [0, 1] normalised with the `normalization` layer's mean and variance \
