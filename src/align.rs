@@ -40,10 +40,7 @@ pub fn read_reference(path: &Path) -> Result<Reference> {
             .into_iter()
             .map(|(name, info)| (name, info.shape.clone()))
             .collect();
-        return Ok(Reference {
-            tensors,
-            ordered: false,
-        });
+        return checked(path, tensors, false);
     }
     let text = crate::files::read_text(path)?;
     let pairs = crate::json_order::ordered_object(&text).ok_or_else(|| {
@@ -64,13 +61,33 @@ pub fn read_reference(path: &Path) -> Result<Reference> {
                 .ok_or_else(|| bad(format!("the shape of `{name}` is not a list of sizes")))
         })
         .collect::<Result<Vec<_>>>()?;
+    checked(path, tensors, true)
+}
+
+/// Module paths nest this deep at most: PyTorch models nest a few levels,
+/// and matching recurses once per level.
+const MAX_DEPTH: usize = 256;
+
+fn checked(path: &Path, tensors: Vec<(String, Vec<usize>)>, ordered: bool) -> Result<Reference> {
     if tensors.is_empty() {
-        return Err(bad("the reference lists no tensors".into()));
+        return Err(Error::new(
+            path,
+            ErrorKind::Unsupported("the reference lists no tensors".into()),
+        ));
     }
-    Ok(Reference {
-        tensors,
-        ordered: true,
-    })
+    if let Some((name, _)) = tensors
+        .iter()
+        .find(|(n, _)| n.split('.').count() > MAX_DEPTH)
+    {
+        return Err(Error::new(
+            path,
+            ErrorKind::Unsafe(format!(
+                "tensor name `{:.80}...` nests more than {MAX_DEPTH} modules deep",
+                name
+            )),
+        ));
+    }
+    Ok(Reference { tensors, ordered })
 }
 
 /// A reference state dict: names and shapes, and whether their order is
@@ -205,28 +222,27 @@ impl Tree {
         tree
     }
 
-    /// How many source modules a subtree stands for.
-    fn module_count(&self, node: usize) -> usize {
-        let n = &self.nodes[node];
-        usize::from(!n.params.is_empty())
-            + n.children
-                .iter()
-                .map(|&(_, c)| self.module_count(c))
-                .sum::<usize>()
-    }
-
-    /// The shapes of a subtree's modules in name order: siblings with
-    /// equal signatures cannot be told apart by the source's shapes.
-    fn signature(&self, node: usize, out: &mut String) {
-        let n = &self.nodes[node];
-        out.push('(');
-        for (param, shape) in sorted(&n.params) {
-            out.push_str(&format!("{param}{shape:?}"));
+    /// Per node, computed children first (a child is always created after
+    /// its parent): how many source modules its subtree stands for, and an
+    /// id that is equal for subtrees of identical shapes, which the
+    /// source's shapes cannot tell apart.
+    fn counts_and_shape_ids(&self) -> (Vec<usize>, Vec<usize>) {
+        let len = self.nodes.len();
+        let (mut counts, mut ids) = (vec![0; len], vec![0; len]);
+        let mut interned = HashMap::new();
+        for node in (0..len).rev() {
+            let n = &self.nodes[node];
+            let children = n.children.iter().map(|&(_, c)| c);
+            counts[node] = usize::from(!n.params.is_empty())
+                + children.clone().map(|c| counts[c]).sum::<usize>();
+            let key = (
+                sorted(&n.params),
+                children.map(|c| ids[c]).collect::<Vec<_>>(),
+            );
+            let next = interned.len();
+            ids[node] = *interned.entry(key).or_insert(next);
         }
-        for &(_, child) in &n.children {
-            self.signature(child, out);
-        }
-        out.push(')');
+        (counts, ids)
     }
 }
 
@@ -256,7 +272,7 @@ struct Matcher<'a> {
     tree: &'a Tree,
     source: &'a [SourceModule],
     counts: Vec<usize>,
-    signatures: Vec<String>,
+    shape_ids: Vec<usize>,
     memo: HashMap<(usize, usize), Placed>,
     /// The reference lists siblings in the model's order (JSON), so twins
     /// are placed by it rather than by name.
@@ -306,7 +322,7 @@ impl Matcher<'_> {
                 .iter()
                 .copied()
                 .filter(|&c| {
-                    let same = |&&d: &&usize| self.signatures[d] == self.signatures[c];
+                    let same = |&&d: &&usize| self.shape_ids[d] == self.shape_ids[c];
                     children.iter().filter(same).count() > 1
                 })
                 .collect();
@@ -360,9 +376,9 @@ impl Matcher<'_> {
         if children.is_empty() {
             return Ok(Some(Vec::new()));
         }
-        let mut tried: Vec<String> = Vec::new();
+        let mut tried: Vec<usize> = Vec::new();
         for (i, &child) in children.iter().enumerate() {
-            let signature = self.signatures[child].clone();
+            let signature = self.shape_ids[child];
             if tried.contains(&signature) {
                 continue;
             }
@@ -401,21 +417,12 @@ pub fn align(
 ) -> std::result::Result<Alignment, String> {
     let source = source_modules(tensors);
     let tree = Tree::build(reference);
-    let counts: Vec<usize> = (0..tree.nodes.len())
-        .map(|n| tree.module_count(n))
-        .collect();
-    let signatures: Vec<String> = (0..tree.nodes.len())
-        .map(|n| {
-            let mut s = String::new();
-            tree.signature(n, &mut s);
-            s
-        })
-        .collect();
+    let (counts, shape_ids) = tree.counts_and_shape_ids();
     let mut matcher = Matcher {
         tree: &tree,
         source: &source,
         counts,
-        signatures,
+        shape_ids,
         memo: HashMap::new(),
         ordered: reference.ordered,
         steps: 0,
@@ -634,6 +641,22 @@ mod tests {
             err.contains("2 modules converted, 1 in the reference"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_reference_nested_past_the_depth_bound_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deep.json");
+        let name = format!("{}weight", "m.".repeat(MAX_DEPTH));
+        std::fs::write(&path, format!("{{\"{name}\": [1]}}")).unwrap();
+        let err = read_reference(&path).unwrap_err().to_string();
+        assert!(err.contains("nests more than 256 modules deep"), "{err}");
+        let name = format!("{}weight", "m.".repeat(MAX_DEPTH - 1));
+        std::fs::write(&path, format!("{{\"{name}\": [1]}}")).unwrap();
+        assert_eq!(read_reference(&path).unwrap().tensors.len(), 1);
+        std::fs::write(&path, "{}").unwrap();
+        let err = read_reference(&path).unwrap_err().to_string();
+        assert!(err.contains("lists no tensors"), "{err}");
     }
 
     #[test]
