@@ -421,10 +421,7 @@ fn a_file_one_byte_short_is_named_cut_short_and_one_with_bytes_after_its_end_con
         output.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let expected: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("classic_conv2d_full.h5.expected.json")).unwrap(),
-    )
-    .unwrap();
+    let expected: serde_json::Value = expected_of("classic_conv2d_full.h5");
     check_converted(&padded, &std::fs::read(&output).unwrap(), &expected);
 }
 

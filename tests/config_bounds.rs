@@ -201,10 +201,7 @@ fn converts_like_keras(archive: &std::path::Path, fixture_name: &str) {
         out.to_str().unwrap(),
     ]);
     assert!(result.status.success(), "{}", stderr(&result));
-    let expected: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture(&format!("{fixture_name}.expected.json"))).unwrap(),
-    )
-    .unwrap();
+    let expected: serde_json::Value = expected_of(fixture_name);
     check_converted(archive, &std::fs::read(&out).unwrap(), &expected);
 }
 

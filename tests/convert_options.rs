@@ -59,10 +59,7 @@ fn floats_are_cast_to_nearest_and_integers_left_alone() {
     ]);
     // The uncast file is Keras's own values, so the casts below start from
     // them, not from the tool's reading of the file.
-    let expected: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("dtypes_full.h5.expected.json")).unwrap(),
-    )
-    .unwrap();
+    let expected: Value = expected_of("dtypes_full.h5");
     check_converted(&input, &std::fs::read(&plain).unwrap(), &expected);
     let (plain, half, brain) = (tensors(&plain), tensors(&half), tensors(&brain));
     let names = |m: &BTreeMap<String, _>| m.keys().cloned().collect::<Vec<_>>();
@@ -161,10 +158,7 @@ fn casting_to_f32_rounds_float64_once_and_widens_float16_exactly() {
     ]);
     // The uncast file is Keras's own values (checked against Keras's hashes),
     // so the expected f32 bytes come from those, by IEEE rounding.
-    let expected: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("dtypes_full.h5.expected.json")).unwrap(),
-    )
-    .unwrap();
+    let expected: Value = expected_of("dtypes_full.h5");
     check_converted(&input, &std::fs::read(&plain).unwrap(), &expected);
     let (plain, single) = (tensors(&plain), tensors(&single));
     assert_eq!(
@@ -212,10 +206,7 @@ fn a_value_too_large_for_float16_becomes_infinite_with_a_warning() {
     let input = fixture("classic_conv2d_full.h5");
     let plain = dir.path().join("plain.safetensors");
     convert(&[input.to_str().unwrap(), "-o", plain.to_str().unwrap()]);
-    let expected: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("classic_conv2d_full.h5.expected.json")).unwrap(),
-    )
-    .unwrap();
+    let expected: Value = expected_of("classic_conv2d_full.h5");
     check_converted(&input, &std::fs::read(&plain).unwrap(), &expected);
     let (dtype, _, kernel) = tensors(&plain).remove("conv2d/kernel").unwrap();
     assert_eq!(dtype, "F32");
@@ -319,10 +310,7 @@ fn shards_follow_the_hugging_face_convention() {
     let input = fixture("tiny_efficientdet_full.h5");
     let single = dir.path().join("single.safetensors");
     convert(&[input.to_str().unwrap(), "-o", single.to_str().unwrap()]);
-    let expected: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("tiny_efficientdet_full.h5.expected.json")).unwrap(),
-    )
-    .unwrap();
+    let expected: Value = expected_of("tiny_efficientdet_full.h5");
     check_converted(&input, &std::fs::read(&single).unwrap(), &expected);
     let all = tensors(&single);
 
@@ -465,10 +453,7 @@ fn a_time_distributed_dense_is_written_as_the_dense_it_wraps() {
     // TimeDistributed(Dense(6)) on 8 features: torch.nn.Linear holds the
     // kernel transposed, (6, 8), and the bias as Keras does.
     let input = fixture("text_model_full.h5");
-    let expected: Value = serde_json::from_slice(
-        &std::fs::read(fixture("text_model_full.h5.expected.json")).unwrap(),
-    )
-    .unwrap();
+    let expected: Value = expected_of("text_model_full.h5");
     let sha = |name: &str| {
         expected_weights(&expected)
             .into_iter()

@@ -214,10 +214,7 @@ fn a_keras_3_5_weights_file_without_its_config_keeps_keras_names() {
 /// the model of `k3_attention_legacy.h5`, whose expected JSON gives them.
 #[test]
 fn every_weight_of_a_layer_with_sub_objects_is_written() {
-    let expected: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("k3_attention_legacy.h5.expected.json")).unwrap(),
-    )
-    .unwrap();
+    let expected: Value = expected_of("k3_attention_legacy.h5");
     let mut want: Vec<String> = expected_weights(&expected)
         .iter()
         .map(|w| format!("{} {}", w["shape"], w["sha256"].as_str().unwrap()))

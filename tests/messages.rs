@@ -76,10 +76,7 @@ fn a_shard_folder_is_inspected_verified_and_diffed_as_one_model() {
     let inspect = run(&["inspect", shards.to_str().unwrap(), "--json"]);
     assert!(inspect.status.success(), "{}", stderr(&inspect));
     let json: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
-    let expected: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("tiny_efficientdet_full.h5.expected.json")).unwrap(),
-    )
-    .unwrap();
+    let expected: serde_json::Value = expected_of("tiny_efficientdet_full.h5");
     assert_eq!(json["total_params"], expected["total_params"]);
 
     let verify = run(&["verify", input.to_str().unwrap(), shards.to_str().unwrap()]);

@@ -115,10 +115,7 @@ fn a_second_link_to_a_written_dataset_is_skipped_naming_the_first() {
         out.to_str().unwrap(),
     ]);
     assert!(convert.status.success(), "{}", stderr(&convert));
-    let expected: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(fixture("classic_conv2d_weights.h5.expected.json")).unwrap(),
-    )
-    .unwrap();
+    let expected: serde_json::Value = expected_of("classic_conv2d_weights.h5");
     check_converted(&input, &std::fs::read(&out).unwrap(), &expected);
 
     let inspected = run(&["inspect", input.to_str().unwrap(), "--json"]);

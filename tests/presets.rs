@@ -65,10 +65,7 @@ fn the_converted_file_has_exactly_the_timm_twins_names_shapes_and_keras_bytes() 
 
     // Arrays whose layout does not change keep Keras's bytes, under their
     // timm names; num_batches_tracked is PyTorch's own zero.
-    let expected = serde_json::from_str::<Value>(
-        &std::fs::read_to_string(fixture("presets/tiny_efficientnet.h5.expected.json")).unwrap(),
-    )
-    .unwrap();
+    let expected = expected_of("presets/tiny_efficientnet.h5");
     let keras: BTreeMap<&str, &str> = expected_weights(&expected)
         .iter()
         .map(|w| (w["name"].as_str().unwrap(), w["sha256"].as_str().unwrap()))

@@ -16,18 +16,12 @@ use std::collections::BTreeMap;
 use common::*;
 use half::f16;
 use safetensors::SafeTensors;
-use serde_json::Value;
 
 /// (crafted file, the Keras fixture it was stored again from).
 const CASES: [(&str, &str); 2] = [
     ("crafted/zoo_full_restored.h5", "zoo_full.h5"),
     ("crafted/dtypes_full_restored.h5", "dtypes_full.h5"),
 ];
-
-fn expected_of(source: &str) -> Value {
-    let text = std::fs::read_to_string(fixture(&format!("{source}.expected.json"))).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
 
 fn convert(input: &std::path::Path, output: &std::path::Path, extra: &[&str]) {
     let mut args = vec![

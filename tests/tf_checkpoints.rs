@@ -135,10 +135,7 @@ fn the_same_model_as_h5_and_checkpoint_gives_the_same_tensors() {
     );
     assert_ne!(ckpt, tensors(&h5));
     // A subclassed model (automl EfficientDet naming): no sub-model to lose.
-    let effdet: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("subclassed_effdet_weights.h5.expected.json")).unwrap(),
-    )
-    .unwrap();
+    let effdet: Value = expected_of("subclassed_effdet_weights.h5");
     let h5 = convert(&fixture("subclassed_effdet_weights.h5"), &[]);
     let ckpt = convert(&fixture("subclassed_effdet_ckpt/ckpt"), &[]);
     assert_eq!(tensors(&ckpt), keras_tensors(&effdet, "name"));

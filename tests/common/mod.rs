@@ -49,6 +49,13 @@ pub fn keras_fixtures() -> Vec<(PathBuf, Value)> {
     out
 }
 
+/// The expected-values JSON Keras wrote beside fixture `name` (a path
+/// inside `fixtures/`, e.g. `zoo_full.h5` or `presets/tiny_efficientnet.h5`).
+pub fn expected_of(name: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(&format!("{name}.expected.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
 /// Read options for a fixture: a bare `.weights.h5` whose config sits
 /// beside it as `<stem>.config.json` is read with that config.
 pub fn read_options(fixture: &Path) -> keras2safetensors::ReadOptions {
