@@ -640,7 +640,8 @@ fn check_len(tensor: &PlannedTensor, written: u64) -> std::io::Result<()> {
 const PIECE_BYTES: usize = 2 << 20;
 
 /// Builds a tensor whose steps only move axes (a transpose, a convolution
-/// kernel's permutation) or that is only cast, band by band: its output
+/// kernel's permutation, a GRU kernel's gate blocks reordered and
+/// transposed) or that is only cast, band by band: its output
 /// goes to `emit` in pieces of about 2 MiB from `next`, and memory stays
 /// one band of input (64 MiB) whatever the tensor's size. `None` when the
 /// tensor needs the whole-tensor path ([`build`]): other steps, a fill,
@@ -662,7 +663,7 @@ fn build_in_bands(
     else {
         return Ok(None);
     };
-    let Some(layout) = transform::as_reverse3(shape, &tensor.steps) else {
+    let Some((layout, o_runs)) = transform::as_banded(shape, &tensor.steps) else {
         return Ok(None);
     };
     let band = copy_sizes().band;
@@ -685,6 +686,7 @@ fn build_in_bands(
     if *dtype == tensor.dtype {
         transform::stream_reverse3(
             layout,
+            &o_runs,
             dtype.size(),
             band,
             piece,
@@ -705,6 +707,7 @@ fn build_in_bands(
         let mut own = || uncast.take();
         transform::stream_reverse3(
             layout,
+            &o_runs,
             dtype.size(),
             band,
             piece,
