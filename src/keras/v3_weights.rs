@@ -592,9 +592,12 @@ impl Reader<'_, '_> {
         if vars.is_empty() {
             return Ok(Vec::new());
         }
-        // A cell of an RNN whose class is unknown has the recurrent table.
+        // A cell of an RNN whose class is unknown has the recurrent table
+        // (kernel, recurrent_kernel, bias: every Keras cell's), where its
+        // shapes are those of a Keras cell; a custom cell's are not.
         let table_class = match class {
-            Some("RNN") => Some("SimpleRNN"),
+            Some("RNN") if self.fits_keras_cell(object, &vars) => Some("SimpleRNN"),
+            Some("RNN") => None,
             other => other,
         };
         let layer = if layer_path.is_empty() {
@@ -614,6 +617,9 @@ impl Reader<'_, '_> {
                     vars.len()
                 ));
             }
+            (None, Some("RNN")) => self.notes.push(format!(
+                "layer `{layer}` is an RNN whose cell's weights are not shaped as a Keras cell's (kernel, recurrent_kernel, bias); labelled param_N by position"
+            )),
             (None, Some(c)) => self.notes.push(format!(
                 "layer `{layer}` has class {c}, which has no label table; weights labelled param_N by position"
             )),
@@ -648,6 +654,45 @@ impl Reader<'_, '_> {
         Ok(weights)
     }
 
+    /// Whether the variables are shaped as a Keras RNN cell's: a kernel
+    /// `(in, g * units)`, a recurrent kernel `(units, g * units)` for 1, 3
+    /// or 4 gates, and maybe a bias of `g * units` (two rows of it for a
+    /// GRU that resets after).
+    fn fits_keras_cell(&self, object: &str, vars: &[(String, usize)]) -> bool {
+        let Some(shapes) = self.shapes_of(object, vars) else {
+            return false;
+        };
+        match shapes.as_slice() {
+            [kernel, recurrent, bias @ ..] => match (kernel.as_slice(), recurrent.as_slice()) {
+                ([_, width], [units, recurrent_width])
+                    if width == recurrent_width
+                        && [1, 3, 4].iter().any(|g| g * units == *width) =>
+                {
+                    match bias {
+                        [] => true,
+                        [b] => b[..] == [*width] || b[..] == [2, *width],
+                        _ => false,
+                    }
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// The shapes of an object's variables, in order.
+    fn shapes_of(&self, object: &str, vars: &[(String, usize)]) -> Option<Vec<Vec<usize>>> {
+        vars.iter()
+            .map(|(name, file)| {
+                let dataset = format!("{object}/vars/{name}");
+                self.tree.files[*file]
+                    .dataset(&dataset)
+                    .ok()
+                    .map(|d| d.shape)
+            })
+            .collect()
+    }
+
     /// Labels for the variables of an object whose class nothing records,
     /// where their shapes allow only one reading.
     fn labels_from_shapes(
@@ -656,16 +701,7 @@ impl Reader<'_, '_> {
         vars: &[(String, usize)],
         layer: &str,
     ) -> Option<Vec<Option<labels::PositionalLabel>>> {
-        let shapes = vars
-            .iter()
-            .map(|(name, file)| {
-                let dataset = format!("{object}/vars/{name}");
-                self.tree.files[*file]
-                    .dataset(&dataset)
-                    .ok()
-                    .map(|d| d.shape)
-            })
-            .collect::<Option<Vec<_>>>()?;
+        let shapes = self.shapes_of(object, vars)?;
         let (class, found) = labels::guess_by_position(&shapes)?;
         self.notes.push(format!(
             "layer `{layer}`: no class recorded; weights labelled from their shapes ({})",
