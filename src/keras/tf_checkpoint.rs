@@ -165,20 +165,25 @@ fn latest_checkpoint(dir: &Path, state: &Path) -> Result<PathBuf> {
             ErrorKind::InvalidKeras("names no checkpoint (no `model_checkpoint_path`)".into()),
         )
     })?;
+    // The prefix's last part as TF takes it: a prefix that ends in `/`
+    // (`saver.save(sess, "run/")`) names `run/.index`, whose part is empty.
+    let base = named
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let named = PathBuf::from(named);
     let mut prefix = if named.is_absolute() {
         named
     } else {
         dir.join(named)
     };
-    // TF1 savers wrote absolute paths: a folder that was moved still holds
-    // the checkpoint beside its state file.
+    // TF1 savers wrote absolute paths: a folder that was moved (or shipped
+    // in a package) still holds the checkpoint beside its state file.
     if !tf_bundle::index_path(&prefix).is_file() {
-        if let Some(name) = prefix.file_name() {
-            let beside = dir.join(name);
-            if tf_bundle::index_path(&beside).is_file() {
-                prefix = beside;
-            }
+        let beside = dir.join(&base);
+        if tf_bundle::index_path(&beside).is_file() {
+            prefix = beside;
         }
     }
     if !tf_bundle::index_path(&prefix).is_file() {
