@@ -661,6 +661,96 @@ mod tests {
     use super::*;
     use crate::keras::{self, ReadOptions};
 
+    /// A model of one layer `node` holding scalars under these labels.
+    fn scalars(labels: &[(&str, &[usize])]) -> Model {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/classic_conv2d_full.h5");
+        let mut model = keras::open(&fixture, &ReadOptions::default()).unwrap();
+        let like = model.layers[0].weights[0].clone();
+        model.layers = vec![Layer {
+            path: vec!["node".into()],
+            class: None,
+            config: None,
+            weights: labels
+                .iter()
+                .enumerate()
+                .map(|(i, (label, shape))| Weight {
+                    label: label.to_string(),
+                    stored_name: format!("node/{label}"),
+                    dataset: format!("/node/{label}"),
+                    shape: shape.to_vec(),
+                    location: Location::Bundle(i),
+                    ..like.clone()
+                })
+                .collect(),
+        }];
+        model
+    }
+
+    fn stacking(rules: &'static str) -> PlanOptions {
+        PlanOptions {
+            layout: Layout::PyTorch,
+            preset: Some(Preset::with_rules(rules)),
+            ..PlanOptions::default()
+        }
+    }
+
+    const WSM: &str = "\\.WSM$ => .w[0]\n\\.WSM_(\\d+)$ => .w[$1]\n^node\\.b$ => bias";
+
+    #[test]
+    fn a_preset_stacks_parts_in_index_order_where_the_first_arrives() {
+        let model = scalars(&[("WSM_2", &[]), ("b", &[2]), ("WSM", &[]), ("WSM_1", &[])]);
+        let planned = plan(&model, "x".as_ref(), &stacking(WSM)).unwrap();
+        let names: Vec<&str> = planned.tensors.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["node.w", "bias"]);
+        let stacked = &planned.tensors[0];
+        assert_eq!(stacked.shape, [3]);
+        assert_eq!(stacked.byte_len, 3 * stacked.dtype.size() as u64);
+        assert_eq!(stacked.keras_name, "node/WSM + node/WSM_1 + node/WSM_2");
+        let Source::Stacked(parts) = &stacked.source else {
+            panic!("{:?}", stacked.source)
+        };
+        let order: Vec<&Location> = parts
+            .iter()
+            .map(|p| match p {
+                Source::Stored { location, .. } => location,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                &Location::Bundle(2),
+                &Location::Bundle(3),
+                &Location::Bundle(0)
+            ]
+        );
+        assert!(!stacked.is_verbatim());
+    }
+
+    #[test]
+    fn stacked_parts_must_be_numbered_from_zero_once_each_and_agree_in_shape() {
+        let refused = |labels: &[(&str, &[usize])], rules: &'static str| {
+            plan(&scalars(labels), "x".as_ref(), &stacking(rules))
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refused(&[("WSM", &[]), ("WSM_2", &[])], WSM);
+        assert!(err.contains("part 1 is missing or named twice"), "{err}");
+        let err = refused(&[("WSM", &[]), ("WSM_1", &[])], "WSM(_1)?$ => w[0]");
+        assert!(err.contains("part 1 is missing or named twice"), "{err}");
+        let err = refused(&[("WSM", &[]), ("WSM_1", &[2])], WSM);
+        assert!(
+            err.contains("`node/WSM` and `node/WSM_1` differ in dtype or shape"),
+            "{err}"
+        );
+        // A stacked name may not be another tensor's.
+        let err = refused(
+            &[("b", &[]), ("WSM", &[])],
+            "^node\\.b$ => node.w\n\\.WSM$ => .w[0]",
+        );
+        assert!(err.contains("node.w"), "{err}");
+    }
+
     #[test]
     fn a_name_clash_is_an_error_not_an_overwrite() {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/classic_conv2d_full.h5");

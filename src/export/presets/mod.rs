@@ -173,6 +173,24 @@ impl Preset {
 }
 
 #[cfg(test)]
+impl Preset {
+    /// A preset of these rules alone, for tests of what rules can do.
+    pub(crate) fn with_rules(rules: &'static str) -> &'static Preset {
+        Box::leak(Box::new(Preset {
+            name: "test",
+            source: "test",
+            target: "test",
+            rules,
+            preprocessing: &[],
+            input_note: "",
+            metadata: &[],
+            caveats: &[],
+            use_ema: false,
+        }))
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
