@@ -3,7 +3,7 @@
 //! (`fixtures/presets/automl_fnode_ckpt`, made by `fixtures/generate_effdet.py`):
 //! one BiFPN node with its three fusion scalars, its separable convolution
 //! and BatchNorm, each with an ExponentialMovingAverage shadow of other
-//! values. The values TensorFlow holds are in the expected JSON beside it.
+//! values. The values TensorFlow holds are in `automl_fnode_ckpt.values.json` beside it.
 
 mod common;
 
@@ -14,6 +14,7 @@ use safetensors::SafeTensors;
 use serde_json::Value;
 
 const CKPT: &str = "presets/automl_fnode_ckpt";
+const VALUES: &str = "presets/automl_fnode_ckpt.values.json";
 const NODE: &str = "fpn_cells/cell_0/fnode4";
 const OUT: &str = "fpn.cell.0.fnode.4";
 
@@ -35,6 +36,10 @@ fn values(expected: &Value, variable: &str, ema: bool) -> Vec<f32> {
     flatten(&expected["values"][&key], &mut out);
     assert!(!out.is_empty(), "{key}");
     out
+}
+
+fn expected() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(VALUES)).unwrap()).unwrap()
 }
 
 fn floats(st: &SafeTensors, name: &str) -> Vec<f32> {
@@ -62,7 +67,7 @@ fn convert(extra: &[&str]) -> (tempfile::TempDir, Vec<u8>, String) {
 
 #[test]
 fn a_nodes_fusion_scalars_become_one_vector_of_their_shadows_in_order() {
-    let expected = expected_of(CKPT);
+    let expected = expected();
     let (_dir, bytes, err) = convert(&["--preset", "effdet"]);
     assert!(
         err.contains("--use-ema: 10 variables written with their ExponentialMovingAverage values"),
@@ -120,7 +125,7 @@ fn a_nodes_fusion_scalars_become_one_vector_of_their_shadows_in_order() {
 
 #[test]
 fn a_stacked_tensor_is_cast_like_any_other() {
-    let expected = expected_of(CKPT);
+    let expected = expected();
     let (_dir, bytes, _) = convert(&["--preset", "effdet", "--dtype", "f16"]);
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let view = st.tensor(&format!("{OUT}.combine.edge_weights")).unwrap();
