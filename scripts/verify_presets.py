@@ -351,10 +351,10 @@ def main():
         if preset == "effdet":
             automl = args.automl and os.path.abspath(args.automl)
             result = run_effdet(args.binary, out_dir, automl)
-            # float32 through 100 layers in two frameworks: judged relative
-            # to the outputs' size (tens here), which the mistakes above
-            # move by whole units.
-            failed |= "error" in result or result["relative_diff"] > 1e-5
+            # float32 through some 100 layers in two frameworks: judged
+            # relative to the outputs' size (tens here; about 1e-5 is float32
+            # rounding), where the mistakes above move them by whole units.
+            failed |= "error" in result or result["relative_diff"] > 2e-5
             print(f"{preset:22} automl-d0 {json.dumps(result)}", flush=True)
             for other in ("fixtures/tf/tf1", "fixtures/presets/tiny_efficientnet.h5"):
                 refused = refusal(args.binary, other)
