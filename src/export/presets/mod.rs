@@ -7,6 +7,12 @@
 //! else the target needs. Every tensor must be placed by one of the
 //! preset's rules; a tensor no rule places means the file is not of the
 //! family, and the conversion is refused naming it.
+//!
+//! A preset's rule may end a name with `[i]`: the tensors so named with one
+//! base name are stacked in index order into one tensor of that name
+//! (AutoML's per-edge fusion scalars are one vector in effdet). Only the
+//! names a preset gives are read so, before `--rename` applies: without a
+//! preset, brackets in a name are just characters.
 
 use super::rename::{parse_rules, RenameRule};
 use crate::model::Layer;
