@@ -138,3 +138,32 @@ fn a_model_of_another_family_is_refused_naming_the_first_tensor_with_no_place() 
         "{err}"
     );
 }
+
+/// The backbones the name lists do not cover: each one's stage sizes in the
+/// rules are B0's repeats times its depth coefficient, rounded up, as
+/// AutoML's `round_repeats` (backbone/efficientnet_model.py) computes them
+/// with the coefficients of backbone/efficientnet_builder.py.
+#[test]
+fn every_backbones_stage_sizes_are_b0s_scaled_by_its_depth_coefficient() {
+    let depth: [f64; 8] = [1.0, 1.1, 1.2, 1.4, 1.8, 2.2, 2.6, 3.1];
+    let rules = include_str!("effdet.rules");
+    for (b, coefficient) in depth.iter().enumerate() {
+        let prefix = format!(r"^efficientnet-b{b}\.blocks_(\d+)\. => backbone.blocks.${{1:stages(");
+        let line = rules
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no stage rule for b{b}"));
+        let sizes: Vec<u32> = line[prefix.len()..]
+            .split(')')
+            .next()
+            .unwrap()
+            .split(',')
+            .map(|n| n.trim().parse().unwrap())
+            .collect();
+        let want: Vec<u32> = [1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 1.0]
+            .iter()
+            .map(|repeats| (coefficient * repeats).ceil() as u32)
+            .collect();
+        assert_eq!(sizes, want, "b{b}");
+    }
+}
