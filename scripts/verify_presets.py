@@ -17,7 +17,8 @@ outputs dominated by biases, blind to swapped BatchNorms), written as a TF1
 name-based checkpoint with AutoML's variable names and
 `/ExponentialMovingAverage` shadows holding other values than the raw
 variables (evaluation uses the shadows); converted with `--preset effdet`,
-loaded into effdet's `tf_efficientdet_d0` with `strict=True`, and the class
+loaded into effdet's `tf_efficientdet_d0` (`--effdet-model d3` for another)
+with `strict=True`, and the class
 and box outputs compared per level.
 
 Usage: verify_presets.py [--binary target/release/keras2safetensors] [--out DIR]
@@ -180,7 +181,7 @@ def run(preset, keras_name, binary, out_dir):
 EFFDET_SEED = 0
 
 
-def automl_side(automl, out_dir):
+def automl_side(automl, model_name, out_dir):
     """In its own process (TensorFlow). Writes the checkpoint, the input and
     AutoML's outputs with the EMA values."""
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
@@ -189,7 +190,7 @@ def automl_side(automl, out_dir):
     from tf2 import efficientdet_keras
 
     tf.keras.utils.set_random_seed(EFFDET_SEED)
-    model = efficientdet_keras.EfficientDetNet("efficientdet-d0")
+    model = efficientdet_keras.EfficientDetNet(f"efficientdet-{model_name}")
     size = model.config.image_size
     size = size if isinstance(size, int) else size[0]
     model.build((1, size, size, 3))
@@ -214,8 +215,9 @@ def automl_side(automl, out_dir):
     # class: found by what it holds, not by isinstance.)
     batch_norms = [m for m in model._flatten_layers()
                    if hasattr(m, "moving_mean") and hasattr(m, "momentum")]
-    if len(batch_norms) != 108:
-        sys.exit(f"expected D0's 108 BatchNorm layers, found {len(batch_norms)}")
+    means = sum(name_of(v).endswith("/moving_mean") for v in model.variables)
+    if len(batch_norms) != means:
+        sys.exit(f"found {len(batch_norms)} BatchNorm layers for {means} moving means")
     for bn in batch_norms:
         bn.momentum = 0.0
     model(x, training=True)
@@ -237,7 +239,7 @@ def automl_side(automl, out_dir):
     var_list.update({f"{name}/ExponentialMovingAverage": tf.Variable(value)
                      for name, value in ema.items()})
     var_list["global_step"] = tf.Variable(np.int64(10000))
-    folder = os.path.join(out_dir, "automl_d0_ckpt")
+    folder = os.path.join(out_dir, f"automl_{model_name}_ckpt")
     os.makedirs(folder, exist_ok=True)
     tf.compat.v1.train.Saver(var_list=var_list).save(
         None, os.path.join(folder, "model"), write_meta_graph=False)
@@ -246,22 +248,23 @@ def automl_side(automl, out_dir):
     raw_cls, raw_box = model(x, training=False)
     raw_diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
                    for a, b in zip(list(cls) + list(box), list(raw_cls) + list(raw_box)))
-    np.save(os.path.join(out_dir, "automl_d0.input.npy"), x)
-    np.savez(os.path.join(out_dir, "automl_d0.outputs.npz"), **outputs)
+    np.save(os.path.join(out_dir, f"automl_{model_name}.input.npy"), x)
+    np.savez(os.path.join(out_dir, f"automl_{model_name}.outputs.npz"), **outputs)
     print(json.dumps({"checkpoint": folder, "tensorflow": tf.__version__,
                       "variables": len(ema), "num_classes": model.config.num_classes,
                       "raw_vs_ema_max_abs_diff": raw_diff}))
 
 
-def run_effdet(binary, out_dir, automl):
+def run_effdet(binary, out_dir, automl, model_name):
     if not automl:
         return {"error": "needs --automl PATH (the efficientdet/ folder of google/automl)"}
     made = subprocess.run([sys.executable, __file__, "--automl-side", "--automl", automl,
-                           "--out", out_dir], capture_output=True, text=True)
+                           "--effdet-model", model_name, "--out", out_dir],
+                          capture_output=True, text=True)
     if made.returncode != 0:
         return {"error": made.stderr.strip().splitlines()[-1]}
     made = json.loads(made.stdout.strip().splitlines()[-1])
-    converted = os.path.join(out_dir, "automl_d0.effdet.safetensors")
+    converted = os.path.join(out_dir, f"automl_{model_name}.effdet.safetensors")
     result = subprocess.run([binary, "convert", made["checkpoint"], "--preset", "effdet", "-o",
                              converted, "--force", "--quiet"], capture_output=True, text=True)
     if result.returncode != 0:
@@ -270,15 +273,15 @@ def run_effdet(binary, out_dir, automl):
     import effdet
     import torch
     from safetensors.torch import load_file
-    target = effdet.create_model("tf_efficientdet_d0", pretrained=False,
+    target = effdet.create_model(f"tf_efficientdet_{model_name}", pretrained=False,
                                  pretrained_backbone=False).eval()
     if target.config.num_classes != made["num_classes"]:
         return {"error": f"effdet has {target.config.num_classes} classes, "
                          f"AutoML {made['num_classes']}"}
     state = load_file(converted)
     x = torch.from_numpy(np.ascontiguousarray(
-        np.load(os.path.join(out_dir, "automl_d0.input.npy")).transpose(0, 3, 1, 2)))
-    expected = np.load(os.path.join(out_dir, "automl_d0.outputs.npz"))
+        np.load(os.path.join(out_dir, f"automl_{model_name}.input.npy")).transpose(0, 3, 1, 2)))
+    expected = np.load(os.path.join(out_dir, f"automl_{model_name}.outputs.npz"))
 
     def diffs(weights):
         target.load_state_dict(weights, strict=True)
@@ -296,14 +299,16 @@ def run_effdet(binary, out_dir, automl):
     # could make: one node's fusion weights reversed, and two backbone
     # BatchNorms of one shape swapped.
     reversed_edges = dict(state)
-    edges = "fpn.cell.0.fnode.4.combine.edge_weights"
-    reversed_edges[edges] = state[edges].flip(0)
+    edges = "fpn.cell.0.fnode.4.combine.edge_weights"  # D6, D7: plain sums
+    if edges in state:
+        reversed_edges[edges] = state[edges].flip(0)
     swapped_bns = dict(state)
     for param in ("weight", "bias", "running_mean", "running_var"):
         a, b = f"backbone.blocks.5.1.bn2.{param}", f"backbone.blocks.5.2.bn2.{param}"
         swapped_bns[a], swapped_bns[b] = state[b], state[a]
-    sensitivity = {"edge_weights_reversed": max(diffs(reversed_edges).values()),
-                   "two_bns_swapped": max(diffs(swapped_bns).values())}
+    sensitivity = {"two_bns_swapped": max(diffs(swapped_bns).values())}
+    if edges in state:
+        sensitivity["edge_weights_reversed"] = max(diffs(reversed_edges).values())
     per_level = diffs(state)
     magnitude = max(float(np.max(np.abs(expected[k]))) for k in expected.files)
     return {
@@ -335,6 +340,8 @@ def main():
     parser.add_argument("--automl", default=os.environ.get("AUTOML"),
                         help="the efficientdet/ folder of a google/automl checkout")
     parser.add_argument("--keras-side", nargs=2, metavar=("FAMILY", "KERAS"))
+    parser.add_argument("--effdet-model", default="d0",
+                        help="the EfficientDet the effdet preset is proved on (d0..d7)")
     parser.add_argument("--automl-side", action="store_true")
     args = parser.parse_args()
     out_dir = args.out or tempfile.mkdtemp(prefix="verify_presets_")
@@ -343,19 +350,19 @@ def main():
         keras_side(*args.keras_side, out_dir)
         return
     if args.automl_side:
-        automl_side(os.path.abspath(args.automl), out_dir)
+        automl_side(os.path.abspath(args.automl), args.effdet_model, out_dir)
         return
 
     failed = False
     for preset in args.presets.split(","):
         if preset == "effdet":
             automl = args.automl and os.path.abspath(args.automl)
-            result = run_effdet(args.binary, out_dir, automl)
+            result = run_effdet(args.binary, out_dir, automl, args.effdet_model)
             # float32 through some 100 layers in two frameworks: judged
             # relative to the outputs' size (tens here; about 1e-5 is float32
             # rounding), where the mistakes above move them by whole units.
             failed |= "error" in result or result["relative_diff"] > 2e-5
-            print(f"{preset:22} automl-d0 {json.dumps(result)}", flush=True)
+            print(f"{preset:22} automl-{args.effdet_model} {json.dumps(result)}", flush=True)
             for other in ("fixtures/tf/tf1", "fixtures/presets/tiny_efficientnet.h5"):
                 refused = refusal(args.binary, other)
                 failed |= refused["exit"] == 0
