@@ -781,6 +781,26 @@ pub(crate) fn build(
             let one = encode(*value, tensor.dtype);
             Ok((one.repeat(count as usize), 0))
         }
+        Source::Stacked(parts) => {
+            // Stacking along a new first axis puts each part's output
+            // bytes one after the other.
+            let mut out = spare;
+            out.clear();
+            let mut overflow = 0;
+            let part_shape = tensor.shape.get(1..).unwrap_or_default().to_vec();
+            for part in parts {
+                let one = PlannedTensor {
+                    source: part.clone(),
+                    shape: part_shape.clone(),
+                    byte_len: tensor.byte_len / parts.len().max(1) as u64,
+                    ..tensor.clone()
+                };
+                let (bytes, n) = build(model, &one, scratch)?;
+                out.extend_from_slice(&bytes);
+                overflow += n;
+            }
+            Ok((out, overflow))
+        }
     }
 }
 

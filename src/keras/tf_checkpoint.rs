@@ -588,6 +588,28 @@ fn name_layers(
     Ok(layers)
 }
 
+/// The layers a name-based (TF1) checkpoint holding these variables reads
+/// as, for tests that plan from a model's variable list without its bytes.
+#[cfg(test)]
+pub(crate) fn tf1_layers(variables: &[(String, Vec<usize>)]) -> Vec<Layer> {
+    // A bundle's keys are sorted, and the reader takes them in that order.
+    let mut variables = variables.to_vec();
+    variables.sort();
+    let raw = variables
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, shape))| RawWeight {
+            parts: name.split('/').map(str::to_string).collect(),
+            dataset: name.clone(),
+            stored_name: name,
+            dtype: crate::dtype::Dtype::F32,
+            shape,
+            location: Location::Bundle(i),
+        })
+        .collect();
+    name_layers(raw, None, &mut Vec::new()).expect("variable names form layers")
+}
+
 /// The largest `keras_metadata.pb` read: it holds the model config and
 /// each layer's config again, so twice what a config may be, and more.
 const MAX_METADATA_BYTES: usize = 4 * MAX_CONFIG_BYTES;
