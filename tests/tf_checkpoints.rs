@@ -417,6 +417,8 @@ fn a_moved_tf1_folder_reads_the_checkpoint_beside_its_state_file() {
     let named = state.split('"').nth(1).unwrap();
     assert!(named.starts_with('/') && named.ends_with('/'), "{state}");
     assert!(!Path::new(named).exists(), "{named}");
+    // TF's files for the prefix `.../run/`: an empty last part.
+    assert!(fixture("tf/tf1_moved/.data-00000-of-00001").is_file());
     assert_eq!(tensors(&convert(&fixture("tf/tf1_moved"), &[])), want);
     assert_eq!(
         tensors(&convert(&fixture("tf/tf1_moved/.index"), &[])),
