@@ -233,6 +233,7 @@ impl std::fmt::Debug for File {
 }
 
 /// A group in an open file.
+#[derive(Clone)]
 pub struct Group {
     inner: hdf5_reader::group::Group,
 }
@@ -1550,14 +1551,30 @@ impl Group {
         Ok(self.inner.member_names()?)
     }
 
-    pub fn group(&self, name: &str) -> Result<Group> {
-        Ok(Group {
-            inner: self.inner.group(name)?,
-        })
+    /// The group at `path` below this one. Keras layer names may hold `/`
+    /// (tf-keras's MobileNetV3 has `Conv/BatchNorm`), which h5py stores as
+    /// nested groups, so the path is walked a part at a time.
+    pub fn group(&self, path: &str) -> Result<Group> {
+        let mut parts = path.split('/').filter(|p| !p.is_empty());
+        let first = parts.next().unwrap_or(path);
+        let mut inner = self.inner.group(first)?;
+        for part in parts {
+            inner = inner.group(part)?;
+        }
+        Ok(Group { inner })
     }
 
-    pub fn has_group(&self, name: &str) -> bool {
-        self.member_names()
+    /// Whether the group at `path` below this one exists.
+    pub fn has_group(&self, path: &str) -> bool {
+        let (parent, name) = match path.trim_end_matches('/').rsplit_once('/') {
+            Some((parent, name)) => match self.group(parent) {
+                Ok(group) => (group, name),
+                Err(_) => return false,
+            },
+            None => (self.clone(), path),
+        };
+        parent
+            .member_names()
             .map(|(groups, _)| groups.iter().any(|g| g == name))
             .unwrap_or(false)
     }
