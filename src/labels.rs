@@ -157,6 +157,15 @@ pub const TABLES: &[ClassLabels] = &[
     row("GRUCell", RECURRENT, Guess::Never),
     row("SimpleRNNCell", RECURRENT, Guess::Never),
     row("MultiHeadAttention", MULTI_HEAD_ATTENTION, Guess::Always),
+    // Convolutional recurrent layers: one cell, the RNN's three arrays with
+    // convolution kernels.
+    row("ConvLSTM1D", RECURRENT, Guess::Never),
+    row("ConvLSTM2D", RECURRENT, Guess::Never),
+    row("ConvLSTM3D", RECURRENT, Guess::Never),
+    row("RMSNormalization", &[always("scale")], Guess::Never),
+    // keras.applications ConvNeXt's per-channel scale, created unnamed:
+    // Keras 3 calls it `variable`.
+    row("LayerScale", &[always("variable")], Guess::Never),
     // Keras 1 names.
     row("Convolution1D", KERNEL_BIAS, Guess::Never),
     row("Convolution2D", KERNEL_BIAS, Guess::Never),
