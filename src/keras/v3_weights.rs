@@ -210,7 +210,7 @@ pub fn read(
     reader.walk_model("", config, &[], &mut layers)?;
     let root_vars = reader.tree.vars("");
     if !root_vars.is_empty() {
-        let weights = reader.weights_by_position("", None, None, &[])?;
+        let weights = reader.weights_by_position("", None, None, &[], None)?;
         layers.push(Layer {
             path: Vec::new(),
             class: None,
@@ -363,7 +363,7 @@ impl Reader<'_, '_> {
             return Ok(());
         }
         // A custom layer: its own variables, then each object it holds.
-        let own = self.weights_by_position(object, None, None, &path)?;
+        let own = self.weights_by_position(object, None, None, &path, None)?;
         if !own.is_empty() {
             out.push(Layer {
                 path: path.clone(),
@@ -515,7 +515,8 @@ impl Reader<'_, '_> {
                 )
             }
             _ => {
-                let mut weights = self.weights_by_position(object, class, options, layer_path)?;
+                let mut weights =
+                    self.weights_by_position(object, class, options, layer_path, None)?;
                 // Objects held by a layer we have no wrapper rule for.
                 for child in self.tree.children(object) {
                     if child == "vars" || LAYER_LISTS.contains(&child.as_str()) {
@@ -523,7 +524,23 @@ impl Reader<'_, '_> {
                     }
                     let child_path = format!("{object}/{child}");
                     let sub = self.tree.recorded_name(&child_path).unwrap_or(child);
-                    for mut w in self.object_weights(&child_path, None, None, layer_path)? {
+                    // A table that names the sub-object's arrays
+                    // (MultiHeadAttention's `query/kernel`) labels them.
+                    let count = self.tree.vars(&child_path).len();
+                    let given = class
+                        .filter(|_| self.tree.children(&child_path).iter().all(|c| c == "vars"))
+                        .and_then(|c| labels::below(c, options, &sub, count));
+                    let child_weights = match given {
+                        Some(given) => self.weights_by_position(
+                            &child_path,
+                            None,
+                            None,
+                            layer_path,
+                            Some(given),
+                        )?,
+                        None => self.object_weights(&child_path, None, None, layer_path)?,
+                    };
+                    for mut w in child_weights {
                         w.sub_path.insert(0, sub.clone());
                         weights.push(w);
                     }
@@ -587,6 +604,7 @@ impl Reader<'_, '_> {
         class: Option<&str>,
         options: Option<&Value>,
         layer_path: &[String],
+        given: Option<Vec<Option<labels::PositionalLabel>>>,
     ) -> Result<Vec<Weight>> {
         let vars = self.tree.vars(object);
         if vars.is_empty() {
@@ -605,9 +623,10 @@ impl Reader<'_, '_> {
         } else {
             layer_path.join("/")
         };
-        let labels = match table_class {
-            Some(c) => labels::by_position(c, options, vars.len()),
-            None => self.labels_from_shapes(object, &vars, &layer),
+        let labels = match (given, table_class) {
+            (Some(given), _) => Some(given),
+            (None, Some(c)) => labels::by_position(c, options, vars.len()),
+            (None, None) => self.labels_from_shapes(object, &vars, &layer),
         };
         match (&labels, class) {
             (Some(_), None) => {}
