@@ -991,6 +991,64 @@ mod tests {
         );
     }
 
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    }
+
+    #[test]
+    fn saved_model_pb_gives_the_node_paths_tf_keras_gives() {
+        // basic-pitch 0.4.0 (Keras 2.4.0): its expected JSON holds the
+        // paths tf-keras's own `_read_legacy_metadata` gave.
+        let expected: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture("third_party/basic_pitch_nmp.expected.json")).unwrap(),
+        )
+        .unwrap();
+        let want: HashMap<i32, String> = expected["node_paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(id, path)| (id.parse().unwrap(), path.as_str().unwrap().to_string()))
+            .collect();
+        let dir = fixture("third_party/basic_pitch_nmp");
+        let (source, found) = read_metadata(&dir).unwrap().unwrap();
+        assert_eq!(source, "saved_model.pb");
+        let got: HashMap<i32, String> = found
+            .nodes
+            .iter()
+            .map(|n| (n.node_id, n.node_path.clone()))
+            .collect();
+        assert_eq!(got, want);
+        let mut notes = Vec::new();
+        let saved = saved_model_metadata(&dir, &mut notes).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(saved.keras_version.as_deref(), Some("2.4.0"));
+        assert_eq!(saved.model_name.as_deref(), expected["model_name"].as_str());
+        assert!(saved.config.is_some_and(|c| !c.children.is_empty()));
+    }
+
+    #[test]
+    fn keras_metadata_pb_wins_over_saved_model_pb() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            fixture("third_party/basic_pitch_nmp/saved_model.pb"),
+            dir.path().join("saved_model.pb"),
+        )
+        .unwrap();
+        std::fs::copy(
+            fixture("tf/functional_savedmodel/keras_metadata.pb"),
+            dir.path().join("keras_metadata.pb"),
+        )
+        .unwrap();
+        let (source, _) = read_metadata(dir.path()).unwrap().unwrap();
+        assert_eq!(source, "keras_metadata.pb");
+        let saved = saved_model_metadata(dir.path(), &mut Vec::new()).unwrap();
+        assert_eq!(saved.keras_version.as_deref(), Some("2.21.0"));
+        // A TF >= 2.5 saved_model.pb records no Keras metadata of its own.
+        let tf_2_21 = fixture("tf/functional_savedmodel/saved_model.pb");
+        let found = saved_model_pb::keras_metadata(&tf_2_21, MAX_METADATA_BYTES).unwrap();
+        assert!(found.nodes.is_empty());
+    }
+
     #[test]
     fn the_state_file_names_the_latest_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
