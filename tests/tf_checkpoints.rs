@@ -471,6 +471,7 @@ fn every_form_inspects_verifies_and_converts_to_pytorch_layout() {
         "tf/sharded/ckpt",
         "tf/tf1/model",
         "subclassed_effdet_ckpt/ckpt",
+        "third_party/basic_pitch_nmp",
     ] {
         let path = fixture(input);
         let p = path.to_str().unwrap();
@@ -919,7 +920,10 @@ fn a_tf_2_4_saved_model_gives_classes_from_saved_model_pb() {
     assert_eq!(tensors(&out).len(), 24);
     let meta = metadata(&out);
     assert_eq!(meta["source_format"], "keras-savedmodel");
-    assert_eq!(meta["keras_version"], exp["keras_version"].as_str().unwrap());
+    assert_eq!(
+        meta["keras_version"],
+        exp["keras_version"].as_str().unwrap()
+    );
     let want: BTreeMap<String, Option<String>> = exp["layers"]
         .as_array()
         .unwrap()
