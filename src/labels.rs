@@ -157,6 +157,21 @@ pub const TABLES: &[ClassLabels] = &[
     row("GRUCell", RECURRENT, Guess::Never),
     row("SimpleRNNCell", RECURRENT, Guess::Never),
     row("MultiHeadAttention", MULTI_HEAD_ATTENTION, Guess::Always),
+    // Dot-product attention: a learned scale, and a second one when scores
+    // are concatenated (`score_mode` is a string; the count settles it).
+    row(
+        "Attention",
+        &[
+            when("use_scale", "scale"),
+            when("score_mode", "concat_score_weight"),
+        ],
+        Guess::Never,
+    ),
+    row(
+        "AdditiveAttention",
+        &[when("use_scale", "scale")],
+        Guess::Never,
+    ),
     // Keras 3's grouped-query attention: the same four projections.
     row("GroupQueryAttention", MULTI_HEAD_ATTENTION, Guess::Never),
     // Convolutional recurrent layers: one cell, the RNN's three arrays with
