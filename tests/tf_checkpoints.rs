@@ -106,6 +106,36 @@ fn object_based_checkpoint_is_named_by_variable_names() {
         .contains("\"backbone/stem_bn\":\"BatchNormalization\""));
 }
 
+/// Keras 3's `model.export()` writes a SavedModel with no Keras metadata
+/// that saves every variable twice (`variables/<i>` and `_all_variables/<i>`,
+/// one full name): each is written once, under its variable path, with
+/// Keras's value, and each second copy is reported (it was refused as two
+/// weights of one name).
+#[test]
+fn a_keras_3_export_writes_each_variable_once() {
+    let values: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("k3_export.values.json")).unwrap())
+            .unwrap();
+    let want: BTreeMap<String, (String, Vec<usize>, String)> = values["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["path"].as_str().unwrap().to_string(), value_of(v)))
+        .collect();
+    assert_eq!(want.len(), 8);
+    assert_eq!(tensors(&convert(&fixture("k3_export"), &[])), want);
+    let dry = run(&[
+        "convert",
+        fixture("k3_export").to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert!(
+        stderr(&dry).contains("8 x the same variable saved again under another path"),
+        "{}",
+        stderr(&dry)
+    );
+}
+
 #[test]
 fn the_same_model_as_h5_and_checkpoint_gives_the_same_tensors() {
     let exp = expected("functional.expected.json");

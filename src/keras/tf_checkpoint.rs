@@ -31,7 +31,7 @@ use crate::keras::saved_model_pb;
 use crate::keras::ReadOptions;
 use crate::labels;
 use crate::model::{Format, Layer, Location, Model, SkippedGroup, Store, Weight};
-use crate::tf_bundle::{self, proto, Bundle, BundleError, TensorType};
+use crate::tf_bundle::{self, proto, Bundle, BundleError, Data, TensorType};
 
 /// The key of the object graph in an object-based checkpoint.
 pub const OBJECT_GRAPH_KEY: &str = "_CHECKPOINTABLE_OBJECT_GRAPH";
@@ -63,6 +63,9 @@ pub const SAVE_COUNTER_SKIPPED: &str =
 pub const GLOBAL_STEP_SKIPPED: &str = "the training step counter (global_step, not a weight)";
 pub const EMA_SKIPPED: &str =
     "an ExponentialMovingAverage shadow (pass --use-ema to write it under its variable's name)";
+pub const DUPLICATE_SKIPPED: &str =
+    "the same variable saved again under another path (same name, shape, dtype and CRC-32C \
+     as the one written; Keras 3's `model.export()` keeps each variable twice)";
 pub const EMA_REPLACED: &str =
     "replaced by its ExponentialMovingAverage shadow, written under this name (--use-ema)";
 
@@ -198,6 +201,20 @@ fn latest_checkpoint(dir: &Path, state: &Path) -> Result<PathBuf> {
         ));
     }
     Ok(prefix)
+}
+
+/// Whether two entries hold the same stored tensor: dtype, shape, and the
+/// size and checksum of every stored run. (Their bytes are not compared:
+/// that would read every such tensor twice, even for `inspect`.)
+fn same_stored_data(bundle: &Bundle, a: usize, b: usize) -> bool {
+    let (a, b) = (&bundle.entries[a], &bundle.entries[b]);
+    let runs = |data: &Data| -> Vec<(u64, u32)> {
+        match data {
+            Data::Whole(c) => vec![(c.size, c.crc)],
+            Data::Sliced(pieces) => pieces.iter().map(|p| (p.chunk.size, p.chunk.crc)).collect(),
+        }
+    };
+    a.dtype == b.dtype && a.shape == b.shape && runs(&a.data) == runs(&b.data)
 }
 
 fn bundle_error(e: BundleError) -> Error {
@@ -434,6 +451,9 @@ impl Reader<'_> {
         }
         let mut raw = Vec::new();
         let mut named: HashSet<usize> = HashSet::new();
+        // The entry written under each name, to tell a second copy of the
+        // same variable from another variable of the same name.
+        let mut written: HashMap<String, usize> = HashMap::new();
         for i in order.into_iter().chain(0..nodes.len()) {
             for attribute in &nodes[i].attributes {
                 let Some(entry) = self.bundle.find(&attribute.checkpoint_key) else {
@@ -467,7 +487,13 @@ impl Reader<'_> {
                     self.skip(key, METRICS_SKIPPED);
                 } else if key == "save_counter/.ATTRIBUTES/VARIABLE_VALUE" {
                     self.skip(key, SAVE_COUNTER_SKIPPED);
+                } else if written
+                    .get(&name)
+                    .is_some_and(|&first| same_stored_data(self.bundle, first, entry))
+                {
+                    self.skip(key, DUPLICATE_SKIPPED);
                 } else if let Some(w) = self.raw(entry, &name)? {
+                    written.entry(name).or_insert(entry);
                     raw.push(w);
                 }
             }
@@ -845,7 +871,7 @@ fn read_keras_metadata(path: &Path) -> Result<proto::SavedMetadata> {
 fn saved_model_metadata(dir: &Path, notes: &mut Vec<String>) -> Result<SavedModelMetadata> {
     let Some((source, metadata)) = read_metadata(dir)? else {
         notes.push(
-            "the SavedModel has no keras_metadata.pb, nor Keras metadata in saved_model.pb (not written by Keras): tensors are named by variable name"
+            "the SavedModel has no keras_metadata.pb, nor Keras metadata in saved_model.pb (Keras 3's `export()` and plain TensorFlow write none): tensors are named by variable name"
                 .into(),
         );
         return Ok(SavedModelMetadata::default());
