@@ -136,6 +136,30 @@ fn a_keras_3_export_writes_each_variable_once() {
     );
 }
 
+/// Two `tf.Module`s that each make `tf.Variable(name="w")`: TF2 saves two
+/// different variables named `w` (it was refused as two weights of one
+/// name). Each is named by its object path, with TensorFlow's value, and a
+/// note says why; a variable tracked twice is saved and written once.
+#[test]
+fn variables_of_one_name_are_named_by_their_object_path() {
+    let want: BTreeMap<String, (String, Vec<usize>, String)> = expected("same_names.expected.json")
+        ["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["path"].as_str().unwrap().to_string(), value_of(v)))
+        .collect();
+    assert_eq!(want.len(), 3);
+    let input = fixture("tf/same_names_ckpt");
+    assert_eq!(tensors(&convert(&input, &[])), want);
+    let dry = run(&["convert", input.to_str().unwrap(), "--dry-run"]);
+    assert!(
+        stderr(&dry).contains("2 variables share their name with a different variable"),
+        "{}",
+        stderr(&dry)
+    );
+}
+
 #[test]
 fn the_same_model_as_h5_and_checkpoint_gives_the_same_tensors() {
     let exp = expected("functional.expected.json");

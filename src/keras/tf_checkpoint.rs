@@ -449,6 +449,30 @@ impl Reader<'_> {
                 }
             }
         }
+        // TF2 does not make variable names unique: two modules that each
+        // make a `tf.Variable(name="w")` save two variables named `w`.
+        // Those are named by their object path instead; copies of one
+        // variable (same stored data) keep the name and are written once.
+        let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();
+        for n in nodes {
+            for attribute in &n.attributes {
+                if attribute.name == VARIABLE_VALUE && !attribute.full_name.is_empty() {
+                    if let Some(entry) = self.bundle.find(&attribute.checkpoint_key) {
+                        by_name.entry(&attribute.full_name).or_default().push(entry);
+                    }
+                }
+            }
+        }
+        let clashing: HashSet<String> = by_name
+            .into_iter()
+            .filter(|(_, entries)| {
+                entries
+                    .iter()
+                    .any(|&e| !same_stored_data(self.bundle, entries[0], e))
+            })
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let mut renamed = 0usize;
         let mut raw = Vec::new();
         let mut named: HashSet<usize> = HashSet::new();
         // The entry written under each name, to tell a second copy of the
@@ -463,7 +487,9 @@ impl Reader<'_> {
                     continue;
                 }
                 let key = attribute.checkpoint_key.as_str();
-                let name = if attribute.full_name.is_empty() {
+                let clash = clashing.contains(&attribute.full_name);
+                renamed += usize::from(clash);
+                let name = if attribute.full_name.is_empty() || clash {
                     key.strip_suffix("/.ATTRIBUTES/VARIABLE_VALUE")
                         .unwrap_or(key)
                         .to_string()
@@ -497,6 +523,12 @@ impl Reader<'_> {
                     raw.push(w);
                 }
             }
+        }
+        if renamed > 0 {
+            self.notes.push(format!(
+                "{renamed} variables share their name with a different variable (TF does not make \
+                 names unique): they are named by their object path in the checkpoint instead"
+            ));
         }
         Ok(raw)
     }
