@@ -157,9 +157,12 @@ pub struct File {
     datasets: std::sync::OnceLock<Vec<String>>,
     limits: Limits,
     shared: Arc<Shared>,
-    /// The group last looked up by [`File::group_at`]: a layer's weights
-    /// share one, so each layer's group is looked up once.
-    last_group: std::sync::Mutex<Option<(String, u64, Option<SymbolTableMessage>)>>,
+    /// The root's symbol table, read once: the root's header also holds
+    /// the layer name lists, megabytes for 100,000 layers.
+    root_table: std::sync::OnceLock<Option<SymbolTableMessage>>,
+    /// The group [`File::child_address`] last looked in, with its members
+    /// if it is a small old-style group: a layer's weights share one.
+    last_group: std::sync::Mutex<Option<Arc<Parent>>>,
     /// Bytes decompression has produced so far, and fill bytes made.
     decoded: std::sync::atomic::AtomicU64,
     filled: std::sync::atomic::AtomicU64,
@@ -253,6 +256,37 @@ pub struct Group {
     path: String,
     table: Option<SymbolTableMessage>,
     inner: std::sync::OnceLock<hdf5_reader::group::Group>,
+}
+
+/// A group [`File::child_address`] looks in.
+struct Parent {
+    path: String,
+    address: u64,
+    table: Option<SymbolTableMessage>,
+    /// The members of a small old-style group.
+    members: Option<Vec<(String, u64)>>,
+}
+
+/// The symbol table of the group at `address`, if it is an old-style
+/// group whose header parses here.
+fn table_of(h5: &Hdf5File, address: u64) -> Option<SymbolTableMessage> {
+    uncached::header(h5, address)
+        .ok()
+        .and_then(|header| uncached::old_style_table(&header))
+}
+
+/// Whether an old-style group's B-tree is one leaf pointing at one symbol
+/// node (at most 32 members with HDF5's defaults): listing it costs what
+/// one lookup does.
+fn small_group(h5: &Hdf5File, table: &SymbolTableMessage) -> bool {
+    // "TREE", node type, level, entries used.
+    h5.storage()
+        .read_range(table.btree_address, 8)
+        .ok()
+        .is_some_and(|head| {
+            let head = head.as_ref();
+            head.len() == 8 && head[5] == 0 && u16::from_le_bytes([head[6], head[7]]) <= 1
+        })
 }
 
 /// A member of an old-style group by name: big groups are indexed
@@ -423,6 +457,7 @@ impl File {
             datasets: std::sync::OnceLock::new(),
             limits: Limits::default(),
             shared: Default::default(),
+            root_table: Default::default(),
             last_group: Default::default(),
             decoded: Default::default(),
             filled: Default::default(),
@@ -476,13 +511,21 @@ impl File {
 
     pub fn root(&self) -> Result<Group> {
         let root = self.h5.root_group()?;
-        Ok(Group::new(
-            self.h5.clone(),
-            self.shared.clone(),
-            root.address(),
-            "/".into(),
-            Some(root),
-        ))
+        let table = self
+            .root_table
+            .get_or_init(|| table_of(&self.h5, root.address()))
+            .clone();
+        let inner = std::sync::OnceLock::new();
+        let address = root.address();
+        let _ = inner.set(root);
+        Ok(Group {
+            h5: self.h5.clone(),
+            shared: self.shared.clone(),
+            address,
+            path: "/".into(),
+            table,
+            inner,
+        })
     }
 
     /// The group at an absolute path, looked up member by member.
@@ -749,19 +792,38 @@ impl File {
             .lock()
             .ok()
             .and_then(|last| last.clone())
-            .filter(|(path, _, _)| path == parent);
-        let (address, table) = match remembered {
-            Some((_, address, table)) => (address, table),
+            .filter(|last| last.path == parent);
+        let group = match remembered {
+            Some(group) => group,
             None => {
                 let group = self.group_at(parent)?;
-                let found = (group.address, group.table.clone());
+                // A small group's members are listed once for all its
+                // weights; a big one has its index (see `lookup`).
+                let members = group
+                    .table
+                    .as_ref()
+                    .filter(|t| small_group(&self.h5, t))
+                    .and_then(|t| uncached::members(&self.h5, t).ok().flatten());
+                let group = Arc::new(Parent {
+                    path: parent.to_string(),
+                    address: group.address,
+                    table: group.table.clone(),
+                    members,
+                });
                 if let Ok(mut last) = self.last_group.lock() {
-                    *last = Some((parent.to_string(), found.0, found.1.clone()));
+                    *last = Some(group.clone());
                 }
-                found
+                group
             }
         };
-        if let Some(table) = &table {
+        if let Some(members) = &group.members {
+            return Ok(members
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, address)| *address));
+        }
+        let address = group.address;
+        if let Some(table) = &group.table {
             return lookup(&self.h5, &self.shared, address, table, name);
         }
         let header = uncached::header(&self.h5, address)?;
@@ -1573,9 +1635,7 @@ impl Group {
         inner: Option<hdf5_reader::group::Group>,
     ) -> Group {
         // A header that does not parse here is the crate's to report.
-        let table = uncached::header(&h5, address)
-            .ok()
-            .and_then(|header| uncached::old_style_table(&header));
+        let table = table_of(&h5, address);
         let cell = std::sync::OnceLock::new();
         if let Some(inner) = inner {
             let _ = cell.set(inner);
@@ -1675,16 +1735,17 @@ impl Group {
     }
 
     pub fn has_group(&self, name: &str) -> bool {
+        self.has_member_group(name).unwrap_or(false)
+    }
+
+    /// Whether `name` is a child group, failing where listing the group
+    /// fails; a big group is not listed (each member's header read).
+    pub fn has_member_group(&self, name: &str) -> Result<bool> {
         match self.member_uncached(name) {
-            Some(None) => return false,
-            Some(Some((_, header))) => {
-                return uncached::classify(&header) == uncached::Kind::Group
-            }
-            None => {}
+            Some(None) => Ok(false),
+            Some(Some((_, header))) => Ok(uncached::classify(&header) == uncached::Kind::Group),
+            None => Ok(self.member_names()?.0.iter().any(|g| g == name)),
         }
-        self.member_names()
-            .map(|(groups, _)| groups.iter().any(|g| g == name))
-            .unwrap_or(false)
     }
 
     pub fn attribute_names(&self) -> Result<Vec<String>> {

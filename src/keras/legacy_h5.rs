@@ -96,13 +96,19 @@ impl Reader<'_> {
         config: Option<LayerConfig>,
     ) -> Result<ReadResult> {
         let root = self.file.root().map_err(|e| self.corrupt(e))?;
-        let (groups, _) = root.member_names().map_err(|e| self.corrupt(e))?;
+        // Looked up by name: listing a root of 100,000 layers reads every
+        // layer's header.
+        let path = self.path;
+        let has_group = |name: &str| {
+            root.has_member_group(name)
+                .map_err(|e| Error::new(path, ErrorKind::CorruptHdf5(e.0)))
+        };
         // Every root attribute is looked up in one read of them.
         let root_attrs = root.attributes().map_err(|e| self.corrupt(e))?;
         let has_attr = |name: &str| root_attrs.has(name);
 
         let (format, weights_root, weights_root_path) =
-            if groups.iter().any(|g| g == "model_weights") {
+            if has_group("model_weights")? {
                 let group = root.group("model_weights").map_err(|e| self.corrupt(e))?;
                 (Format::KerasH5Model, group, "/model_weights")
             } else if has_attr("layer_names") || has_attr("layer_names0") {
@@ -119,10 +125,7 @@ impl Reader<'_> {
                             .into(),
                     ),
                 ));
-            } else if groups
-                .iter()
-                .any(|g| g == "layers" || g == "_layer_checkpoint_dependencies")
-            {
+            } else if has_group("layers")? || has_group("_layer_checkpoint_dependencies")? {
                 return Err(Error::new(
                     self.path,
                     ErrorKind::Unsupported(
@@ -214,7 +217,7 @@ impl Reader<'_> {
         }
 
         let mut optimizer = Vec::new();
-        let has_optimizer = groups.iter().any(|g| g == "optimizer_weights");
+        let has_optimizer = has_group("optimizer_weights")?;
         if has_optimizer && !options.include_optimizer {
             self.skipped_groups.push(SkippedGroup {
                 file: 0,

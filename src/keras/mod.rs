@@ -142,17 +142,18 @@ enum Layout {
 fn layout(path: &Path, file: &h5::File) -> Result<Layout> {
     let corrupt = |e: h5::H5Error| Error::new(path, ErrorKind::CorruptHdf5(e.0));
     let root = file.root().map_err(corrupt)?;
-    let (groups, _) = root.member_names().map_err(corrupt)?;
     let attrs = root.attribute_names().map_err(corrupt)?;
     let has_attr = |name: &str| attrs.iter().any(|a| a == name);
-    let has_group = |name: &str| groups.iter().any(|g| g == name);
-    if has_group("model_weights") || has_attr("layer_names") || has_attr("layer_names0") {
+    // Looked up by name: listing a root of 100,000 layers reads every
+    // layer's header.
+    let has_group = |name: &str| root.has_member_group(name).map_err(corrupt);
+    if has_group("model_weights")? || has_attr("layer_names") || has_attr("layer_names0") {
         Ok(Layout::Legacy)
     } else if has_attr("nb_layers") {
         Ok(Layout::Keras1)
-    } else if has_group("layers")
-        || has_group("_layer_checkpoint_dependencies")
-        || has_group("vars")
+    } else if has_group("layers")?
+        || has_group("_layer_checkpoint_dependencies")?
+        || has_group("vars")?
     {
         Ok(Layout::ObjectTree)
     } else {
@@ -170,10 +171,13 @@ fn layout(path: &Path, file: &h5::File) -> Result<Layout> {
 /// structure (not its data). Every dataset of the input is then accounted
 /// for: claimed by a layer, or skipped for a reason the model records.
 pub fn open(path: &Path, options: &ReadOptions) -> Result<Model> {
+    crate::phase("start");
     let mut model = read_model(path, options).map_err(cancel::blame)?;
+    crate::phase("read");
     cancel::check(path)?;
     accounting::account(&mut model, path, options.allow_unclaimed).map_err(cancel::blame)?;
     cancel::check(path)?;
+    crate::phase("accounted");
     dedupe(&mut model.notes);
     let limits = h5::Limits {
         allow_fill: options.allow_fill,
@@ -210,6 +214,7 @@ fn read_model(path: &Path, options: &ReadOptions) -> Result<Model> {
                 return open_sharded(&index, options, config);
             }
             let file = open_h5(path)?;
+            crate::phase("opened+walked");
             match layout(path, &file)? {
                 Layout::Legacy => legacy_h5::read(path, file, options, config),
                 Layout::Keras1 => {
