@@ -803,38 +803,47 @@ fn encode(value: f64, dtype: Dtype) -> Vec<u8> {
 
 /// The JSON header, padded with spaces to a multiple of 8 bytes.
 fn header_bytes(plan: &Plan, order: &[usize]) -> std::result::Result<Vec<u8>, ErrorKind> {
+    // Each tensor's place, in writing order: (end offset).
     let mut offset = 0usize;
-    let mut infos = Vec::with_capacity(order.len());
+    let mut ends = Vec::with_capacity(order.len());
     for &i in order {
         let t = &plan.tensors[i];
         let len = usize::try_from(t.byte_len)
             .map_err(|_| ErrorKind::Unsupported(format!("tensor `{}` is too large", t.name)))?;
-        infos.push((
-            t.name.clone(),
-            TensorInfo {
-                dtype: t.dtype.to_safetensors(),
-                shape: t.shape.clone(),
-                data_offsets: (offset, offset + len),
-            },
-        ));
         offset += len;
+        ends.push(offset);
     }
-    // The crate checks the header (offsets, names); the bytes are written
-    // here so that they are the same on every run: the crate keeps
-    // `__metadata__` in a hash map, whose order changes from run to run.
-    let metadata: HashMap<String, String> = plan.metadata.clone().into_iter().collect();
-    Metadata::new(Some(metadata), infos.clone())
-        .map_err(|e| ErrorKind::InvalidSafetensors(format!("planned header is invalid: {e}")))?;
+    let info = |k: usize| {
+        let t = &plan.tensors[order[k]];
+        TensorInfo {
+            dtype: t.dtype.to_safetensors(),
+            shape: t.shape.clone(),
+            data_offsets: (if k == 0 { 0 } else { ends[k - 1] }, ends[k]),
+        }
+    };
+    // The crate checks the header (offsets, names), on a copy dropped
+    // before the bytes are made; the bytes are written here so that they
+    // are the same on every run: the crate keeps `__metadata__` in a hash
+    // map, whose order changes from run to run.
+    {
+        let metadata: HashMap<String, String> = plan.metadata.clone().into_iter().collect();
+        let infos = (0..order.len())
+            .map(|k| (plan.tensors[order[k]].name.clone(), info(k)))
+            .collect();
+        Metadata::new(Some(metadata), infos).map_err(|e| {
+            ErrorKind::InvalidSafetensors(format!("planned header is invalid: {e}"))
+        })?;
+    }
     let unserialisable = |e: serde_json::Error| {
         ErrorKind::InvalidSafetensors(format!("header does not serialise: {e}"))
     };
     let mut bytes = b"{\"__metadata__\":".to_vec();
-    bytes.extend(serde_json::to_vec(&plan.metadata).map_err(unserialisable)?);
-    for (name, info) in &infos {
+    serde_json::to_writer(&mut bytes, &plan.metadata).map_err(unserialisable)?;
+    for k in 0..order.len() {
         bytes.push(b',');
-        bytes.extend(serde_json::to_vec(name).map_err(unserialisable)?);
+        serde_json::to_writer(&mut bytes, &plan.tensors[order[k]].name).map_err(unserialisable)?;
         bytes.push(b':');
-        bytes.extend(serde_json::to_vec(info).map_err(unserialisable)?);
+        serde_json::to_writer(&mut bytes, &info(k)).map_err(unserialisable)?;
     }
     bytes.push(b'}');
     bytes.resize(bytes.len().next_multiple_of(8), b' ');
