@@ -173,7 +173,7 @@ pub fn tensor_name(layer_path: &[String], weight: &Weight) -> String {
 /// it borrows: a model of 100,000 layers has 200,000 of these.
 struct Draft<'a> {
     name: String,
-    keras_name: String,
+    keras_name: KerasName<'a>,
     /// Where the weight is in the file, for messages.
     origin: Cow<'a, str>,
     /// The dataset it is read from; `None` for a filled-in tensor.
@@ -182,34 +182,70 @@ struct Draft<'a> {
     /// name within the layer, so metadata can follow renamed layers.
     layer: Option<usize>,
     within: String,
-    source: Source,
-    source_dtype: Dtype,
-    source_shape: Vec<usize>,
+    from: Values<'a>,
     steps: Vec<Step>,
+}
+
+/// A draft's Keras-layout name, made when it becomes a tensor.
+enum KerasName<'a> {
+    /// [`tensor_name`] of a weight in the layer at a path.
+    Of(&'a [String], &'a Weight),
+    Text(String),
+}
+
+/// Where a draft's values come from.
+enum Values<'a> {
+    Weight(&'a Weight),
+    Fill {
+        value: f64,
+        dtype: Dtype,
+        shape: Vec<usize>,
+    },
+}
+
+impl Values<'_> {
+    fn dtype(&self) -> Dtype {
+        match self {
+            Values::Weight(w) => w.dtype,
+            Values::Fill { dtype, .. } => *dtype,
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        match self {
+            Values::Weight(w) => &w.shape,
+            Values::Fill { shape, .. } => shape,
+        }
+    }
+
+    fn source(&self) -> Source {
+        match self {
+            Values::Weight(w) => Source::Stored {
+                file: w.file,
+                location: w.location.clone(),
+                dtype: w.dtype,
+                shape: w.shape.clone(),
+            },
+            Values::Fill { value, .. } => Source::Fill(*value),
+        }
+    }
 }
 
 impl<'a> Draft<'a> {
     fn stored(
         name: String,
-        layer_path: &[String],
+        layer_path: &'a [String],
         weight: &'a Weight,
         steps: Vec<Step>,
     ) -> Draft<'a> {
         Draft {
             name,
-            keras_name: tensor_name(layer_path, weight),
+            keras_name: KerasName::Of(layer_path, weight),
             origin: Cow::Borrowed(&weight.stored_name),
             dataset: Some(&weight.dataset),
             layer: None,
             within: String::new(),
-            source: Source::Stored {
-                file: weight.file,
-                location: weight.location.clone(),
-                dtype: weight.dtype,
-                shape: weight.shape.clone(),
-            },
-            source_dtype: weight.dtype,
-            source_shape: weight.shape.clone(),
+            from: Values::Weight(weight),
             steps,
         }
     }
@@ -383,17 +419,20 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
         if let Some(index) = draft.layer {
             metadata::LayerPrefix::add(&mut renamed_layers[index], &draft.within, &name, separator);
         }
-        let dtype =
-            transform::casts(draft.source_dtype, options.dtype).unwrap_or(draft.source_dtype);
-        let shape = transform::shape_after(&draft.source_shape, &draft.steps);
+        let source_dtype = draft.from.dtype();
+        let dtype = transform::casts(source_dtype, options.dtype).unwrap_or(source_dtype);
+        let shape = transform::shape_after(draft.from.shape(), &draft.steps);
         let count: u64 = shape.iter().map(|&d| d as u64).product();
         tensors.push(PlannedTensor {
             name,
-            keras_name: draft.keras_name,
+            keras_name: match draft.keras_name {
+                KerasName::Of(path, weight) => tensor_name(path, weight),
+                KerasName::Text(text) => text,
+            },
             dtype,
             byte_len: count * dtype.size() as u64,
             shape,
-            source: draft.source,
+            source: draft.from.source(),
             steps: draft.steps,
         });
     }
@@ -525,15 +564,17 @@ fn torch_drafts<'a>(
                 TorchSource::Fill { value, like } => {
                     let counter = t.name == "num_batches_tracked";
                     Draft {
-                        keras_name: format!("{}/({})", path, t.name),
+                        keras_name: KerasName::Text(format!("{}/({})", path, t.name)),
                         origin: Cow::Owned(format!("a {} filled in for layer `{path}`", t.name)),
                         dataset: None,
                         layer: None,
                         within: String::new(),
                         name,
-                        source: Source::Fill(value),
-                        source_dtype: if counter { Dtype::I64 } else { like.dtype },
-                        source_shape: shape,
+                        from: Values::Fill {
+                            value,
+                            dtype: if counter { Dtype::I64 } else { like.dtype },
+                            shape,
+                        },
                         steps: Vec::new(),
                     }
                 }
