@@ -255,6 +255,8 @@ pub struct Group {
     /// Absolute path, `/` for the root: how the crate's handle is opened.
     path: String,
     table: Option<SymbolTableMessage>,
+    /// The header read when the group was found, for its attributes.
+    header: Option<Arc<ObjectHeader>>,
     inner: std::sync::OnceLock<hdf5_reader::group::Group>,
 }
 
@@ -524,6 +526,7 @@ impl File {
             address,
             path: "/".into(),
             table,
+            header: None,
             inner,
         })
     }
@@ -581,6 +584,26 @@ impl File {
             return Err(H5Error::new(format!(
                 "`{path}` is reached twice (a hard link), which Keras files never contain"
             )));
+        }
+        // An old-style group listed here has no soft link (the listing
+        // gives up on one) and can hold no other kind: nothing to check,
+        // and each member's header is read once.
+        if let Some((groups, members)) = group.children_uncached() {
+            datasets.extend(members.iter().map(|name| format!("{path}/{name}")));
+            for (name, address, table) in groups {
+                let child = Group {
+                    h5: self.h5.clone(),
+                    shared: self.shared.clone(),
+                    address,
+                    path: group.child_path(&name),
+                    table,
+                    header: None,
+                    inner: std::sync::OnceLock::new(),
+                };
+                let below = format!("{path}/{name}");
+                self.refuse_links_below(&child, &below, depth + 1, seen, datasets)?;
+            }
+            return Ok(());
         }
         self.check_links(group, path)?;
         let (groups, members) = group.member_names()?;
@@ -1646,6 +1669,7 @@ impl Group {
             address,
             path,
             table,
+            header: None,
             inner: cell,
         }
     }
@@ -1683,6 +1707,40 @@ impl Group {
         Ok(self.inner()?.member_names()?)
     }
 
+    fn child(&self, name: &str, address: u64, header: Arc<ObjectHeader>) -> Group {
+        Group {
+            h5: self.h5.clone(),
+            shared: self.shared.clone(),
+            address,
+            path: self.child_path(name),
+            table: uncached::old_style_table(&header),
+            header: Some(header),
+            inner: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The child groups (name, address, symbol table) and the datasets'
+    /// names of an old-style group, each member's header read once;
+    /// `None` where [`Group::member_names`] asks the crate.
+    #[allow(clippy::type_complexity)]
+    fn children_uncached(
+        &self,
+    ) -> Option<(Vec<(String, u64, Option<SymbolTableMessage>)>, Vec<String>)> {
+        let members = uncached::members(&self.h5, self.table.as_ref()?).ok()??;
+        let (mut groups, mut datasets) = (Vec::new(), Vec::new());
+        for (name, address) in members {
+            let header = uncached::header(&self.h5, address).ok()?;
+            match uncached::classify(&header) {
+                uncached::Kind::Group => {
+                    groups.push((name, address, uncached::old_style_table(&header)))
+                }
+                uncached::Kind::Dataset => datasets.push(name),
+                uncached::Kind::Other => {}
+            }
+        }
+        Some((groups, datasets))
+    }
+
     fn member_names_uncached(&self) -> Option<(Vec<String>, Vec<String>)> {
         let members = uncached::members(&self.h5, self.table.as_ref()?).ok()??;
         let (mut groups, mut datasets) = (Vec::new(), Vec::new());
@@ -1713,14 +1771,7 @@ impl Group {
     pub fn group(&self, name: &str) -> Result<Group> {
         if let Some(Some((address, header))) = self.member_uncached(name) {
             if uncached::classify(&header) == uncached::Kind::Group {
-                return Ok(Group {
-                    h5: self.h5.clone(),
-                    shared: self.shared.clone(),
-                    address,
-                    path: self.child_path(name),
-                    table: uncached::old_style_table(&header),
-                    inner: std::sync::OnceLock::new(),
-                });
+                return Ok(self.child(name, address, header));
             }
         }
         // Not found, not a group, or not read here: the crate's answer.
@@ -1765,9 +1816,12 @@ impl Group {
     /// All of the group's attributes, read once: looking several up costs
     /// one read of the object header, not one per name.
     pub fn attributes(&self) -> Result<Attributes> {
-        let read_here = uncached::header(&self.h5, self.address)
-            .ok()
-            .and_then(|header| uncached::attributes(&self.h5, &header, &self.shared.heaps));
+        let header = match &self.header {
+            Some(header) => Some(header.clone()),
+            None => uncached::header(&self.h5, self.address).ok(),
+        };
+        let read_here =
+            header.and_then(|header| uncached::attributes(&self.h5, &header, &self.shared.heaps));
         let list = match read_here {
             Some(list) => list,
             None => self.inner()?.attributes()?,

@@ -185,10 +185,12 @@ impl Store {
     }
 
     /// How a weight's `dataset` is compared with [`Store::dataset_paths`].
-    pub(crate) fn canonical(&self, dataset: &str) -> String {
+    pub(crate) fn canonical<'a>(&self, dataset: &'a str) -> std::borrow::Cow<'a, str> {
+        use std::borrow::Cow;
         match self {
-            Store::H5(_) => crate::accounting::normalize(dataset),
-            Store::Bundle(_) => dataset.to_string(),
+            Store::H5(_) if crate::accounting::is_normal(dataset) => Cow::Borrowed(dataset),
+            Store::H5(_) => Cow::Owned(crate::accounting::normalize(dataset)),
+            Store::Bundle(_) => Cow::Borrowed(dataset),
         }
     }
 }

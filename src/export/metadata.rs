@@ -150,3 +150,43 @@ pub fn metadata(
     }
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefix_of(tensors: &[(&str, &str)], separator: &str) -> Option<LayerPrefix> {
+        let mut prefix = None;
+        for (within, name) in tensors {
+            LayerPrefix::add(&mut prefix, within, name, separator);
+        }
+        prefix
+    }
+
+    fn key(prefix: &Option<LayerPrefix>) -> Option<Option<&str>> {
+        prefix.as_ref().map(|p| match p {
+            LayerPrefix {
+                first: Some(k),
+                shared: true,
+            } => Some(k.as_str()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_layer_key_is_the_prefix_every_renamed_tensor_shares() {
+        // (name within the layer, written name): the key, or none (a note).
+        let cases: &[(&[(&str, &str)], Option<Option<&str>>)] = &[
+            (&[], None),
+            (&[("kernel", "enc.0.kernel"), ("bias", "enc.0.bias")], Some(Some("enc.0"))),
+            (&[("kernel", "kernel")], Some(Some(""))),
+            (&[("kernel", "enc.0.kernel"), ("bias", "enc.1.bias")], Some(None)),
+            (&[("kernel", "enc.0.weight"), ("bias", "enc.0.bias")], Some(None)),
+            (&[("kernel", "enc.0.kernel"), ("bias", "enc.0.weight")], Some(None)),
+            (&[("kernel", "enc0kernel")], Some(None)),
+        ];
+        for (tensors, expected) in cases {
+            assert_eq!(key(&prefix_of(tensors, ".")), *expected, "{tensors:?}");
+        }
+    }
+}
