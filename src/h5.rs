@@ -802,6 +802,60 @@ impl File {
         }))
     }
 
+    /// Makes `group` the one [`File::child_address`] looks in next.
+    fn remember(&self, group: &Group) -> Arc<Parent> {
+        // A small group's members are listed once for all its weights; a
+        // big one has its index (see `lookup`).
+        let members = group
+            .table
+            .as_ref()
+            .filter(|t| small_group(&self.h5, t))
+            .and_then(|t| uncached::members(&self.h5, t).ok().flatten());
+        let parent = Arc::new(Parent {
+            path: match group.path.as_str() {
+                "/" => String::new(),
+                path => path.to_string(),
+            },
+            address: group.address,
+            table: group.table.clone(),
+            members,
+        });
+        if let Ok(mut last) = self.last_group.lock() {
+            *last = Some(parent.clone());
+        }
+        parent
+    }
+
+    /// [`File::dataset`] of `path`, the dataset at `relative` below
+    /// `group` (a layer's `dense/kernel:0`): the groups on the way are
+    /// looked up from `group`, which the caller has, not from the root.
+    pub fn dataset_in(&self, group: &Group, relative: &str, path: &str) -> Result<DatasetInfo> {
+        let parent = path
+            .trim_end_matches('/')
+            .rsplit_once('/')
+            .map_or("", |(p, _)| p);
+        let known = self
+            .last_group
+            .lock()
+            .ok()
+            .and_then(|last| last.clone())
+            .is_some_and(|last| last.path == parent);
+        if !known && group.child_path(relative) == path {
+            let mut at: Option<Group> = None;
+            let below = relative.rsplit_once('/').map_or("", |(b, _)| b);
+            let found = below.split('/').filter(|p| !p.is_empty()).try_for_each(|part| {
+                at = Some(at.as_ref().unwrap_or(group).group(part)?);
+                Ok::<(), H5Error>(())
+            });
+            let at = at.as_ref().unwrap_or(group);
+            // Anything amiss, and the lookup from the root says what.
+            if found.is_ok() && (at.path == parent || (at.path == "/" && parent.is_empty())) {
+                self.remember(at);
+            }
+        }
+        self.dataset(path)
+    }
+
     /// The object header address of the member at `path`, where its group
     /// lists members the way this reads (symbol tables, links in the
     /// header); `None` otherwise.
@@ -818,26 +872,7 @@ impl File {
             .filter(|last| last.path == parent);
         let group = match remembered {
             Some(group) => group,
-            None => {
-                let group = self.group_at(parent)?;
-                // A small group's members are listed once for all its
-                // weights; a big one has its index (see `lookup`).
-                let members = group
-                    .table
-                    .as_ref()
-                    .filter(|t| small_group(&self.h5, t))
-                    .and_then(|t| uncached::members(&self.h5, t).ok().flatten());
-                let group = Arc::new(Parent {
-                    path: parent.to_string(),
-                    address: group.address,
-                    table: group.table.clone(),
-                    members,
-                });
-                if let Ok(mut last) = self.last_group.lock() {
-                    *last = Some(group.clone());
-                }
-                group
-            }
+            None => self.remember(&self.group_at(parent)?),
         };
         if let Some(members) = &group.members {
             return Ok(members

@@ -258,7 +258,7 @@ impl Reader<'_> {
         let mut weights = Vec::with_capacity(names.len());
         for stored_name in names {
             let dataset_path = format!("{group_path}/{stored_name}");
-            let info = self.file.dataset(&dataset_path).map_err(|e| {
+            let info = self.file.dataset_in(group, &stored_name, &dataset_path).map_err(|e| {
                 let e = e.within(format_args!("weight `{stored_name}` of layer `{layer}`"));
                 Error::new(self.path, e.kind(ErrorKind::InvalidKeras))
             })?;
