@@ -57,7 +57,7 @@ pub fn account(model: &mut Model, path: &Path, allow_unclaimed: bool) -> Result<
     let mut skipped = Vec::new();
     let mut unclaimed: Vec<(usize, String)> = Vec::new();
     for (file, store) in model.stores.iter().enumerate() {
-        for dataset in store.dataset_paths().map_err(corrupt)? {
+        for dataset in store.dataset_paths().map_err(corrupt)?.iter() {
             crate::cancel::check(path)?;
             if claimed.contains(&(file, Cow::Borrowed(dataset.as_str()))) {
                 continue;
@@ -129,6 +129,9 @@ pub fn account(model: &mut Model, path: &Path, allow_unclaimed: bool) -> Result<
         }
     }
     model.skipped = skipped;
+    for store in &mut model.stores {
+        store.forget_dataset_paths();
+    }
     Ok(())
 }
 

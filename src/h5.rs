@@ -560,6 +560,12 @@ impl File {
         Ok(self.datasets.get().map(Vec::as_slice).unwrap_or_default())
     }
 
+    /// Drops the list of dataset paths; [`File::dataset_paths`] walks the
+    /// file again if asked.
+    pub fn forget_dataset_paths(&mut self) {
+        self.datasets.take();
+    }
+
     /// The address of a dataset's object header: two paths with the same
     /// address are two links to one dataset.
     pub fn dataset_address(&self, path: &str) -> Result<u64> {
@@ -843,10 +849,13 @@ impl File {
         if !known && group.child_path(relative) == path {
             let mut at: Option<Group> = None;
             let below = relative.rsplit_once('/').map_or("", |(b, _)| b);
-            let found = below.split('/').filter(|p| !p.is_empty()).try_for_each(|part| {
-                at = Some(at.as_ref().unwrap_or(group).group(part)?);
-                Ok::<(), H5Error>(())
-            });
+            let found = below
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .try_for_each(|part| {
+                    at = Some(at.as_ref().unwrap_or(group).group(part)?);
+                    Ok::<(), H5Error>(())
+                });
             let at = at.as_ref().unwrap_or(group);
             // Anything amiss, and the lookup from the root says what.
             if found.is_ok() && (at.path == parent || (at.path == "/" && parent.is_empty())) {
@@ -1796,10 +1805,7 @@ impl Group {
         let table = self.table.as_ref()?;
         match lookup(&self.h5, &self.shared, self.address, table, name).ok()? {
             None => Some(None),
-            Some(address) => Some(Some((
-                address,
-                uncached::header(&self.h5, address).ok()?,
-            ))),
+            Some(address) => Some(Some((address, uncached::header(&self.h5, address).ok()?))),
         }
     }
 
@@ -1835,7 +1841,12 @@ impl Group {
     }
 
     pub fn attribute_names(&self) -> Result<Vec<String>> {
-        Ok(self.attributes()?.list.into_iter().map(|a| a.name).collect())
+        Ok(self
+            .attributes()?
+            .list
+            .into_iter()
+            .map(|a| a.name)
+            .collect())
     }
 
     /// A string attribute, scalar or one-element array, if present.

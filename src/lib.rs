@@ -96,26 +96,3 @@ pub fn convert_file(
     export::write(&plan, &model, output, &write, progress)
         .map_err(|e| cancel::blame(e.refusal_names(input)))
 }
-
-#[doc(hidden)]
-pub fn phase(label: &str) {
-    if std::env::var_os("K2S_PHASES").is_none() {
-        return;
-    }
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let start = START.get_or_init(std::time::Instant::now);
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let get = |k: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(k))
-            .map(|l| l[k.len()..].trim().to_string())
-            .unwrap_or_default()
-    };
-    eprintln!(
-        "PHASE {label:<20} {:>8.3}s rss {} hwm {}",
-        start.elapsed().as_secs_f64(),
-        get("VmRSS:"),
-        get("VmHWM:")
-    );
-}

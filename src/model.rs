@@ -146,13 +146,21 @@ impl Store {
 
     /// Every dataset (HDF5) or entry (bundle) the store holds, spelled as
     /// the weights' `dataset` fields spell them.
-    pub(crate) fn dataset_paths(&self) -> Result<Vec<String>, String> {
+    pub(crate) fn dataset_paths(&self) -> Result<std::borrow::Cow<'_, [String]>, String> {
+        use std::borrow::Cow;
         match self {
-            Store::H5(file) => file
-                .dataset_paths()
-                .map(<[String]>::to_vec)
-                .map_err(|e| e.0),
-            Store::Bundle(bundle) => Ok(bundle.entries.iter().map(|e| e.key.clone()).collect()),
+            Store::H5(file) => file.dataset_paths().map(Cow::Borrowed).map_err(|e| e.0),
+            Store::Bundle(bundle) => Ok(Cow::Owned(
+                bundle.entries.iter().map(|e| e.key.clone()).collect(),
+            )),
+        }
+    }
+
+    /// Drops the list [`Store::dataset_paths`] keeps (a path per dataset:
+    /// 200,000 of them for a model of 100,000 layers) once accounted for.
+    pub(crate) fn forget_dataset_paths(&mut self) {
+        if let Store::H5(file) = self {
+            file.forget_dataset_paths();
         }
     }
 

@@ -367,7 +367,6 @@ fn prepare(
     }
     let model = open(input, read)?;
     let plan = export::plan(&model, input, plan_options)?;
-    keras2safetensors::phase("planned");
     export::plan::ensure_tensors(&plan, &model, input)?;
     Ok((model, plan))
 }

@@ -178,11 +178,23 @@ mod tests {
         // (name within the layer, written name): the key, or none (a note).
         let cases: &[(&[(&str, &str)], Option<Option<&str>>)] = &[
             (&[], None),
-            (&[("kernel", "enc.0.kernel"), ("bias", "enc.0.bias")], Some(Some("enc.0"))),
+            (
+                &[("kernel", "enc.0.kernel"), ("bias", "enc.0.bias")],
+                Some(Some("enc.0")),
+            ),
             (&[("kernel", "kernel")], Some(Some(""))),
-            (&[("kernel", "enc.0.kernel"), ("bias", "enc.1.bias")], Some(None)),
-            (&[("kernel", "enc.0.weight"), ("bias", "enc.0.bias")], Some(None)),
-            (&[("kernel", "enc.0.kernel"), ("bias", "enc.0.weight")], Some(None)),
+            (
+                &[("kernel", "enc.0.kernel"), ("bias", "enc.1.bias")],
+                Some(None),
+            ),
+            (
+                &[("kernel", "enc.0.weight"), ("bias", "enc.0.bias")],
+                Some(None),
+            ),
+            (
+                &[("kernel", "enc.0.kernel"), ("bias", "enc.0.weight")],
+                Some(None),
+            ),
             (&[("kernel", "enc0kernel")], Some(None)),
         ];
         for (tensors, expected) in cases {

@@ -389,9 +389,7 @@ fn write_one(
             .cmp(&a.dtype.to_safetensors())
             .then(a.name.cmp(&b.name))
     });
-    crate::phase("sorted");
     let header = header_bytes(plan, &order).map_err(fail)?;
-    crate::phase("header");
     let temp = temp_beside(path)?;
     std::thread::scope(|scope| -> Result<()> {
         // A piece or a built tensor waits while another is written.
@@ -411,7 +409,9 @@ fn write_one(
                     }
                 }
                 if !run.is_empty()
-                    && (sender.send(Chunk::Stream(std::mem::take(&mut run))).is_err()
+                    && (sender
+                        .send(Chunk::Stream(std::mem::take(&mut run)))
+                        .is_err()
                         || cancel::requested())
                 {
                     return;

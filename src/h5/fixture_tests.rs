@@ -194,5 +194,9 @@ fn chunked_layer_names_are_read_from_the_root_header_parsed_here() {
     let second = attributes.string_list("layer_names1").unwrap().unwrap();
     assert_eq!(first.len() + second.len(), 168);
     assert_eq!(first[0], "x");
-    assert!(first[1].starts_with("dense_0000_a_rather_long_layer_name"), "{}", first[1]);
+    assert!(
+        first[1].starts_with("dense_0000_a_rather_long_layer_name"),
+        "{}",
+        first[1]
+    );
 }

@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 
 use hdf5_reader::global_heap::GlobalHeapCollection;
 use hdf5_reader::io::Cursor;
+use hdf5_reader::messages::dataspace::DataspaceType;
 use hdf5_reader::messages::symbol_table_msg::SymbolTableMessage;
 use hdf5_reader::messages::HdfMessage;
 use hdf5_reader::object_header::ObjectHeader;
 use hdf5_reader::symbol_table::{SymbolTableEntry, SymbolTableNode};
-use hdf5_reader::messages::dataspace::DataspaceType;
 use hdf5_reader::{
     Attribute, Datatype, Hdf5File, StringEncoding, StringPadding, StringSize, VarLenKind,
 };

@@ -171,13 +171,10 @@ fn layout(path: &Path, file: &h5::File) -> Result<Layout> {
 /// structure (not its data). Every dataset of the input is then accounted
 /// for: claimed by a layer, or skipped for a reason the model records.
 pub fn open(path: &Path, options: &ReadOptions) -> Result<Model> {
-    crate::phase("start");
     let mut model = read_model(path, options).map_err(cancel::blame)?;
-    crate::phase("read");
     cancel::check(path)?;
     accounting::account(&mut model, path, options.allow_unclaimed).map_err(cancel::blame)?;
     cancel::check(path)?;
-    crate::phase("accounted");
     dedupe(&mut model.notes);
     let limits = h5::Limits {
         allow_fill: options.allow_fill,
@@ -214,7 +211,6 @@ fn read_model(path: &Path, options: &ReadOptions) -> Result<Model> {
                 return open_sharded(&index, options, config);
             }
             let file = open_h5(path)?;
-            crate::phase("opened+walked");
             match layout(path, &file)? {
                 Layout::Legacy => legacy_h5::read(path, file, options, config),
                 Layout::Keras1 => {
