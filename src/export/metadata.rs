@@ -176,7 +176,8 @@ mod tests {
     #[test]
     fn a_layer_key_is_the_prefix_every_renamed_tensor_shares() {
         // (name within the layer, written name): the key, or none (a note).
-        let cases: &[(&[(&str, &str)], Option<Option<&str>>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<Option<&'a str>>);
+        let cases: &[Case] = &[
             (&[], None),
             (
                 &[("kernel", "enc.0.kernel"), ("bias", "enc.0.bias")],

@@ -867,9 +867,9 @@ fn header_bytes(plan: &Plan, order: &[usize]) -> std::result::Result<Vec<u8>, Er
     };
     let mut bytes = b"{\"__metadata__\":".to_vec();
     serde_json::to_writer(&mut bytes, &plan.metadata).map_err(unserialisable)?;
-    for k in 0..order.len() {
+    for (k, &i) in order.iter().enumerate() {
         bytes.push(b',');
-        serde_json::to_writer(&mut bytes, &plan.tensors[order[k]].name).map_err(unserialisable)?;
+        serde_json::to_writer(&mut bytes, &plan.tensors[i].name).map_err(unserialisable)?;
         bytes.push(b':');
         serde_json::to_writer(&mut bytes, &info(k)).map_err(unserialisable)?;
     }
