@@ -472,7 +472,10 @@ fn write_one(
             pause_for_tests();
             let (i, result) = match chunk {
                 Chunk::Stream(run) => {
-                    for i in run {
+                    for (k, i) in run.into_iter().enumerate() {
+                        if k > 0 {
+                            pause_for_tests();
+                        }
                         let tensor = &plan.tensors[i];
                         let result = stream_tensor(model, tensor, &mut out, &mut buf, progress);
                         report(i, result)?;
