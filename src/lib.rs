@@ -90,9 +90,10 @@ pub fn convert_file(
         None => files::check_output(output, write.force, &protected)?,
         Some(_) => files::check_output_folder(output)?,
     }
-    let model = keras::open(input, &options.read)?;
+    let mut model = keras::open(input, &options.read)?;
     let plan = export::plan(&model, input, &options.plan)?;
     export::plan::ensure_tensors(&plan, &model, input)?;
+    model.forget_layers();
     export::write(&plan, &model, output, &write, progress)
         .map_err(|e| cancel::blame(e.refusal_names(input)))
 }
