@@ -248,6 +248,7 @@ impl std::fmt::Debug for File {
 /// A group in an open file. An old-style group (h5py's default) is read
 /// from its symbol table directly (see [`uncached`]); anything else goes
 /// through the HDF5 crate's handle, opened on first need.
+#[derive(Clone)]
 pub struct Group {
     h5: Hdf5File,
     shared: Arc<Shared>,
@@ -1809,7 +1810,21 @@ impl Group {
         }
     }
 
-    pub fn group(&self, name: &str) -> Result<Group> {
+    /// The group at `path` below this one. Keras layer names may hold `/`
+    /// (tf-keras's MobileNetV3 has `Conv/BatchNorm`), which h5py stores as
+    /// nested groups, so the path is walked a part at a time.
+    pub fn group(&self, path: &str) -> Result<Group> {
+        let mut parts = path.split('/').filter(|p| !p.is_empty());
+        let first = parts.next().unwrap_or(path);
+        let mut group = self.member_group(first)?;
+        for part in parts {
+            group = group.member_group(part)?;
+        }
+        Ok(group)
+    }
+
+    /// The child group `name`.
+    fn member_group(&self, name: &str) -> Result<Group> {
         if let Some(Some((address, header))) = self.member_uncached(name) {
             if uncached::classify(&header) == uncached::Kind::Group {
                 return Ok(self.child(name, address, header));
@@ -1826,8 +1841,15 @@ impl Group {
         ))
     }
 
-    pub fn has_group(&self, name: &str) -> bool {
-        self.has_member_group(name).unwrap_or(false)
+    /// Whether the group at `path` below this one exists.
+    pub fn has_group(&self, path: &str) -> bool {
+        match path.trim_end_matches('/').rsplit_once('/') {
+            Some((parent, name)) => match self.group(parent) {
+                Ok(group) => group.has_member_group(name).unwrap_or(false),
+                Err(_) => false,
+            },
+            None => self.has_member_group(path).unwrap_or(false),
+        }
     }
 
     /// Whether `name` is a child group, failing where listing the group

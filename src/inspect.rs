@@ -11,6 +11,7 @@ use crate::dtype::Dtype;
 use crate::error::Result;
 use crate::export::plan::{skip_reasons, PlanOptions};
 use crate::export::plan::{tensor_name, Layout, LAYER_CLASSES_KEY, LAYOUT_KEY, OPTIMIZER_PREFIX};
+use crate::h5::COPY_BUFFER_BYTES;
 use crate::json_order::ordered_object;
 use crate::keras::{self, FileKind, ReadOptions};
 use crate::labels;
@@ -100,9 +101,23 @@ impl Summary {
     }
 }
 
+/// Bytes of a tensor summarised on one thread at a time (a multiple of
+/// every element size).
+const STATS_PIECE_BYTES: u64 = 64 << 20;
+
 /// Reads every value of the summarised file once (in parallel across
-/// tensors, streaming within each) and adds statistics to each weight.
+/// tensors and pieces of big tensors, streaming within each) and adds
+/// statistics to each weight.
 pub fn add_stats(summary: &mut Summary, path: &Path, options: &ReadOptions) -> Result<()> {
+    add_stats_in_pieces(summary, path, options, STATS_PIECE_BYTES)
+}
+
+fn add_stats_in_pieces(
+    summary: &mut Summary,
+    path: &Path,
+    options: &ReadOptions,
+    piece_bytes: u64,
+) -> Result<()> {
     let file = TensorFile::open(path, options, &PlanOptions::default())?;
     let tensors = file.tensors();
     let wanted: Vec<usize> = {
@@ -117,19 +132,41 @@ pub fn add_stats(summary: &mut Summary, path: &Path, options: &ReadOptions) -> R
             .filter(|&i| shown.contains(tensors[i].name.as_str()))
             .collect()
     };
-    let results = parallel_map(wanted.len(), |k| {
-        let i = wanted[k];
-        let mut stats = Stats::default();
-        file.visit(i, &mut |chunk| {
-            stats.add(chunk, tensors[i].dtype);
-            Ok(())
+    // Big tensors are cut into pieces, so that both cores work on a model
+    // whose bytes are mostly in one tensor; each piece is read once.
+    let pieces: Vec<(usize, Option<(u64, u64)>)> = wanted
+        .iter()
+        .flat_map(|&i| {
+            let len = tensors[i].byte_len;
+            if len > piece_bytes && file.reads_piecewise(i) {
+                (0..len)
+                    .step_by(piece_bytes as usize)
+                    .map(|start| (i, Some((start, (start + piece_bytes).min(len)))))
+                    .collect()
+            } else {
+                vec![(i, None)]
+            }
         })
+        .collect();
+    let results = parallel_map(pieces.len(), |k| {
+        let (i, range) = pieces[k];
+        let mut stats = Stats::default();
+        match range {
+            None => file.visit(i, &mut |chunk| {
+                stats.add(chunk, tensors[i].dtype);
+                Ok(())
+            }),
+            Some((start, end)) => add_piece(&mut stats, &file, i, tensors[i].dtype, start..end),
+        }
         .map(|_| stats)
     });
-    let mut by_name = std::collections::HashMap::new();
-    for (&i, result) in wanted.iter().zip(results) {
+    let mut by_name: std::collections::HashMap<String, Stats> = std::collections::HashMap::new();
+    for (&(i, _), result) in pieces.iter().zip(results) {
         let stats = result.map_err(|e| read_error(path, &tensors[i].name, e))?;
-        by_name.insert(tensors[i].name.clone(), stats);
+        by_name
+            .entry(tensors[i].name.clone())
+            .or_default()
+            .combine(&stats);
     }
     for w in summary
         .layers
@@ -138,6 +175,28 @@ pub fn add_stats(summary: &mut Summary, path: &Path, options: &ReadOptions) -> R
         .chain(summary.optimizer.iter_mut())
     {
         w.stats = by_name.remove(&w.name);
+    }
+    Ok(())
+}
+
+/// Adds the bytes `range` of tensor `index` to `stats`.
+fn add_piece(
+    stats: &mut Stats,
+    file: &TensorFile,
+    index: usize,
+    dtype: Dtype,
+    range: std::ops::Range<u64>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; COPY_BUFFER_BYTES.min((range.end - range.start) as usize)];
+    let mut offset = range.start;
+    while offset < range.end {
+        crate::cancel::checkpoint()?;
+        let n = (range.end - offset).min(buf.len() as u64) as usize;
+        if !file.read_at(index, offset, &mut buf[..n])? {
+            return Err(std::io::Error::other("the tensor cannot be read in pieces"));
+        }
+        stats.add(&buf[..n], dtype);
+        offset += n as u64;
     }
     Ok(())
 }
@@ -648,5 +707,58 @@ mod tests {
         assert_eq!(shape_string(&[5, 5, 3, 16]), "(5, 5, 3, 16)");
         assert_eq!(human_bytes(556), "556 bytes");
         assert_eq!(human_bytes(4864), "4.8 KiB (4,864 bytes)");
+    }
+
+    /// Each weight's statistics the plain way, from its bytes as `convert`
+    /// writes them (which the fixture tests check against Keras).
+    fn plain_stats(path: &Path, read: &ReadOptions) -> std::collections::HashMap<String, Stats> {
+        let file = TensorFile::open(path, read, &PlanOptions::default()).unwrap();
+        let mut all = std::collections::HashMap::new();
+        for (i, t) in file.tensors().iter().enumerate() {
+            let mut values = Vec::new();
+            crate::values::for_each_value(&file.read(i).unwrap(), t.dtype, |v| values.push(v));
+            let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+            let n = finite.len() as f64;
+            let mean = finite.iter().sum::<f64>() / n;
+            let var = finite.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+            let some = |x: f64| (!finite.is_empty()).then_some(x);
+            let mut stats = Stats::default();
+            stats.min = some(finite.iter().copied().fold(f64::INFINITY, f64::min));
+            stats.max = some(finite.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+            stats.mean = some(mean);
+            stats.std = some(var.sqrt());
+            stats.nan = values.iter().filter(|v| v.is_nan()).count() as u64;
+            stats.zero = values.iter().filter(|&&v| v == 0.0).count() as u64;
+            all.insert(t.name.clone(), stats);
+        }
+        all
+    }
+
+    #[test]
+    fn statistics_are_the_same_whole_or_in_pieces() {
+        let read = ReadOptions::default();
+        for name in ["zoo_full.h5", "dtypes_full.h5", "k3_text_model.keras"] {
+            let path = crate::test_support::fixture(name);
+            let want = plain_stats(&path, &read);
+            // Pieces of 40 bytes cut every tensor of more than ten f32s.
+            for piece_bytes in [40, STATS_PIECE_BYTES] {
+                let mut summary = inspect(&path, &read).unwrap();
+                add_stats_in_pieces(&mut summary, &path, &read, piece_bytes).unwrap();
+                let weights: Vec<&WeightSummary> =
+                    summary.layers.iter().flat_map(|l| &l.weights).collect();
+                assert!(weights.len() > 3, "{name}");
+                for w in weights {
+                    let got = w.stats.as_ref().unwrap();
+                    let want = &want[&w.name];
+                    let what = format!("{name} {} in pieces of {piece_bytes}", w.name);
+                    assert_eq!((got.min, got.max), (want.min, want.max), "{what}");
+                    assert_eq!((got.nan, got.zero), (want.nan, want.zero), "{what}");
+                    for (g, w) in [(got.mean, want.mean), (got.std, want.std)] {
+                        let (g, w) = (g.unwrap_or(0.0), w.unwrap_or(0.0));
+                        assert!((g - w).abs() <= 1e-12 * w.abs().max(1.0), "{what}: {g} {w}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -157,6 +157,20 @@ pub const TABLES: &[ClassLabels] = &[
     row("GRUCell", RECURRENT, Guess::Never),
     row("SimpleRNNCell", RECURRENT, Guess::Never),
     row("MultiHeadAttention", MULTI_HEAD_ATTENTION, Guess::Always),
+    // Keras 3's grouped-query attention: the same four projections. Its
+    // configs say GroupQueryAttention, its object keys grouped_query_attention
+    // (the class's own name).
+    row("GroupQueryAttention", MULTI_HEAD_ATTENTION, Guess::Never),
+    row("GroupedQueryAttention", MULTI_HEAD_ATTENTION, Guess::Never),
+    // Convolutional recurrent layers: one cell, the RNN's three arrays with
+    // convolution kernels.
+    row("ConvLSTM1D", RECURRENT, Guess::Never),
+    row("ConvLSTM2D", RECURRENT, Guess::Never),
+    row("ConvLSTM3D", RECURRENT, Guess::Never),
+    row("RMSNormalization", &[always("scale")], Guess::Never),
+    // keras.applications ConvNeXt's per-channel scale, created unnamed:
+    // Keras 3 calls it `variable`.
+    row("LayerScale", &[always("variable")], Guess::Never),
     // Keras 1 names.
     row("Convolution1D", KERNEL_BIAS, Guess::Never),
     row("Convolution2D", KERNEL_BIAS, Guess::Never),
@@ -437,10 +451,40 @@ pub fn by_position(
     config: Option<&Value>,
     count: usize,
 ) -> Option<Vec<Option<PositionalLabel>>> {
-    let slots = slots_of(class, config)?;
+    positional(&slots_of(class, config)?, config, count)
+}
+
+/// Labels by position for the arrays of one sub-object of a layer of
+/// `class`, the one its table names `sub` (`query` in MultiHeadAttention's
+/// `query/kernel`): Keras 3 files keep those arrays in the sub-object.
+/// `None` where the table names no such sub-object.
+pub fn below(
+    class: &str,
+    config: Option<&Value>,
+    sub: &str,
+    count: usize,
+) -> Option<Vec<Option<PositionalLabel>>> {
+    let slots: Vec<(String, Slot)> = slots_of(class, config)?
+        .into_iter()
+        .filter_map(|(prefix, slot)| {
+            let label = slot.label.strip_prefix(sub)?.strip_prefix('/')?;
+            Some((prefix, Slot { label, ..slot }))
+        })
+        .collect();
+    if slots.is_empty() {
+        return None;
+    }
+    positional(&slots, config, count)
+}
+
+fn positional(
+    slots: &[(String, Slot)],
+    config: Option<&Value>,
+    count: usize,
+) -> Option<Vec<Option<PositionalLabel>>> {
     let flag_value = |flag: &str| -> Option<bool> { config?.get(flag)?.as_bool() };
     // Every on/off combination of the flags the config does not settle.
-    let candidates: Vec<Vec<PositionalLabel>> = flag_choices(&slots, |(_, s)| s.flag, flag_value)
+    let candidates: Vec<Vec<PositionalLabel>> = flag_choices(slots, |(_, s)| s.flag, flag_value)
         .into_iter()
         .filter(|present| present.len() == count)
         .map(|present| {

@@ -90,7 +90,11 @@ pub fn convert_file(
         None => files::check_output(output, write.force, &protected)?,
         Some(_) => files::check_output_folder(output)?,
     }
-    let mut model = keras::open(input, &options.read)?;
+    let read = match options.plan.preset {
+        Some(preset) => preset.read_options(&options.read),
+        None => options.read.clone(),
+    };
+    let mut model = keras::open(input, &read)?;
     let plan = export::plan(&model, input, &options.plan)?;
     export::plan::ensure_tensors(&plan, &model, input)?;
     model.forget_layers();

@@ -189,6 +189,11 @@ impl TensorFile {
         }
     }
 
+    /// Whether [`TensorFile::read_at`] can read tensor `index` in pieces.
+    pub fn reads_piecewise(&self, index: usize) -> bool {
+        self.read_at(index, 0, &mut []).unwrap_or(false)
+    }
+
     /// All bytes of one tensor.
     pub fn read(&self, index: usize) -> std::io::Result<Vec<u8>> {
         let mut out = Vec::new();

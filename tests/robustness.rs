@@ -30,7 +30,9 @@ impl Rng {
 fn try_convert(dir: &Path, name: &str, bytes: Vec<u8>) -> Result<bool, String> {
     let input = dir.join(name);
     std::fs::write(&input, bytes).unwrap();
-    let out_dir = dir.join("out");
+    // A folder per case: a conversion that outlived its timeout cannot
+    // leave its output where the next case looks.
+    let out_dir = dir.join(format!("out-{name}"));
     std::fs::create_dir_all(&out_dir).unwrap();
     let output = out_dir.join("model.safetensors");
     let (send, receive) = mpsc::channel();

@@ -400,6 +400,32 @@ fn tf1_checkpoint_skips_bookkeeping_and_writes_f16_bf16() {
     }
 }
 
+/// A folder moved after TF saved into it, as musicnn ships its
+/// checkpoints: the `checkpoint` state file names an absolute folder that
+/// is gone, under a prefix ending in `/` (files `.index` and
+/// `.data-00000-of-00001`). The folder, and its `.index`, still read.
+#[test]
+fn a_moved_tf1_folder_reads_the_checkpoint_beside_its_state_file() {
+    let want: BTreeMap<_, _> = expected("tf1_moved.expected.json")["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["full_name"].as_str().unwrap().to_string(), value_of(v)))
+        .collect();
+    assert_eq!(want.len(), 2);
+    let state = std::fs::read_to_string(fixture("tf/tf1_moved/checkpoint")).unwrap();
+    let named = state.split('"').nth(1).unwrap();
+    assert!(named.starts_with('/') && named.ends_with('/'), "{state}");
+    assert!(!Path::new(named).exists(), "{named}");
+    // TF's files for the prefix `.../run/`: an empty last part.
+    assert!(fixture("tf/tf1_moved/.data-00000-of-00001").is_file());
+    assert_eq!(tensors(&convert(&fixture("tf/tf1_moved"), &[])), want);
+    assert_eq!(
+        tensors(&convert(&fixture("tf/tf1_moved/.index"), &[])),
+        want
+    );
+}
+
 #[test]
 fn tf1_use_ema_writes_shadows_under_the_variable_names() {
     let vars = tf1_variables();

@@ -109,6 +109,10 @@ pub fn run(args: Args) -> Result<Outcome> {
         .cloned()
         .collect();
     let plan_options = args.plan.options()?;
+    let read = match plan_options.preset {
+        Some(preset) => preset.read_options(&read),
+        None => read,
+    };
     let write = WriteOptions {
         force: args.force,
         max_shard_bytes: args.max_shard_size,

@@ -192,9 +192,9 @@ struct PlanArgs {
     strict: bool,
     /// Map onto a PyTorch model's state-dict names, so the file loads with
     /// `load_state_dict(strict=True)`: implies `--layout pytorch` and
-    /// `--num-batches-tracked`, leaves out in-model preprocessing, and is
-    /// refused when a tensor has no place in the target. `--rename` rules
-    /// apply after it.
+    /// `--num-batches-tracked` (and `--use-ema` for `effdet`), leaves out
+    /// in-model preprocessing, and is refused when a tensor has no place in
+    /// the target. `--rename` rules apply after it.
     #[arg(long, value_name = "NAME", conflicts_with = "layout",
           value_parser = clap::builder::PossibleValuesParser::new(Preset::names()))]
     preset: Option<String>,

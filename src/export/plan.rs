@@ -103,6 +103,11 @@ pub enum Source {
     },
     /// Every element this value (PyTorch parameters Keras does not store).
     Fill(f64),
+    /// Several sources of one dtype and shape, in order, stacked along a
+    /// new first axis; the tensor's steps apply to each. A preset writes
+    /// AutoML's per-edge fusion scalars (`WSM`, `WSM_1`, ...) as the one
+    /// vector effdet holds.
+    Stacked(Vec<Source>),
 }
 
 /// One tensor to be written.
@@ -191,6 +196,15 @@ enum KerasName<'a> {
     /// [`tensor_name`] of a weight in the layer at a path.
     Of(&'a [String], &'a Weight),
     Text(String),
+}
+
+impl KerasName<'_> {
+    fn text(&self) -> Cow<'_, str> {
+        match self {
+            KerasName::Of(path, weight) => Cow::Owned(tensor_name(path, weight)),
+            KerasName::Text(text) => Cow::Borrowed(text),
+        }
+    }
 }
 
 /// Where a draft's values come from.
@@ -327,10 +341,14 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
                         ))))
                     }
                     Err(e) => {
-                        warnings.push(format!(
-                            "layer `{path}` has no PyTorch layout ({}); written as stored, under its Keras labels (--strict refuses instead)",
-                            e.0
-                        ));
+                        // A preset places every tensor or refuses the file,
+                        // so its rules say where such weights go.
+                        if options.preset.is_none() {
+                            warnings.push(format!(
+                                "layer `{path}` has no PyTorch layout ({}); written as stored, under its Keras labels (--strict refuses instead)",
+                                e.0
+                            ));
+                        }
                         torch.as_stored.push(index);
                         keras_drafts(layer, separator)
                     }
@@ -366,8 +384,11 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
     let mut preset_renamer = Renamer::new(&preset_rules);
     let mut renamer = Renamer::new(&options.rename);
     let mut renamed_layers: Vec<Option<metadata::LayerPrefix>> = vec![None; model.layers.len()];
-    for draft in drafts {
-        let mut name = draft.name;
+    // Tensors a preset builds from several (`name[i]`), by final name.
+    let mut stacks: HashMap<String, Stack> = HashMap::new();
+    for mut draft in drafts {
+        let mut name = std::mem::take(&mut draft.name);
+        let mut part = None;
         if let Some(preset) = options.preset {
             let (placed, matched) = preset_renamer
                 .apply(&name)
@@ -379,7 +400,13 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
                     preset.source, preset.name, draft.origin, preset.target
                 ))));
             }
-            name = placed;
+            name = match stack_part(&placed) {
+                Some((base, index)) => {
+                    part = Some(index);
+                    base.to_string()
+                }
+                None => placed,
+            };
         }
         let (name, _) = renamer
             .apply(&name)
@@ -409,12 +436,39 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
                 draft.origin
             ))));
         }
+        if let Some(index) = part {
+            if let Some(stack) = stacks.get_mut(&name) {
+                stack.parts.push((index, draft));
+                continue;
+            }
+        }
         if let Some(first) = seen.insert(name.clone(), draft.origin.clone()) {
             return Err(fail(ErrorKind::NameClash {
                 name,
                 first: first.into_owned(),
                 second: draft.origin.into_owned(),
             }));
+        }
+        if let Some(index) = part {
+            // Its place in the output; the tensor is built once all its
+            // parts are known.
+            stacks.insert(
+                name.clone(),
+                Stack {
+                    at: tensors.len(),
+                    parts: vec![(index, draft)],
+                },
+            );
+            tensors.push(PlannedTensor {
+                name,
+                keras_name: String::new(),
+                dtype: Dtype::F32,
+                shape: Vec::new(),
+                source: Source::Stacked(Vec::new()),
+                steps: Vec::new(),
+                byte_len: 0,
+            });
+            continue;
         }
         if let Some(index) = draft.layer {
             metadata::LayerPrefix::add(&mut renamed_layers[index], &draft.within, &name, separator);
@@ -425,16 +479,20 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
         let count: u64 = shape.iter().map(|&d| d as u64).product();
         tensors.push(PlannedTensor {
             name,
-            keras_name: match draft.keras_name {
-                KerasName::Of(path, weight) => tensor_name(path, weight),
-                KerasName::Text(text) => text,
-            },
+            keras_name: draft.keras_name.text().into_owned(),
             dtype,
             byte_len: count * dtype.size() as u64,
             shape,
             source: draft.from.source(),
             steps: draft.steps,
         });
+    }
+    let mut stacks: Vec<(String, Stack)> = stacks.into_iter().collect();
+    stacks.sort_by_key(|(_, stack)| stack.at);
+    for (name, stack) in stacks {
+        let at = stack.at;
+        tensors[at] = stacked(name, stack.parts, options.dtype)
+            .map_err(|e| fail(ErrorKind::Unsupported(e)))?;
     }
     for rule in renamer.unused() {
         warnings.push(format!("rename rule `{rule}` matched no tensor name"));
@@ -460,6 +518,75 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
         notes,
         warnings,
         skipped,
+    })
+}
+
+/// The tensors a preset stacks into one, as they arrive: (position, draft).
+struct Stack<'a> {
+    /// Where the stacked tensor goes in the output's order: its first part's place.
+    at: usize,
+    parts: Vec<(usize, Draft<'a>)>,
+}
+
+/// `base[i]`: a preset's name for part `i` of a tensor stacked from several.
+fn stack_part(name: &str) -> Option<(&str, usize)> {
+    let (base, index) = name.strip_suffix(']')?.rsplit_once('[')?;
+    let index = index
+        .parse()
+        .ok()
+        .filter(|_| index.bytes().all(|b| b.is_ascii_digit()))?;
+    Some((base, index))
+}
+
+/// One tensor from its parts, stacked in index order along a new first
+/// axis; the parts must be numbered 0, 1, ... with none missing or twice,
+/// and agree in dtype, shape and steps.
+fn stacked(
+    name: String,
+    mut parts: Vec<(usize, Draft<'_>)>,
+    cast: Option<Dtype>,
+) -> std::result::Result<PlannedTensor, String> {
+    parts.sort_by_key(|(index, _)| *index);
+    for (want, (got, draft)) in parts.iter().enumerate() {
+        if *got != want {
+            return Err(format!(
+                "tensor `{name}` is stacked from {} parts numbered from 0, but part {want} is \
+                 missing or named twice (`{}` is part {got})",
+                parts.len(),
+                draft.origin
+            ));
+        }
+    }
+    let first = &parts[0].1;
+    if let Some((_, odd)) = parts.iter().find(|(_, d)| {
+        d.from.dtype() != first.from.dtype()
+            || d.from.shape() != first.from.shape()
+            || d.steps != first.steps
+    }) {
+        return Err(format!(
+            "tensor `{name}`: `{}` and `{}` differ in dtype or shape, so they cannot be stacked",
+            first.origin, odd.origin
+        ));
+    }
+    let source_dtype = first.from.dtype();
+    let dtype = transform::casts(source_dtype, cast).unwrap_or(source_dtype);
+    let mut shape = vec![parts.len()];
+    shape.extend(transform::shape_after(first.from.shape(), &first.steps));
+    let count: u64 = shape.iter().map(|&d| d as u64).product();
+    let steps = first.steps.clone();
+    let keras_name = parts
+        .iter()
+        .map(|(_, d)| d.keras_name.text())
+        .collect::<Vec<_>>()
+        .join(" + ");
+    Ok(PlannedTensor {
+        name,
+        keras_name,
+        dtype,
+        byte_len: count * dtype.size() as u64,
+        shape,
+        steps,
+        source: Source::Stacked(parts.into_iter().map(|(_, d)| d.from.source()).collect()),
     })
 }
 
@@ -588,6 +715,96 @@ fn torch_drafts<'a>(
 mod tests {
     use super::*;
     use crate::keras::{self, ReadOptions};
+
+    /// A model of one layer `node` holding scalars under these labels.
+    fn scalars(labels: &[(&str, &[usize])]) -> Model {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/classic_conv2d_full.h5");
+        let mut model = keras::open(&fixture, &ReadOptions::default()).unwrap();
+        let like = model.layers[0].weights[0].clone();
+        model.layers = vec![Layer {
+            path: vec!["node".into()],
+            class: None,
+            config: None,
+            weights: labels
+                .iter()
+                .enumerate()
+                .map(|(i, (label, shape))| Weight {
+                    label: label.to_string(),
+                    stored_name: format!("node/{label}"),
+                    dataset: format!("/node/{label}"),
+                    shape: shape.to_vec(),
+                    location: Location::Bundle(i),
+                    ..like.clone()
+                })
+                .collect(),
+        }];
+        model
+    }
+
+    fn stacking(rules: &'static str) -> PlanOptions {
+        PlanOptions {
+            layout: Layout::PyTorch,
+            preset: Some(Preset::with_rules(rules)),
+            ..PlanOptions::default()
+        }
+    }
+
+    const WSM: &str = "\\.WSM$ => .w[0]\n\\.WSM_(\\d+)$ => .w[$1]\n^node\\.b$ => bias";
+
+    #[test]
+    fn a_preset_stacks_parts_in_index_order_where_the_first_arrives() {
+        let model = scalars(&[("WSM_2", &[]), ("b", &[2]), ("WSM", &[]), ("WSM_1", &[])]);
+        let planned = plan(&model, "x".as_ref(), &stacking(WSM)).unwrap();
+        let names: Vec<&str> = planned.tensors.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["node.w", "bias"]);
+        let stacked = &planned.tensors[0];
+        assert_eq!(stacked.shape, [3]);
+        assert_eq!(stacked.byte_len, 3 * stacked.dtype.size() as u64);
+        assert_eq!(stacked.keras_name, "node/WSM + node/WSM_1 + node/WSM_2");
+        let Source::Stacked(parts) = &stacked.source else {
+            panic!("{:?}", stacked.source)
+        };
+        let order: Vec<&Location> = parts
+            .iter()
+            .map(|p| match p {
+                Source::Stored { location, .. } => location,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                &Location::Bundle(2),
+                &Location::Bundle(3),
+                &Location::Bundle(0)
+            ]
+        );
+        assert!(!stacked.is_verbatim());
+    }
+
+    #[test]
+    fn stacked_parts_must_be_numbered_from_zero_once_each_and_agree_in_shape() {
+        let refused = |labels: &[(&str, &[usize])], rules: &'static str| {
+            plan(&scalars(labels), "x".as_ref(), &stacking(rules))
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refused(&[("WSM", &[]), ("WSM_2", &[])], WSM);
+        assert!(err.contains("part 1 is missing or named twice"), "{err}");
+        let err = refused(&[("WSM", &[]), ("WSM_1", &[])], "WSM(_1)?$ => w[0]");
+        assert!(err.contains("part 1 is missing or named twice"), "{err}");
+        let err = refused(&[("WSM", &[]), ("WSM_1", &[2])], WSM);
+        assert!(
+            err.contains("`node/WSM` and `node/WSM_1` differ in dtype or shape"),
+            "{err}"
+        );
+        // A stacked name may not be another tensor's.
+        let err = refused(
+            &[("b", &[]), ("WSM", &[])],
+            "^node\\.b$ => node.w\n\\.WSM$ => .w[0]",
+        );
+        assert!(err.contains("node.w"), "{err}");
+    }
 
     #[test]
     fn a_name_clash_is_an_error_not_an_overwrite() {

@@ -1,7 +1,7 @@
 //! `--rename RULES`: a small file of `pattern => replacement` lines applied
 //! in order to every output name, so names can match a user's own module.
 //!
-//! Replacements take the regex crate's `$1` and `${name}`, plus three
+//! Replacements take the regex crate's `$1` and `${name}`, plus four
 //! computed forms, because model families number their blocks differently
 //! and a rule per block number does not scale (Keras's `block2b` is timm's
 //! `blocks.1.1` and Hugging Face's `blocks.2`):
@@ -12,6 +12,10 @@
 //!   distinct texts seen so far, in model order. A named group's ranks are
 //!   shared by every rule that uses that name, so several rules can count
 //!   the same blocks.
+//! - `${k:stages(1,2,2,3)}`: a 0-based flat index split over consecutive
+//!   groups of the sizes listed, as `group.position` (`4` is `2.1`): for
+//!   checkpoints that number blocks across all stages (AutoML's
+//!   `blocks_12`) where the target numbers them per stage.
 
 use std::collections::HashMap;
 
@@ -32,6 +36,8 @@ enum Piece {
     Shifted(Group, i64),
     LetterIndex(Group),
     Ordinal(Group),
+    /// A flat index split over groups of these sizes.
+    Stages(Group, Vec<usize>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -61,7 +67,8 @@ impl RenameRule {
                 Piece::Group(g)
                 | Piece::Shifted(g, _)
                 | Piece::LetterIndex(g)
-                | Piece::Ordinal(g) => g,
+                | Piece::Ordinal(g)
+                | Piece::Stages(g, _) => g,
             };
             let exists = match group {
                 Group::Number(n) => *n < pattern.captures_len(),
@@ -156,11 +163,25 @@ fn parse_braced(inside: &str) -> Result<Piece, String> {
     let inside = inside.trim();
     if let Some((group, function)) = inside.split_once(':') {
         let group = group_of(valid_group(group.trim())?);
-        return match function.trim() {
+        let function = function.trim();
+        if let Some(sizes) = function
+            .strip_prefix("stages(")
+            .and_then(|s| s.strip_suffix(')'))
+        {
+            return Ok(Piece::Stages(
+                group,
+                stage_sizes(sizes).ok_or_else(|| {
+                    format!(
+                        "`${{{inside}}}`: `stages(...)` takes sizes above 0, like `stages(1,2,2)`"
+                    )
+                })?,
+            ));
+        }
+        return match function {
             "index" => Ok(Piece::LetterIndex(group)),
             "ordinal" => Ok(Piece::Ordinal(group)),
             other => Err(format!(
-                "`${{{inside}}}`: unknown `:{other}` (use `:index` or `:ordinal`)"
+                "`${{{inside}}}`: unknown `:{other}` (use `:index`, `:ordinal` or `:stages(...)`)"
             )),
         };
     }
@@ -173,6 +194,15 @@ fn parse_braced(inside: &str) -> Result<Piece, String> {
         return Ok(Piece::Shifted(group, amount));
     }
     Ok(Piece::Group(group_of(valid_group(inside)?)))
+}
+
+/// `1, 2, 2`: whole numbers above 0.
+fn stage_sizes(text: &str) -> Option<Vec<usize>> {
+    let sizes: Vec<usize> = text
+        .split(',')
+        .map(|n| n.trim().parse().ok().filter(|&n| n > 0))
+        .collect::<Option<_>>()?;
+    (!sizes.is_empty()).then_some(sizes)
 }
 
 fn valid_group(text: &str) -> Result<&str, String> {
@@ -274,6 +304,26 @@ impl<'a> Renamer<'a> {
                         )))
                     }
                 }
+            }
+            Piece::Stages(group, sizes) => {
+                let text = text_of(group);
+                let mut rest: usize = text.parse().map_err(|_| {
+                    fail(format!(
+                        "`${{{group}:stages(..)}}` needs a number, got `{text}`"
+                    ))
+                })?;
+                let mut stage = 0;
+                while stage < sizes.len() && rest >= sizes[stage] {
+                    rest -= sizes[stage];
+                    stage += 1;
+                }
+                if stage == sizes.len() {
+                    return Err(fail(format!(
+                        "`{text}` is past the {} positions of `stages(..)`",
+                        sizes.iter().sum::<usize>()
+                    )));
+                }
+                out.push_str(&format!("{stage}.{rest}"));
             }
             Piece::Ordinal(group) => {
                 let key = match group {
@@ -406,6 +456,39 @@ mod tests {
             err.contains("uses group `c`, which `^(?P<b>a)` does not capture"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_flat_index_splits_over_stages() {
+        let rules = r"^blocks_(\d+)\. => blocks.${1:stages(1, 2,2,3)}.";
+        let names = [
+            "blocks_0.w",
+            "blocks_1.w",
+            "blocks_2.w",
+            "blocks_3.w",
+            "blocks_7.w",
+        ];
+        assert_eq!(
+            rename_all(rules, &names),
+            [
+                "blocks.0.0.w",
+                "blocks.1.0.w",
+                "blocks.1.1.w",
+                "blocks.2.0.w",
+                "blocks.3.2.w"
+            ]
+        );
+        let rules = parse_rules(rules).unwrap();
+        let err = Renamer::new(&rules).apply("blocks_8.w").unwrap_err();
+        assert!(err.contains("`8` is past the 8 positions"), "{err}");
+        for bad in [
+            r"^(a) => ${1:stages()}",
+            r"^(a) => ${1:stages(1,0)}",
+            r"^(a) => ${1:stages(1,x)}",
+            r"^(a) => ${1:stages(1,2}",
+        ] {
+            assert!(parse_rules(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! fixed-size byte groups, so one code path serves float16 and int64 alike.
 
 use half::{bf16, f16};
+use std::ops::Range;
+
 use ndarray::{ArrayD, Axis, IxDyn};
 
 use crate::dtype::Dtype;
@@ -235,17 +237,38 @@ pub fn as_reverse3(shape: &[usize], steps: &[Step]) -> Option<Reverse3> {
     None
 }
 
+/// `shape` and `steps` as a [`Reverse3`] and the runs of `o` that its
+/// output rows come from, in order: all of `o` for a permutation, and the
+/// blocks in their new order where a GRU kernel's gates are reordered
+/// before its transpose (the gates are blocks of its last axis, which alone
+/// makes `o`).
+pub fn as_banded(shape: &[usize], steps: &[Step]) -> Option<(Reverse3, Vec<Range<usize>>)> {
+    if let [Step::ReorderBlocks { axis, order }, rest @ ..] = steps {
+        let layout = as_reverse3(shape, rest)?;
+        let last = *shape.last()?;
+        if *axis + 1 != shape.len() || layout.o != last || !last.is_multiple_of(order.len()) {
+            return None;
+        }
+        let block = last / order.len();
+        let runs = order.iter().map(|&b| b * block..(b + 1) * block).collect();
+        return Some((layout, runs));
+    }
+    as_reverse3(shape, steps).map(|layout| (layout, std::iter::once(0..layout.o).collect()))
+}
+
 /// Produces the output of a [`Reverse3`] tensor of `element_size`-byte
 /// elements in pieces, reading its input band by band: a band is the input
 /// for a run of output rows (`o`), at most `band_bytes` of it (one read
 /// when the band is the whole tensor, else one per `(s, i)` row), held in
-/// `input`; each piece is about `piece_bytes` of output in a buffer from
+/// `input`; output rows are the runs `o_runs` of `o`, in order; each piece
+/// is about `piece_bytes` of output in a buffer from
 /// `next` (its old contents are overwritten), handed to `emit` in order.
 /// Memory is `band_bytes` plus the pieces, whatever the tensor's size.
 /// `read(offset, buf)` fills `buf` from the input's bytes at `offset`.
 #[allow(clippy::too_many_arguments)]
 pub fn stream_reverse3(
     shape: Reverse3,
+    o_runs: &[Range<usize>],
     element_size: usize,
     band_bytes: usize,
     piece_bytes: usize,
@@ -263,9 +286,14 @@ pub fn stream_reverse3(
     let width = (band_bytes / (rows_in * n)).clamp(1, o);
     let row_out = rows_in * n;
     let rows_per_piece = (piece_bytes / row_out).max(1);
-    for o0 in (0..o).step_by(width) {
+    let bands = o_runs.iter().flat_map(|run| {
+        let end = run.end.min(o);
+        (run.start..end)
+            .step_by(width)
+            .map(move |o0| (o0, width.min(end - o0)))
+    });
+    for (o0, w) in bands {
         crate::cancel::checkpoint()?;
-        let w = width.min(o - o0);
         input.resize(rows_in * w * n, 0);
         if w == o {
             read(0, input)?;
@@ -452,7 +480,7 @@ mod tests {
         band: usize,
         piece: usize,
     ) -> (Vec<u8>, usize) {
-        let layout = as_reverse3(shape, steps).expect("a permutation of three runs");
+        let (layout, runs) = as_banded(shape, steps).expect("a permutation of three runs");
         let mut out = Vec::new();
         let mut reads = 0;
         let mut read = |offset: u64, buf: &mut [u8]| {
@@ -470,6 +498,7 @@ mod tests {
         let mut scratch = vec![0x55; 3];
         stream_reverse3(
             layout,
+            &runs,
             n,
             band,
             piece,
@@ -560,6 +589,59 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn banded_gru_kernels_match_the_whole_tensor_and_the_formula() {
+        // (in, 3 * units), gates [z, r, h] -> (3 * units, in), gates [r, z, h].
+        let steps = [
+            Step::ReorderBlocks {
+                axis: 1,
+                order: vec![1, 0, 2],
+            },
+            Step::Permute(vec![1, 0]),
+        ];
+        for (rows, units) in [(300, 257), (1, 5), (64, 1)] {
+            let shape = [rows, 3 * units];
+            let input = elements::<4>(rows * 3 * units);
+            let whole = apply(&input, &shape, 4, &steps, Vec::new());
+            for (band, piece) in [
+                (1 << 20, 300_001),
+                (64 << 20, 2 << 20),
+                (4 * rows * 7, 999),
+                (4, 4),
+            ] {
+                let (out, _) = banded(&input, &shape, &steps, 4, band, piece);
+                assert!(out == whole, "{shape:?}, band {band}, piece {piece}");
+            }
+            for (gate, from) in [(0, 1), (1, 0), (2, 2)] {
+                for u in (0..units).step_by(11) {
+                    for r in (0..rows).step_by(7) {
+                        let to = (gate * units + u) * rows + r;
+                        let from = r * 3 * units + from * units + u;
+                        assert_eq!(out_at(&whole, to), formula(from).to_le_bytes());
+                    }
+                }
+            }
+        }
+        // Only the last axis's blocks, and only before a transpose of it.
+        let reorder = |axis| Step::ReorderBlocks {
+            axis,
+            order: vec![1, 0, 2],
+        };
+        assert!(as_banded(&[4, 6], &[reorder(0), Step::Permute(vec![1, 0])]).is_none());
+        assert!(as_banded(&[4, 7], &[reorder(1), Step::Permute(vec![1, 0])]).is_none());
+        assert!(as_banded(&[2, 6], &[Step::Permute(vec![1, 0]), reorder(0)]).is_none());
+        // Without a transpose the blocks are within each row: not banded.
+        assert!(as_banded(&[4, 6], &[reorder(1)]).is_none());
+        assert_eq!(
+            as_banded(&[4, 6], &[reorder(1), Step::Permute(vec![1, 0])]),
+            Some((Reverse3 { s: 4, i: 1, o: 6 }, vec![2..4, 0..2, 4..6]))
+        );
+    }
+
+    fn out_at(bytes: &[u8], element: usize) -> [u8; 4] {
+        bytes[element * 4..][..4].try_into().unwrap()
     }
 
     #[test]

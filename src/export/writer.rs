@@ -673,7 +673,8 @@ fn check_len(tensor: &PlannedTensor, written: u64) -> std::io::Result<()> {
 const PIECE_BYTES: usize = 2 << 20;
 
 /// Builds a tensor whose steps only move axes (a transpose, a convolution
-/// kernel's permutation) or that is only cast, band by band: its output
+/// kernel's permutation, a GRU kernel's gate blocks reordered and
+/// transposed) or that is only cast, band by band: its output
 /// goes to `emit` in pieces of about 2 MiB from `next`, and memory stays
 /// one band of input (64 MiB) whatever the tensor's size. `None` when the
 /// tensor needs the whole-tensor path ([`build`]): other steps, a fill,
@@ -695,7 +696,7 @@ fn build_in_bands(
     else {
         return Ok(None);
     };
-    let Some(layout) = transform::as_reverse3(shape, &tensor.steps) else {
+    let Some((layout, o_runs)) = transform::as_banded(shape, &tensor.steps) else {
         return Ok(None);
     };
     let band = copy_sizes().band;
@@ -718,6 +719,7 @@ fn build_in_bands(
     if *dtype == tensor.dtype {
         transform::stream_reverse3(
             layout,
+            &o_runs,
             dtype.size(),
             band,
             piece,
@@ -738,6 +740,7 @@ fn build_in_bands(
         let mut own = || uncast.take();
         transform::stream_reverse3(
             layout,
+            &o_runs,
             dtype.size(),
             band,
             piece,
@@ -810,6 +813,26 @@ pub(crate) fn build(
             let count: u64 = tensor.shape.iter().map(|&d| d as u64).product();
             let one = encode(*value, tensor.dtype);
             Ok((one.repeat(count as usize), 0))
+        }
+        Source::Stacked(parts) => {
+            // Stacking along a new first axis puts each part's output
+            // bytes one after the other.
+            let mut out = spare;
+            out.clear();
+            let mut overflow = 0;
+            let part_shape = tensor.shape.get(1..).unwrap_or_default().to_vec();
+            for part in parts {
+                let one = PlannedTensor {
+                    source: part.clone(),
+                    shape: part_shape.clone(),
+                    byte_len: tensor.byte_len / parts.len().max(1) as u64,
+                    ..tensor.clone()
+                };
+                let (bytes, n) = build(model, &one, scratch)?;
+                out.extend_from_slice(&bytes);
+                overflow += n;
+            }
+            Ok((out, overflow))
         }
     }
 }

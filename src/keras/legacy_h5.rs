@@ -266,11 +266,7 @@ impl Reader<'_> {
                 })?;
             let dtype = self.dtype_of(&info, &stored_name)?;
             let trimmed = stored_name.strip_suffix(":0").unwrap_or(&stored_name);
-            let parts = trimmed
-                .split('/')
-                .filter(|p| !p.is_empty())
-                .map(str::to_string)
-                .collect::<Vec<_>>();
+            let parts = name_parts(trimmed, layer);
             if parts.is_empty() {
                 return Err(self.invalid(format!("layer `{layer}` has an empty weight name")));
             }
@@ -289,6 +285,28 @@ impl Reader<'_> {
     fn dtype_of(&mut self, info: &h5::DatasetInfo, weight: &str) -> Result<Dtype> {
         weight_dtype(self.path, info, weight, &mut self.notes)
     }
+}
+
+/// The components of a stored weight name, with the layer's own name as one
+/// component where it holds `/` (tf-keras's MobileNetV3 names layers
+/// `Conv/BatchNorm`, whose weights are `Conv/BatchNorm/gamma:0`), at the
+/// start or below one enclosing scope.
+fn name_parts(stored: &str, layer: &str) -> Vec<String> {
+    let mut parts: Vec<String> = stored
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    let n = layer.split('/').filter(|p| !p.is_empty()).count();
+    if n > 1 {
+        for start in [0, 1] {
+            if parts.len() > start + n && parts[start..start + n].join("/") == layer {
+                parts.splice(start..start + n, [layer.to_string()]);
+                break;
+            }
+        }
+    }
+    parts
 }
 
 /// Turns the weights of one layer group into one layer, or, for a nested
@@ -360,6 +378,17 @@ pub(crate) fn assemble(
         if w.parts.len() > 2 && w.parts[0] == name {
             w.parts.remove(0);
         }
+        // An inner layer's name may hold `/`: the longest run of leading
+        // components that the config names a layer is that layer.
+        if let Some(index) = &index {
+            let named = (2..w.parts.len())
+                .rev()
+                .find(|&k| index.find(&w.parts[..k].join("/")).is_some());
+            if let Some(k) = named {
+                let joined = w.parts[..k].join("/");
+                w.parts.splice(..k, [joined]);
+            }
+        }
         let inner = w.parts[0].clone();
         if !by_inner.contains_key(&inner) {
             order.push(inner.clone());
@@ -377,6 +406,34 @@ pub(crate) fn assemble(
         }
         let inner_config = found.as_ref().and_then(|(c, _)| c.last());
         let class = inner_config.map(|c| c.class.clone());
+        // With no config to name the inner layers, a first component can
+        // be the start of several layers' names (`expanded_conv/depthwise`
+        // and `expanded_conv/depthwise/BatchNorm`): split it as a
+        // top-level group of unknown class would be.
+        let weights = if found.is_none() {
+            match split_sub_layers(&inner, weights) {
+                Ok(split) => {
+                    for layer in split {
+                        let mut path = vec![name.to_string()];
+                        path.extend(layer.path);
+                        let weights = layer.weights;
+                        layers.push((
+                            config.map(|_| vec![usize::MAX]),
+                            Layer {
+                                path,
+                                weights,
+                                class: None,
+                                config: None,
+                            },
+                        ));
+                    }
+                    continue;
+                }
+                Err(weights) => weights,
+            }
+        } else {
+            weights
+        };
         if let Some(class) = &class {
             note_unknown_class(notes, &path.join("/"), class);
         }

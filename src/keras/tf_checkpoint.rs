@@ -165,20 +165,25 @@ fn latest_checkpoint(dir: &Path, state: &Path) -> Result<PathBuf> {
             ErrorKind::InvalidKeras("names no checkpoint (no `model_checkpoint_path`)".into()),
         )
     })?;
+    // The prefix's last part as TF takes it: a prefix that ends in `/`
+    // (`saver.save(sess, "run/")`) names `run/.index`, whose part is empty.
+    let base = named
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let named = PathBuf::from(named);
     let mut prefix = if named.is_absolute() {
         named
     } else {
         dir.join(named)
     };
-    // TF1 savers wrote absolute paths: a folder that was moved still holds
-    // the checkpoint beside its state file.
+    // TF1 savers wrote absolute paths: a folder that was moved (or shipped
+    // in a package) still holds the checkpoint beside its state file.
     if !tf_bundle::index_path(&prefix).is_file() {
-        if let Some(name) = prefix.file_name() {
-            let beside = dir.join(name);
-            if tf_bundle::index_path(&beside).is_file() {
-                prefix = beside;
-            }
+        let beside = dir.join(&base);
+        if tf_bundle::index_path(&beside).is_file() {
+            prefix = beside;
         }
     }
     if !tf_bundle::index_path(&prefix).is_file() {
@@ -581,6 +586,28 @@ fn name_layers(
         });
     }
     Ok(layers)
+}
+
+/// The layers a name-based (TF1) checkpoint holding these variables reads
+/// as, for tests that plan from a model's variable list without its bytes.
+#[cfg(test)]
+pub(crate) fn tf1_layers(variables: &[(String, Vec<usize>)]) -> Vec<Layer> {
+    // A bundle's keys are sorted, and the reader takes them in that order.
+    let mut variables = variables.to_vec();
+    variables.sort();
+    let raw = variables
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, shape))| RawWeight {
+            parts: name.split('/').map(str::to_string).collect(),
+            dataset: name.clone(),
+            stored_name: name,
+            dtype: crate::dtype::Dtype::F32,
+            shape,
+            location: Location::Bundle(i),
+        })
+        .collect();
+    name_layers(raw, None, &mut Vec::new()).expect("variable names form layers")
 }
 
 /// The largest `keras_metadata.pb` read: it holds the model config and

@@ -210,7 +210,7 @@ pub fn read(
     reader.walk_model("", config, &[], &mut layers)?;
     let root_vars = reader.tree.vars("");
     if !root_vars.is_empty() {
-        let weights = reader.weights_by_position("", None, None, &[])?;
+        let weights = reader.weights_by_position("", None, None, &[], None)?;
         layers.push(Layer {
             path: Vec::new(),
             class: None,
@@ -363,7 +363,7 @@ impl Reader<'_, '_> {
             return Ok(());
         }
         // A custom layer: its own variables, then each object it holds.
-        let own = self.weights_by_position(object, None, None, &path)?;
+        let own = self.weights_by_position(object, None, None, &path, None)?;
         if !own.is_empty() {
             out.push(Layer {
                 path: path.clone(),
@@ -515,7 +515,8 @@ impl Reader<'_, '_> {
                 )
             }
             _ => {
-                let mut weights = self.weights_by_position(object, class, options, layer_path)?;
+                let mut weights =
+                    self.weights_by_position(object, class, options, layer_path, None)?;
                 // Objects held by a layer we have no wrapper rule for.
                 for child in self.tree.children(object) {
                     if child == "vars" || LAYER_LISTS.contains(&child.as_str()) {
@@ -523,7 +524,23 @@ impl Reader<'_, '_> {
                     }
                     let child_path = format!("{object}/{child}");
                     let sub = self.tree.recorded_name(&child_path).unwrap_or(child);
-                    for mut w in self.object_weights(&child_path, None, None, layer_path)? {
+                    // A table that names the sub-object's arrays
+                    // (MultiHeadAttention's `query/kernel`) labels them.
+                    let count = self.tree.vars(&child_path).len();
+                    let given = class
+                        .filter(|_| self.tree.children(&child_path).iter().all(|c| c == "vars"))
+                        .and_then(|c| labels::below(c, options, &sub, count));
+                    let child_weights = match given {
+                        Some(given) => self.weights_by_position(
+                            &child_path,
+                            None,
+                            None,
+                            layer_path,
+                            Some(given),
+                        )?,
+                        None => self.object_weights(&child_path, None, None, layer_path)?,
+                    };
+                    for mut w in child_weights {
                         w.sub_path.insert(0, sub.clone());
                         weights.push(w);
                     }
@@ -587,14 +604,18 @@ impl Reader<'_, '_> {
         class: Option<&str>,
         options: Option<&Value>,
         layer_path: &[String],
+        given: Option<Vec<Option<labels::PositionalLabel>>>,
     ) -> Result<Vec<Weight>> {
         let vars = self.tree.vars(object);
         if vars.is_empty() {
             return Ok(Vec::new());
         }
-        // A cell of an RNN whose class is unknown has the recurrent table.
+        // A cell of an RNN whose class is unknown has the recurrent table
+        // (kernel, recurrent_kernel, bias: every Keras cell's), where its
+        // shapes are those of a Keras cell; a custom cell's are not.
         let table_class = match class {
-            Some("RNN") => Some("SimpleRNN"),
+            Some("RNN") if self.fits_keras_cell(object, &vars) => Some("SimpleRNN"),
+            Some("RNN") => None,
             other => other,
         };
         let layer = if layer_path.is_empty() {
@@ -602,9 +623,10 @@ impl Reader<'_, '_> {
         } else {
             layer_path.join("/")
         };
-        let labels = match table_class {
-            Some(c) => labels::by_position(c, options, vars.len()),
-            None => self.labels_from_shapes(object, &vars, &layer),
+        let labels = match (given, table_class) {
+            (Some(given), _) => Some(given),
+            (None, Some(c)) => labels::by_position(c, options, vars.len()),
+            (None, None) => self.labels_from_shapes(object, &vars, &layer),
         };
         match (&labels, class) {
             (Some(_), None) => {}
@@ -614,6 +636,9 @@ impl Reader<'_, '_> {
                     vars.len()
                 ));
             }
+            (None, Some("RNN")) => self.notes.push(format!(
+                "layer `{layer}` is an RNN whose cell's weights are not shaped as a Keras cell's (kernel, recurrent_kernel, bias); labelled param_N by position"
+            )),
             (None, Some(c)) => self.notes.push(format!(
                 "layer `{layer}` has class {c}, which has no label table; weights labelled param_N by position"
             )),
@@ -648,6 +673,45 @@ impl Reader<'_, '_> {
         Ok(weights)
     }
 
+    /// Whether the variables are shaped as a Keras RNN cell's: a kernel
+    /// `(in, g * units)`, a recurrent kernel `(units, g * units)` for 1, 3
+    /// or 4 gates, and maybe a bias of `g * units` (two rows of it for a
+    /// GRU that resets after).
+    fn fits_keras_cell(&self, object: &str, vars: &[(String, usize)]) -> bool {
+        let Some(shapes) = self.shapes_of(object, vars) else {
+            return false;
+        };
+        match shapes.as_slice() {
+            [kernel, recurrent, bias @ ..] => match (kernel.as_slice(), recurrent.as_slice()) {
+                ([_, width], [units, recurrent_width])
+                    if width == recurrent_width
+                        && [1, 3, 4].iter().any(|g| g * units == *width) =>
+                {
+                    match bias {
+                        [] => true,
+                        [b] => b[..] == [*width] || b[..] == [2, *width],
+                        _ => false,
+                    }
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// The shapes of an object's variables, in order.
+    fn shapes_of(&self, object: &str, vars: &[(String, usize)]) -> Option<Vec<Vec<usize>>> {
+        vars.iter()
+            .map(|(name, file)| {
+                let dataset = format!("{object}/vars/{name}");
+                self.tree.files[*file]
+                    .dataset(&dataset)
+                    .ok()
+                    .map(|d| d.shape)
+            })
+            .collect()
+    }
+
     /// Labels for the variables of an object whose class nothing records,
     /// where their shapes allow only one reading.
     fn labels_from_shapes(
@@ -656,16 +720,7 @@ impl Reader<'_, '_> {
         vars: &[(String, usize)],
         layer: &str,
     ) -> Option<Vec<Option<labels::PositionalLabel>>> {
-        let shapes = vars
-            .iter()
-            .map(|(name, file)| {
-                let dataset = format!("{object}/vars/{name}");
-                self.tree.files[*file]
-                    .dataset(&dataset)
-                    .ok()
-                    .map(|d| d.shape)
-            })
-            .collect::<Option<Vec<_>>>()?;
+        let shapes = self.shapes_of(object, vars)?;
         let (class, found) = labels::guess_by_position(&shapes)?;
         self.notes.push(format!(
             "layer `{layer}`: no class recorded; weights labelled from their shapes ({})",

@@ -16,13 +16,13 @@ use crate::export::{plan, Layout, PlanOptions};
 use crate::model::{Format, Layer, Location, Model, Weight};
 use crate::test_support::fixture;
 
-fn json(name: &str) -> Value {
+pub(super) fn json(name: &str) -> Value {
     let text = std::fs::read_to_string(fixture(&format!("presets/{name}"))).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
 /// A model with the layers, classes, labels and shapes Keras listed.
-fn keras_model(name: &str) -> Model {
+pub(super) fn keras_model(name: &str) -> Model {
     let listed = json(name);
     let mut entry = 0;
     let layers = listed["layers"]
@@ -77,7 +77,7 @@ fn keras_model(name: &str) -> Model {
     }
 }
 
-fn options(preset: &str) -> PlanOptions {
+pub(super) fn options(preset: &str) -> PlanOptions {
     PlanOptions {
         layout: Layout::PyTorch,
         num_batches_tracked: true,
@@ -87,7 +87,7 @@ fn options(preset: &str) -> PlanOptions {
 }
 
 /// Names to shapes, in order.
-fn state_dict(name: &str) -> Vec<(String, Vec<usize>)> {
+pub(super) fn state_dict(name: &str) -> Vec<(String, Vec<usize>)> {
     json(name)["state_dict"]
         .as_array()
         .unwrap()
@@ -101,8 +101,13 @@ fn state_dict(name: &str) -> Vec<(String, Vec<usize>)> {
 }
 
 fn assert_preset_gives(keras: &str, preset: &str, target: &str) {
-    let model = keras_model(keras);
-    let planned = plan(&model, "x.h5".as_ref(), &options(preset)).unwrap();
+    assert_plan_gives(&keras_model(keras), keras, preset, target);
+}
+
+/// `model` (listed in `keras`) planned with `preset` has exactly the
+/// names and shapes of the state dict in `target`.
+pub(super) fn assert_plan_gives(model: &Model, keras: &str, preset: &str, target: &str) {
+    let planned = plan(model, "x.h5".as_ref(), &options(preset)).unwrap();
     let got: BTreeMap<String, Vec<usize>> = planned
         .tensors
         .iter()

@@ -7,6 +7,12 @@
 //! else the target needs. Every tensor must be placed by one of the
 //! preset's rules; a tensor no rule places means the file is not of the
 //! family, and the conversion is refused naming it.
+//!
+//! A preset's rule may end a name with `[i]`: the tensors so named with one
+//! base name are stacked in index order into one tensor of that name
+//! (AutoML's per-edge fusion scalars are one vector in effdet). Only the
+//! names a preset gives are read so, before `--rename` applies: without a
+//! preset, brackets in a name are just characters.
 
 use super::rename::{parse_rules, RenameRule};
 use crate::model::Layer;
@@ -31,6 +37,9 @@ pub struct Preset {
     pub metadata: &'static [(&'static str, &'static str)],
     /// Where the target's defaults differ from what the weights need.
     pub caveats: &'static [&'static str],
+    /// Read TF1 checkpoints with `--use-ema`: the target is evaluated with
+    /// the ExponentialMovingAverage values, as the source's own evaluation.
+    pub use_ema: bool,
 }
 
 /// Keras layers that preprocess inputs inside a model; PyTorch models
@@ -75,6 +84,7 @@ pub static PRESETS: &[Preset] = &[
             "load into timm's `tf_efficientnet_bN`, not `efficientnet_bN`: the latter uses \
              BatchNorm eps 1e-5 and symmetric padding, so the names match but the outputs do not",
         ],
+        use_ema: false,
     },
     Preset {
         name: "hf-efficientnet",
@@ -92,6 +102,7 @@ pub static PRESETS: &[Preset] = &[
              width_coefficient 1.0, depth_coefficient 1.0, hidden_dim 1280; the class's \
              defaults are B7's) with num_labels equal to the Keras classifier's size",
         ],
+        use_ema: false,
     },
     Preset {
         name: "timm-legacy-xception",
@@ -110,6 +121,32 @@ pub static PRESETS: &[Preset] = &[
              symmetrically; Keras used eps 1e-3 and TensorFlow's 'same' padding: set eps=1e-3 \
              on every BatchNorm2d and pad the pools like TensorFlow, or the outputs differ",
         ],
+        use_ema: false,
+    },
+    Preset {
+        name: "effdet",
+        source: "Google AutoML EfficientDet D0..D7 (TF1 checkpoint)",
+        target: "effdet tf_efficientdet_d0..d7",
+        rules: include_str!("effdet.rules"),
+        preprocessing: &[],
+        input_note: "",
+        metadata: &[
+            ("target", "effdet tf_efficientdet_dN"),
+            ("bn_eps", "0.001"),
+            ("padding", "tf_same"),
+            ("input", "RGB, (x - 255 * [0.485, 0.456, 0.406]) / (255 * [0.229, 0.224, 0.225])"),
+            ("outputs", "NCHW (AutoML's are NHWC)"),
+        ],
+        caveats: &[
+            "load into effdet's `tf_efficientdet_dN` (`effdet.create_model('tf_efficientdet_dN')`, \
+             90 classes as AutoML's COCO models), not `efficientdet_dN`: the `tf_` models use \
+             BatchNorm eps 1e-3 and TensorFlow's 'same' padding, as the checkpoint does",
+            "feed effdet what AutoML's inference feeds its network: RGB normalised with the \
+             ImageNet mean and std times 255; effdet's outputs are NCHW where AutoML's are NHWC",
+            "effdet's anchors have sides 1.4 and 0.7 where AutoML's have sqrt(2) and \
+             1/sqrt(2), so boxes decoded from the same raw class and box outputs differ slightly",
+        ],
+        use_ema: true,
     },
 ];
 
@@ -125,9 +162,36 @@ impl Preset {
         parse_rules(self.rules).unwrap_or_default()
     }
 
+    /// What to read the source with: the preset's `--use-ema` on top of
+    /// the user's options.
+    pub fn read_options(&self, read: &crate::ReadOptions) -> crate::ReadOptions {
+        crate::ReadOptions {
+            use_ema: read.use_ema || self.use_ema,
+            ..read.clone()
+        }
+    }
+
     /// Every preset's name, for messages.
     pub fn names() -> Vec<&'static str> {
         PRESETS.iter().map(|p| p.name).collect()
+    }
+}
+
+#[cfg(test)]
+impl Preset {
+    /// A preset of these rules alone, for tests of what rules can do.
+    pub(crate) fn with_rules(rules: &'static str) -> &'static Preset {
+        Box::leak(Box::new(Preset {
+            name: "test",
+            source: "test",
+            target: "test",
+            rules,
+            preprocessing: &[],
+            input_note: "",
+            metadata: &[],
+            caveats: &[],
+            use_ema: false,
+        }))
     }
 }
 
@@ -146,5 +210,7 @@ mod tests {
     }
 }
 
+#[cfg(test)]
+mod effdet_tests;
 #[cfg(test)]
 mod fixture_tests;
