@@ -157,11 +157,8 @@ pub const TABLES: &[ClassLabels] = &[
     row("GRUCell", RECURRENT, Guess::Never),
     row("SimpleRNNCell", RECURRENT, Guess::Never),
     row("MultiHeadAttention", MULTI_HEAD_ATTENTION, Guess::Always),
-    // Keras 3's grouped-query attention: the same four projections. Its
-    // configs say GroupQueryAttention, its object keys grouped_query_attention
-    // (the class's own name).
+    // Keras 3's grouped-query attention: the same four projections.
     row("GroupQueryAttention", MULTI_HEAD_ATTENTION, Guess::Never),
-    row("GroupedQueryAttention", MULTI_HEAD_ATTENTION, Guess::Never),
     // Convolutional recurrent layers: one cell, the RNN's three arrays with
     // convolution kernels.
     row("ConvLSTM1D", RECURRENT, Guess::Never),
@@ -186,6 +183,19 @@ pub const LABEL_ALIASES: &[(&str, &str, &str)] = &[
     ("DepthwiseConv1D", "kernel", "depthwise_kernel"),
     ("DepthwiseConv2D", "kernel", "depthwise_kernel"),
 ];
+
+/// Classes Keras records under two names, as (other name, our name): a
+/// `.keras` config says GroupQueryAttention (its public name), a legacy
+/// `.h5` config and the object keys the Python class GroupedQueryAttention.
+pub const CLASS_ALIASES: &[(&str, &str)] = &[("GroupedQueryAttention", "GroupQueryAttention")];
+
+/// The one name we give a class Keras records under several.
+pub fn canonical_class(recorded: &str) -> &str {
+    CLASS_ALIASES
+        .iter()
+        .find(|(other, _)| *other == recorded)
+        .map_or(recorded, |(_, ours)| ours)
+}
 
 /// The label we give a stored label of a layer of `class`.
 pub fn canonical_label<'a>(class: &str, stored: &'a str) -> &'a str {
@@ -475,6 +485,20 @@ pub fn below(
         return None;
     }
     positional(&slots, config, count)
+}
+
+/// Where a class's table first names the sub-object `sub`, for putting
+/// sub-objects in Keras's order; past every named one otherwise.
+pub fn sub_object_rank(class: &str, sub: &str) -> usize {
+    table(class)
+        .and_then(|slots| {
+            slots.iter().position(|s| {
+                s.label
+                    .strip_prefix(sub)
+                    .is_some_and(|rest| rest.starts_with('/'))
+            })
+        })
+        .unwrap_or(usize::MAX)
 }
 
 fn positional(

@@ -36,6 +36,15 @@ const NOT_TEST_INPUTS: &[(&str, &str)] = &[
     ("/generate_presets.py", "a generator script"),
     ("/generate_effdet.py", "a generator script"),
     (
+        "third_party/expected_basic_pitch.py",
+        "writes the expected JSON with TensorFlow",
+    ),
+    (
+        "third_party/basic_pitch_nmp.LICENSE",
+        "the license basic-pitch is distributed under",
+    ),
+    ("third_party/basic_pitch_nmp.NOTICE", "basic-pitch's NOTICE"),
+    (
         "/fingerprint.pb",
         "a SavedModel's fingerprint: nothing of the weights",
     ),

@@ -114,6 +114,29 @@ fn tf_checkpoint_seeds() {
 }
 
 #[test]
+fn saved_model_pb_seeds() {
+    // As the target builds it: the seed as saved_model.pb beside basic-pitch's
+    // variables, no keras_metadata.pb.
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("savedmodel");
+    std::fs::create_dir_all(folder.join("variables")).unwrap();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/third_party/basic_pitch_nmp");
+    for name in ["variables.index", "variables.data-00000-of-00001"] {
+        std::fs::copy(
+            fixture.join("variables").join(name),
+            folder.join("variables").join(name),
+        )
+        .unwrap();
+    }
+    let out = dir.path().join("out.safetensors");
+    for seed in seeds("saved_model_pb") {
+        std::fs::copy(&seed, folder.join("saved_model.pb")).unwrap();
+        keras_calls(&folder, &out);
+    }
+}
+
+#[test]
 fn keras_config_seeds() {
     let dir = tempfile::tempdir().unwrap();
     let weights = dir.path().join("model.weights.h5");

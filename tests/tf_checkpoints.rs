@@ -471,6 +471,7 @@ fn every_form_inspects_verifies_and_converts_to_pytorch_layout() {
         "tf/sharded/ckpt",
         "tf/tf1/model",
         "subclassed_effdet_ckpt/ckpt",
+        "third_party/basic_pitch_nmp",
     ] {
         let path = fixture(input);
         let p = path.to_str().unwrap();
@@ -893,4 +894,129 @@ fn a_checkpoint_file_is_never_the_output() {
         assert!(stderr(&r).contains("is an input"), "{}", stderr(&r));
         assert_eq!(std::fs::read(&out).unwrap(), before, "{target} untouched");
     }
+}
+
+const BASIC_PITCH: &str = "third_party/basic_pitch_nmp";
+const BASIC_PITCH_FILES: [&str; 3] = [
+    "third_party/basic_pitch_nmp/saved_model.pb",
+    "third_party/basic_pitch_nmp/variables/variables.index",
+    "third_party/basic_pitch_nmp/variables/variables.data-00000-of-00001",
+];
+
+fn basic_pitch_expected() -> Value {
+    let path = fixture("third_party/basic_pitch_nmp.expected.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_tf_2_4_saved_model_gives_classes_from_saved_model_pb() {
+    // Spotify basic-pitch 0.4.0's model, saved by Keras 2.4.0: no
+    // keras_metadata.pb, the metadata is in saved_model.pb. Expected: the
+    // variables tf.saved_model.load restores and the class_name TF's own
+    // protos decode from saved_model.pb.
+    let exp = basic_pitch_expected();
+    let out = convert(&fixture(BASIC_PITCH), &[]);
+    assert_eq!(tensors(&out), keras_tensors(&exp, "name"));
+    assert_eq!(tensors(&out).len(), 24);
+    let meta = metadata(&out);
+    assert_eq!(meta["source_format"], "keras-savedmodel");
+    assert_eq!(
+        meta["keras_version"],
+        exp["keras_version"].as_str().unwrap()
+    );
+    let want: BTreeMap<String, Option<String>> = exp["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let class = l["class"].as_str().map(str::to_string);
+            (l["path"].as_str().unwrap().to_string(), class)
+        })
+        .collect();
+    assert_eq!(layer_classes(&out), want);
+    let inspect = run(&["inspect", fixture(BASIC_PITCH).to_str().unwrap()]);
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+    let text = String::from_utf8_lossy(&inspect.stdout).into_owned();
+    assert!(!text.contains("(guess)"), "{text}");
+    assert!(text.contains("Keras 2.4.0"), "{text}");
+    assert!(!stderr(&inspect).contains("keras_metadata.pb"));
+    // The recorded classes drive --layout pytorch: Conv2D kernels to OIHW.
+    let pt = convert(&fixture(BASIC_PITCH), &["--layout", "pytorch"]);
+    let st = SafeTensors::deserialize(&pt).unwrap();
+    assert_eq!(st.tensor("conv2d_1.weight").unwrap().shape(), [8, 8, 3, 39]);
+    assert!(st.tensor("batch_normalization.running_mean").is_ok());
+}
+
+/// `keras2safetensors::open` on a copy of basic-pitch's folder whose
+/// saved_model.pb is `bytes`: never a panic.
+fn open_with_saved_model(dir: &Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(dir.join("saved_model.pb"), bytes).unwrap();
+    keras2safetensors::open(dir, &keras2safetensors::ReadOptions::default())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_damaged_saved_model_pb_is_a_clean_error_or_read_without_it() {
+    let whole = std::fs::read(fixture(BASIC_PITCH_FILES[0])).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = copy_tree(dir.path(), BASIC_PITCH, &BASIC_PITCH_FILES);
+    assert!(open_with_saved_model(&folder, &whole).is_ok());
+    // Cut anywhere: the object graph is the file's last field, so a cut
+    // file is refused (an empty one holds no meta graph: read without).
+    for step in 0..200usize {
+        let cut = step * 5417 % whole.len();
+        let r = open_with_saved_model(&folder, &whole[..cut]);
+        if cut > 0 {
+            let e = r.expect_err(&format!("cut at {cut}"));
+            assert!(e.contains("unreadable saved_model.pb"), "cut at {cut}: {e}");
+        }
+    }
+    // Flipped bytes, most in the object graph (the last 89,236 bytes).
+    let mut failed = 0;
+    for step in 0..1500usize {
+        let mut damaged = whole.clone();
+        let at = whole.len() - 1 - (step * 7919) % 95_000;
+        damaged[at] ^= 1 << (step % 8);
+        if let Err(e) = open_with_saved_model(&folder, &damaged) {
+            assert!(!e.contains('\n'), "{e}");
+            failed += 1;
+        }
+    }
+    assert!(failed > 0);
+    // The CLI: one line, exit 1, nothing written.
+    std::fs::write(folder.join("saved_model.pb"), &whole[..whole.len() - 10]).unwrap();
+    assert_clean_failure(&folder, "unreadable saved_model.pb");
+}
+
+#[test]
+fn an_oversized_object_graph_in_saved_model_pb_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = copy_tree(dir.path(), BASIC_PITCH, &BASIC_PITCH_FILES[1..]);
+    // A meta graph (field 2) whose object graph (field 7) is 257 MiB,
+    // sparse, so it costs nothing to make.
+    let graph_len: u64 = 257 << 20;
+    let mut graph_field = vec![0x3a];
+    put_varint(&mut graph_field, graph_len);
+    let mut head = vec![0x12];
+    put_varint(&mut head, graph_field.len() as u64 + graph_len);
+    head.extend_from_slice(&graph_field);
+    let path = folder.join("saved_model.pb");
+    std::fs::write(&path, &head).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(head.len() as u64 + graph_len).unwrap();
+    let out = dir.path().join("out.safetensors");
+    let r = run(&[
+        "convert",
+        folder.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("refused: saved_model.pb's object graph is over 256"),
+        "{}",
+        stderr(&r)
+    );
+    assert!(!out.exists());
 }

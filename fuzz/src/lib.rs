@@ -247,3 +247,19 @@ pub fn keras_archive(config: &[u8], metadata: &[u8], weights: &[u8]) -> Vec<u8> 
     }
     buffer.into_inner()
 }
+
+/// Target `saved_model_pb`: a SavedModel folder of `saved_model.pb` (the
+/// input) and `variables/` (`index`, `data`), with no `keras_metadata.pb`;
+/// the `keras_file` calls on the folder.
+pub fn saved_model_calls(saved_model: &[u8], index: &[u8], data: &[u8]) {
+    let folder = scratch().join("savedmodel");
+    let variables = folder.join("variables");
+    if !variables.is_dir() {
+        std::fs::create_dir_all(&variables).expect("fuzz SavedModel folder");
+        std::fs::write(variables.join("variables.index"), index).expect("variables index");
+        std::fs::write(variables.join("variables.data-00000-of-00001"), data)
+            .expect("variables data");
+    }
+    std::fs::write(folder.join("saved_model.pb"), saved_model).expect("saved_model.pb");
+    keras_calls(&folder);
+}

@@ -156,7 +156,7 @@ impl LayerConfig {
         if value.get("class_name").is_none() {
             return Self::from_keras0(value);
         }
-        let class = value.get("class_name")?.as_str()?.to_string();
+        let class = crate::labels::canonical_class(value.get("class_name")?.as_str()?).to_string();
         let config = value.get("config").cloned().unwrap_or(Value::Null);
         let name = value
             .get("name")

@@ -4,6 +4,7 @@ pub(crate) mod archive;
 pub mod config;
 pub(crate) mod keras1;
 pub(crate) mod legacy_h5;
+pub(crate) mod saved_model_pb;
 pub(crate) mod tf_checkpoint;
 pub(crate) mod v3_weights;
 

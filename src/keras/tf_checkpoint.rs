@@ -12,7 +12,8 @@
 //! through the same rules as a Keras HDF5 file's weight names
 //! ([`legacy_h5::assemble`]), so one model saved both ways gets the same
 //! tensor names (except a sub-model's own name, which only a config or a
-//! SavedModel's `keras_metadata.pb` records).
+//! SavedModel's Keras metadata records: `keras_metadata.pb`, or for TF
+//! 2.0-2.4 `saved_model.pb` itself, see [`saved_model_pb`]).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -26,6 +27,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::files;
 use crate::keras::config::{LayerConfig, MAX_CONFIG_BYTES};
 use crate::keras::legacy_h5::{self, RawWeight};
+use crate::keras::saved_model_pb;
 use crate::keras::ReadOptions;
 use crate::labels;
 use crate::model::{Format, Layer, Location, Model, SkippedGroup, Store, Weight};
@@ -237,7 +239,7 @@ pub fn read(
         TfInput::Checkpoint(_) => SavedModelMetadata::default(),
     };
     // A subclassed model's config lists no layers: its layers' classes come
-    // from their own entries in keras_metadata.pb (only when no --config).
+    // from their own entries in the Keras metadata (only when no --config).
     let sub_layers = if config.is_none() {
         saved.sub_layers
     } else {
@@ -261,7 +263,7 @@ pub fn read(
     }
     let mut layers = name_layers(raw, config.as_ref(), &mut reader.notes)?;
     if !sub_layers.is_empty() {
-        give_classes(&mut layers, &sub_layers, &mut reader.notes);
+        give_classes(&mut layers, &sub_layers, saved.source, &mut reader.notes);
     }
     let Reader {
         skipped_groups,
@@ -610,11 +612,13 @@ pub(crate) fn tf1_layers(variables: &[(String, Vec<usize>)]) -> Vec<Layer> {
     name_layers(raw, None, &mut Vec::new()).expect("variable names form layers")
 }
 
-/// The largest `keras_metadata.pb` read: it holds the model config and
-/// each layer's config again, so twice what a config may be, and more.
+/// The largest Keras metadata read (`keras_metadata.pb`, or the object
+/// graph of a `saved_model.pb` written by TF 2.0-2.4): it holds the model
+/// config and each layer's config again, so twice what a config may be,
+/// and more.
 const MAX_METADATA_BYTES: usize = 4 * MAX_CONFIG_BYTES;
 
-/// What a tf-keras SavedModel's `keras_metadata.pb` tells about the model.
+/// What a tf-keras SavedModel's Keras metadata tells about the model.
 #[derive(Default)]
 struct SavedModelMetadata {
     config: Option<LayerConfig>,
@@ -625,9 +629,11 @@ struct SavedModelMetadata {
     /// For a subclassed model (whose config lists no layers): every layer
     /// the metadata describes below the root.
     sub_layers: Vec<SubLayer>,
+    /// The file the metadata came from, for notes.
+    source: &'static str,
 }
 
-/// One layer of a subclassed model, from its own `keras_metadata.pb` entry.
+/// One layer of a subclassed model, from its own Keras metadata entry.
 #[derive(Debug, Clone, PartialEq)]
 struct SubLayer {
     /// The names of the layers that hold it, then its own (`block_0/sep`):
@@ -637,7 +643,7 @@ struct SubLayer {
     config: Option<serde_json::Value>,
 }
 
-/// The layers below the root in `keras_metadata.pb`. Each entry's
+/// The layers below the root in the Keras metadata. Each entry's
 /// `node_path` is its attribute path from the root (`root.stages.0.1.sep`:
 /// list items count too); a layer's name path takes the names of the
 /// layers among its path's prefixes (`block_1`, then `sep`). Metrics are
@@ -762,7 +768,12 @@ fn subclassed_config(root: LayerConfig, sub_layers: &[SubLayer], raw: &[RawWeigh
 
 /// Gives each layer that has no class the class and config of the
 /// metadata entry with its path, and that class's labels.
-fn give_classes(layers: &mut [Layer], sub_layers: &[SubLayer], notes: &mut Vec<String>) {
+fn give_classes(
+    layers: &mut [Layer],
+    sub_layers: &[SubLayer],
+    source: &str,
+    notes: &mut Vec<String>,
+) {
     let by_path: HashMap<&[String], &SubLayer> =
         sub_layers.iter().map(|l| (l.path.as_slice(), l)).collect();
     let mut unmatched = 0usize;
@@ -779,50 +790,71 @@ fn give_classes(layers: &mut [Layer], sub_layers: &[SubLayer], notes: &mut Vec<S
     }
     if unmatched > 0 {
         notes.push(format!(
-            "keras_metadata.pb: {unmatched} layer(s) of this subclassed model are named by variable names that match no layer it describes; their classes are guessed"
+            "{source}: {unmatched} layer(s) of this subclassed model are named by variable names that match no layer it describes; their classes are guessed"
         ));
     }
 }
 
-/// The root object's metadata in `keras_metadata.pb`: the whole model's
-/// `class_name` and `config` (as `model.to_json()` would give them; a
-/// subclassed model's config lists no layers), `keras_version`, `backend`.
-fn saved_model_metadata(dir: &Path, notes: &mut Vec<String>) -> Result<SavedModelMetadata> {
+/// Where a SavedModel's Keras metadata was found and what it holds.
+/// `keras_metadata.pb` (TF >= 2.5, which leaves `saved_model.pb`'s copy
+/// empty) wins over `saved_model.pb` (TF 2.0-2.4 wrote it only there).
+fn read_metadata(dir: &Path) -> Result<Option<(&'static str, proto::SavedMetadata)>> {
     let path = dir.join("keras_metadata.pb");
-    if !path.is_file() {
-        notes.push(
-            "the SavedModel has no keras_metadata.pb (not written by Keras): tensors are named by variable name"
-                .into(),
-        );
-        return Ok(SavedModelMetadata::default());
+    if path.is_file() {
+        return read_keras_metadata(&path).map(|m| Some(("keras_metadata.pb", m)));
     }
-    let file = files::open_regular(&path)?;
+    let graph = dir.join("saved_model.pb");
+    if graph.is_file() {
+        let found = saved_model_pb::keras_metadata(&graph, MAX_METADATA_BYTES)?;
+        if !found.nodes.is_empty() {
+            return Ok(Some(("saved_model.pb", found)));
+        }
+    }
+    Ok(None)
+}
+
+fn read_keras_metadata(path: &Path) -> Result<proto::SavedMetadata> {
+    let file = files::open_regular(path)?;
     let size = file.metadata().map_or(0, |m| m.len());
     let mut bytes = Vec::new();
     if size <= MAX_METADATA_BYTES as u64 {
         file.take(MAX_METADATA_BYTES as u64 + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| Error::new(&path, e.into()))?;
+            .map_err(|e| Error::new(path, e.into()))?;
     }
     if size > MAX_METADATA_BYTES as u64 || bytes.len() > MAX_METADATA_BYTES {
         return Err(Error::new(
-            &path,
+            path,
             ErrorKind::Unsafe(format!(
                 "keras_metadata.pb is over {}, more than a Keras model needs",
                 crate::inspect::human_bytes(MAX_METADATA_BYTES as u64)
             )),
         ));
     }
-    let metadata = proto::SavedMetadata::decode(bytes.as_slice()).map_err(|e| {
+    proto::SavedMetadata::decode(bytes.as_slice()).map_err(|e| {
         Error::new(
-            &path,
+            path,
             ErrorKind::InvalidKeras(format!("unreadable keras_metadata.pb ({e})")),
         )
-    })?;
-    let Some(root) = metadata.nodes.iter().find(|n| n.node_path == "root") else {
+    })
+}
+
+/// The root object's Keras metadata (from [`read_metadata`]): the whole
+/// model's `class_name` and `config` (as `model.to_json()` would give them;
+/// a subclassed model's config lists no layers), `keras_version`, `backend`.
+fn saved_model_metadata(dir: &Path, notes: &mut Vec<String>) -> Result<SavedModelMetadata> {
+    let Some((source, metadata)) = read_metadata(dir)? else {
         notes.push(
-            "keras_metadata.pb describes no root object: tensors are named by variable name".into(),
+            "the SavedModel has no keras_metadata.pb, nor Keras metadata in saved_model.pb (not written by Keras): tensors are named by variable name"
+                .into(),
         );
+        return Ok(SavedModelMetadata::default());
+    };
+    let path = dir.join(source);
+    let Some(root) = metadata.nodes.iter().find(|n| n.node_path == "root") else {
+        notes.push(format!(
+            "{source} describes no root object: tensors are named by variable name"
+        ));
         return Ok(SavedModelMetadata::default());
     };
     let json: serde_json::Value = serde_json::from_str(&root.metadata).map_err(|e| {
@@ -838,19 +870,18 @@ fn saved_model_metadata(dir: &Path, notes: &mut Vec<String>) -> Result<SavedMode
         backend: text_of("backend"),
         model_name: text_of("name"),
         sub_layers: Vec::new(),
+        source,
     };
     let (Some(class), Some(config)) = (json.get("class_name"), json.get("config")) else {
-        notes.push(
-            "keras_metadata.pb has no model config: tensors are named by variable name".into(),
-        );
+        notes.push(format!(
+            "{source} has no model config: tensors are named by variable name"
+        ));
         return Ok(saved);
     };
     let text = serde_json::json!({"class_name": class, "config": config}).to_string();
     match LayerConfig::parse(&text) {
         Ok(c) => saved.config = Some(c),
-        Err(e) => notes.push(format!(
-            "keras_metadata.pb: {e}; tensors are named by variable name"
-        )),
+        Err(e) => notes.push(format!("{source}: {e}; tensors are named by variable name")),
     }
     if saved.config.as_ref().is_some_and(|c| c.children.is_empty()) {
         saved.sub_layers = sub_layers(&metadata.nodes);
@@ -958,6 +989,66 @@ mod tests {
                 vec!["deep", "w"],
             ]
         );
+    }
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(name)
+    }
+
+    #[test]
+    fn saved_model_pb_gives_the_node_paths_tf_keras_gives() {
+        // basic-pitch 0.4.0 (Keras 2.4.0): its expected JSON holds the
+        // paths tf-keras's own `_read_legacy_metadata` gave.
+        let expected: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture("third_party/basic_pitch_nmp.expected.json")).unwrap(),
+        )
+        .unwrap();
+        let want: HashMap<i32, String> = expected["node_paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(id, path)| (id.parse().unwrap(), path.as_str().unwrap().to_string()))
+            .collect();
+        let dir = fixture("third_party/basic_pitch_nmp");
+        let (source, found) = read_metadata(&dir).unwrap().unwrap();
+        assert_eq!(source, "saved_model.pb");
+        let got: HashMap<i32, String> = found
+            .nodes
+            .iter()
+            .map(|n| (n.node_id, n.node_path.clone()))
+            .collect();
+        assert_eq!(got, want);
+        let mut notes = Vec::new();
+        let saved = saved_model_metadata(&dir, &mut notes).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(saved.keras_version.as_deref(), Some("2.4.0"));
+        assert_eq!(saved.model_name.as_deref(), expected["model_name"].as_str());
+        assert!(saved.config.is_some_and(|c| !c.children.is_empty()));
+    }
+
+    #[test]
+    fn keras_metadata_pb_wins_over_saved_model_pb() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            fixture("third_party/basic_pitch_nmp/saved_model.pb"),
+            dir.path().join("saved_model.pb"),
+        )
+        .unwrap();
+        std::fs::copy(
+            fixture("tf/functional_savedmodel/keras_metadata.pb"),
+            dir.path().join("keras_metadata.pb"),
+        )
+        .unwrap();
+        let (source, _) = read_metadata(dir.path()).unwrap().unwrap();
+        assert_eq!(source, "keras_metadata.pb");
+        let saved = saved_model_metadata(dir.path(), &mut Vec::new()).unwrap();
+        assert_eq!(saved.keras_version.as_deref(), Some("2.21.0"));
+        // A TF >= 2.5 saved_model.pb records no Keras metadata of its own.
+        let tf_2_21 = fixture("tf/functional_savedmodel/saved_model.pb");
+        let found = saved_model_pb::keras_metadata(&tf_2_21, MAX_METADATA_BYTES).unwrap();
+        assert!(found.nodes.is_empty());
     }
 
     #[test]

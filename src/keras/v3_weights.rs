@@ -517,13 +517,23 @@ impl Reader<'_, '_> {
             _ => {
                 let mut weights =
                     self.weights_by_position(object, class, options, layer_path, None)?;
-                // Objects held by a layer we have no wrapper rule for.
-                for child in self.tree.children(object) {
-                    if child == "vars" || LAYER_LISTS.contains(&child.as_str()) {
-                        continue;
-                    }
-                    let child_path = format!("{object}/{child}");
-                    let sub = self.tree.recorded_name(&child_path).unwrap_or(child);
+                // Objects held by a layer we have no wrapper rule for, in
+                // the order its table lists them (the file's is by key).
+                let mut children: Vec<(String, String)> = self
+                    .tree
+                    .children(object)
+                    .into_iter()
+                    .filter(|c| c != "vars" && !LAYER_LISTS.contains(&c.as_str()))
+                    .map(|child| {
+                        let path = format!("{object}/{child}");
+                        let sub = self.tree.recorded_name(&path).unwrap_or(child);
+                        (path, sub)
+                    })
+                    .collect();
+                if let Some(class) = class {
+                    children.sort_by_key(|(_, sub)| labels::sub_object_rank(class, sub));
+                }
+                for (child_path, sub) in children {
                     // A table that names the sub-object's arrays
                     // (MultiHeadAttention's `query/kernel`) labels them.
                     let count = self.tree.vars(&child_path).len();
@@ -782,11 +792,19 @@ fn class_from_object_key(key: &str) -> Option<&'static str> {
         Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
         _ => key,
     };
-    labels::TABLES
+    // Keras keys an object by its Python class's name, which for a few
+    // classes is not the name we give them.
+    let alias = labels::CLASS_ALIASES
         .iter()
-        .map(|t| t.class)
-        .chain(WRAPPERS)
-        .find(|class| snake_case(class) == base)
+        .find(|(other, _)| snake_case(other) == base)
+        .map(|(_, ours)| *ours);
+    alias.or_else(|| {
+        labels::TABLES
+            .iter()
+            .map(|t| t.class)
+            .chain(WRAPPERS)
+            .find(|class| snake_case(class) == base)
+    })
 }
 
 /// The format a merged tree was read as, for the model.
@@ -854,6 +872,10 @@ mod tests {
             Some("Bidirectional")
         );
         assert_eq!(class_from_object_key("my_layer_2"), None);
+        assert_eq!(
+            class_from_object_key("grouped_query_attention_1"),
+            Some("GroupQueryAttention")
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The protobuf messages a tensor bundle stores, written from the field
 //! numbers of TensorFlow's `tensor_bundle.proto`, `tensor_shape.proto`,
-//! `tensor_slice.proto` and `trackable_object_graph.proto` (no `protoc`).
+//! `tensor_slice.proto` and `trackable_object_graph.proto`, and the part of
+//! a SavedModel's `saved_object_graph.proto` that TF 2.0-2.4 kept Keras's
+//! metadata in (no `protoc`).
 
 /// The value under the empty key: how the bundle was written.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -130,5 +132,34 @@ pub struct SavedObject {
     pub identifier: String,
     /// JSON: `class_name`, `name`, `config`, ...
     #[prost(string, tag = "5")]
+    pub metadata: String,
+}
+
+/// A SavedModel's object graph (`MetaGraphDef.object_graph_def`, field 7
+/// of the first of `SavedModel.meta_graphs`, field 2): only what names
+/// Keras objects is declared, so prost skips the rest without keeping it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SavedObjectGraph {
+    #[prost(message, repeated, tag = "1")]
+    pub nodes: Vec<SavedGraphObject>,
+}
+
+/// `tensorflow.SavedObject` (named apart from the `keras_metadata.pb`
+/// message above).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SavedGraphObject {
+    #[prost(message, repeated, tag = "1")]
+    pub children: Vec<ObjectReference>,
+    #[prost(message, optional, tag = "4")]
+    pub user_object: Option<SavedUserObject>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SavedUserObject {
+    /// `_tf_keras_layer`, `_tf_keras_network`, ...
+    #[prost(string, tag = "1")]
+    pub identifier: String,
+    /// The JSON `keras_metadata.pb` holds since TF 2.5; empty from then on.
+    #[prost(string, tag = "3")]
     pub metadata: String,
 }
