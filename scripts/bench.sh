@@ -5,6 +5,14 @@
 #                                     (default 2.16 GB), write scripts/BENCH_RESULTS.md
 #   scripts/bench.sh --large          5.4 GB file (20 Dense 8192x8192): run the
 #                                     ignored test tests/large_file.rs on it
+#   scripts/bench.sh --many           only the many-layers rows (below); prints
+#                                     their table, writes no results file
+#
+# Many layers: a file of MANY_LAYERS (100000; "" for none) small Dense layers
+# (8x8 kernel and bias; make_big_keras.py --small, about 320 MB, 200,000
+# datasets, `layer_names` split into chunks as tf-keras splits it), on which
+# `convert`, `inspect` and `convert --layout pytorch` run ROUNDS times: the cost
+# per layer, not per byte.
 #
 # After the rounds, the scale curve: for each size in SCALE ("0.5 2 8" GB; "" for
 # none) a file is generated (then deleted, unless it is the main input), and
@@ -15,7 +23,7 @@
 # Environment: ROUNDS (3), INSPECT_REPS (20, per round), BENCH_DIR (/tmp/k2s-bench),
 # PYTHON (python3; needs `pip install h5py numpy safetensors`), BENCH_LOCK
 # (/tmp/bench.lock: present while timing runs are going), BENCH_RESULTS
-# (scripts/BENCH_RESULTS.md), LARGE_DENSE (20).
+# (scripts/BENCH_RESULTS.md), LARGE_DENSE (20), MANY_LAYERS (100000).
 # Needs /usr/bin/time (GNU time). Outputs are removed after each run.
 set -euo pipefail
 
@@ -29,14 +37,17 @@ RESULTS=${BENCH_RESULTS:-$REPO/scripts/BENCH_RESULTS.md}
 LARGE_DENSE=${LARGE_DENSE:-20}
 SCALE=${SCALE-0.5 2 8}
 SCALE_ROUNDS=${SCALE_ROUNDS:-3}
+MANY_LAYERS=${MANY_LAYERS-100000}
 COMMAND_LINE="scripts/bench.sh $*"
 
 LARGE=0
+MANY_ONLY=0
 SIZE_GB=2.16
 while [ $# -gt 0 ]; do
     case "$1" in
         --large) LARGE=1 ;;
-        -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --many) MANY_ONLY=1 ;;
+        -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
         *) SIZE_GB=$1 ;;
     esac
@@ -93,7 +104,7 @@ say "cargo build --release"
 (cd "$REPO" && cargo build --release --quiet)
 # A private copy, so that a rebuild by someone else during the runs changes nothing.
 BIN="$BENCH_DIR/keras2safetensors"
-cp "$REPO/target/release/keras2safetensors" "$BIN"
+cp "${CARGO_TARGET_DIR:-$REPO/target}/release/keras2safetensors" "$BIN"
 
 # ==========================================================================
 if [ "$LARGE" = 1 ]; then
@@ -139,16 +150,6 @@ for line in sys.stdin:
     exit "$status"
 fi
 
-# ==========================================================================
-"$PYTHON" -c 'import safetensors.numpy' 2>/dev/null ||
-    die "$PYTHON lacks safetensors: pip install h5py numpy safetensors"
-INPUT="$BENCH_DIR/big-${SIZE_GB}GB.h5"
-est=$("$PYTHON" -c "print(int(float('$SIZE_GB') * 1e9) + (64 << 20))")
-# The input, plus one output at a time (with headroom).
-if [ -f "$INPUT" ]; then need_space $((est + (1 << 30))); else need_space $((2 * est + (1 << 30))); fi
-ensure_input "$INPUT" --gb "$SIZE_GB"
-INPUT_BYTES=$(stat -c %s "$INPUT")
-
 OUT="$BENCH_DIR/out.safetensors"
 OUT_PT="$BENCH_DIR/out_pytorch.safetensors"
 OUT_PY="$BENCH_DIR/out_python.safetensors"
@@ -156,16 +157,6 @@ OUT_CAT="$BENCH_DIR/out.bin"
 OUTPUTS+=("$OUT" "$OUT_PT" "$OUT_PY" "$OUT_CAT")
 SAMPLES="$BENCH_DIR/samples.txt"
 : >"$SAMPLES"
-rm -f "$BENCH_DIR/scale.txt.sizes"
-
-PY_ROUTE='
-import sys, h5py
-from safetensors.numpy import save_file
-tensors = {}
-with h5py.File(sys.argv[1], "r") as f:
-    f.visititems(lambda name, obj: tensors.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-save_file(tensors, sys.argv[2])
-'
 
 # timed LABEL CMD...: one run under /usr/bin/time -v; records "LABEL seconds rss_kib".
 timed() {
@@ -182,6 +173,68 @@ timed() {
     printf '   %-14s %s\n' "$label" "$(tail -n 1 "$SAMPLES" | cut -d' ' -f2-)" >&2
 }
 
+settle() { rm -f "${OUTPUTS[@]}"; sync; }
+
+# --- many layers: ROUNDS rounds on a file of MANY_LAYERS small layers -------
+MANY_INPUT=""
+if [ -n "$MANY_LAYERS" ] && [ "$MANY_LAYERS" != 0 ]; then
+    MANY_INPUT="$BENCH_DIR/many-${MANY_LAYERS}.h5"
+    # About 3.2 KB per layer, plus one output of a sixth of that.
+    many_bytes=$((MANY_LAYERS * 3800 + (256 << 20)))
+    if [ -f "$MANY_INPUT" ]; then need_space "$many_bytes"; else need_space $((2 * many_bytes)); fi
+    ensure_input "$MANY_INPUT" --dense 0 --bn 0 --small "$MANY_LAYERS" --small-dim 8
+    cat "$MANY_INPUT" >/dev/null
+    MANY_LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+    say "$ROUNDS rounds on $MANY_INPUT ($MANY_LAYERS layers)"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        settle
+        timed many_convert "$BIN" convert "$MANY_INPUT" -o "$OUT" --force -q
+        timed many_inspect "$BIN" inspect "$MANY_INPUT"
+        settle
+        timed many_pytorch "$BIN" convert "$MANY_INPUT" -o "$OUT_PT" --force -q --layout pytorch
+    done
+    settle
+    MANY_LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+    say "load average $MANY_LOAD_BEFORE before, $MANY_LOAD_AFTER after"
+fi
+if [ "$MANY_ONLY" = 1 ]; then
+    drop_lock
+    [ -n "$MANY_INPUT" ] || die "--many needs MANY_LAYERS > 0"
+    echo "$MANY_LAYERS layers, $(stat -c %s "$MANY_INPUT") bytes; load average $MANY_LOAD_BEFORE before, $MANY_LOAD_AFTER after"
+    echo "| Command | Wall, median | min - max | Peak RSS | Target |"
+    echo "|---|---:|---:|---:|---|"
+    for label in many_convert many_inspect many_pytorch; do
+        awk -v label="$label" '$1 == label { print $2, $3 }' "$SAMPLES" | sort -n | awk -v label="$label" '
+            { w[NR] = $1; if ($2 > rss) rss = $2 }
+            END {
+                med = (NR % 2) ? w[(NR + 1) / 2] : (w[NR / 2] + w[NR / 2 + 1]) / 2
+                target = (label == "many_convert") ? "< 2 s; peak RSS < 128 MiB" : ""
+                printf "| `%s` | %.2f s | %.2f - %.2f s | %.0f MiB | %s |\n", label, med, w[1], w[NR], rss / 1024, target
+            }'
+    done
+    exit 0
+fi
+
+# ==========================================================================
+"$PYTHON" -c 'import safetensors.numpy' 2>/dev/null ||
+    die "$PYTHON lacks safetensors: pip install h5py numpy safetensors"
+INPUT="$BENCH_DIR/big-${SIZE_GB}GB.h5"
+est=$("$PYTHON" -c "print(int(float('$SIZE_GB') * 1e9) + (64 << 20))")
+# The input, plus one output at a time (with headroom).
+if [ -f "$INPUT" ]; then need_space $((est + (1 << 30))); else need_space $((2 * est + (1 << 30))); fi
+ensure_input "$INPUT" --gb "$SIZE_GB"
+INPUT_BYTES=$(stat -c %s "$INPUT")
+rm -f "$BENCH_DIR/scale.txt.sizes"
+
+PY_ROUTE='
+import sys, h5py
+from safetensors.numpy import save_file
+tensors = {}
+with h5py.File(sys.argv[1], "r") as f:
+    f.visititems(lambda name, obj: tensors.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+save_file(tensors, sys.argv[2])
+'
+
 # loop LABEL REPS CMD...: REPS runs, each timed with the monotonic clock
 # (for commands of a few milliseconds); one extra run under /usr/bin/time for RSS.
 loop() {
@@ -195,8 +248,6 @@ loop() {
     done
     timed "$label.rss" "$@"
 }
-
-settle() { rm -f "${OUTPUTS[@]}"; sync; }
 
 say "warming the page cache"
 cat "$INPUT" >/dev/null
@@ -260,6 +311,8 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 # --- report ---------------------------------------------------------------
 GIT_REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')
 if [ -n "$(git -C "$REPO" status --porcelain -- src Cargo.toml 2>/dev/null)" ]; then GIT_REV="$GIT_REV + uncommitted changes in src/"; fi
+MANY_BYTES=$([ -n "$MANY_INPUT" ] && stat -c %s "$MANY_INPUT" || echo 0)
+export MANY_INPUT MANY_LAYERS MANY_BYTES MANY_LOAD_BEFORE="${MANY_LOAD_BEFORE:-}" MANY_LOAD_AFTER="${MANY_LOAD_AFTER:-}"
 export SCALE_SAMPLES SCALE_NOTES SCALE_ROUNDS SAMPLES INPUT INPUT_BYTES ROUNDS INSPECT_REPS COMMAND_LINE GIT_REV LOAD_BEFORE LOAD_AFTER
 export MACHINE="$(nproc) cores ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r), $BENCH_DIR on $(df -PT "$BENCH_DIR" | awk 'NR == 2 { print $2 }')"
 export TOOLS="$(rustc -V 2>/dev/null), $("$PYTHON" -c 'import sys, h5py, numpy, safetensors; print(f"Python {sys.version.split()[0]}, h5py {h5py.__version__}, numpy {numpy.__version__}, safetensors {safetensors.__version__}")')"
@@ -284,6 +337,7 @@ def rss(label):
 
 cat, cat_fsync = wall("cat"), wall("cat_fsync")
 name = os.path.basename(env["INPUT"])
+many = os.path.basename(env.get("MANY_INPUT", "")) or "-"
 rows = [
     # label, command, writes output?, (target text, check(wall, rss) -> bool) or None
     ("cat", f"cat {name} > out.bin", False, None),
@@ -300,6 +354,11 @@ rows = [
      ("<= 1.2x cat", lambda w, m: (w <= 1.2 * cat,))),
     ("verify", f"keras2safetensors verify {name} out.safetensors", False,
      ("<= 1.2x cat", lambda w, m: (w <= 1.2 * cat,))),
+    # Another input (many small layers): no ratio to `cat` of the big file.
+    ("many_convert", f"keras2safetensors convert {many} -o out.safetensors --force -q", False,
+     ("< 2 s; peak RSS < 128 MiB", lambda w, m: (w < 2, m < 128))),
+    ("many_inspect", f"keras2safetensors inspect {many}", False, None),
+    ("many_pytorch", f"keras2safetensors convert {many} --layout pytorch ...", False, None),
 ]
 
 def fmt_s(s):
@@ -322,7 +381,7 @@ for label, command, writes, target in rows:
         continue
     w = runs[label]["wall"]
     m = rss(label)
-    ratio = f"{wall(label) / cat:.2f}"
+    ratio = "" if label.startswith("many_") else f"{wall(label) / cat:.2f}"
     ratio_sync = f"{wall(label) / cat_fsync:.2f}" if writes or label.startswith("cat") else ""
     tgt, met = "", ""
     if target:
@@ -331,6 +390,11 @@ for label, command, writes, target in rows:
     out.append(f"| `{command}` | {fmt_s(wall(label))} | {fmt_s(min(w))} - {fmt_s(max(w))} | {ratio} | {ratio_sync} "
                f"| {m:.0f} MiB | {tgt} | {met} |")
 out.append("")
+if env.get("MANY_INPUT"):
+    out.append(f"The `many_` rows read `{many}`, {env['MANY_LAYERS']} small Dense layers "
+               f"({int(env['MANY_BYTES']):,} bytes; `make_big_keras.py --dense 0 --bn 0 --small "
+               f"{env['MANY_LAYERS']} --small-dim 8`): the cost per layer. Load average "
+               f"{env['MANY_LOAD_BEFORE']} before those rounds, {env['MANY_LOAD_AFTER']} after.\n")
 out.append("`convert` writes to a temporary file, fsyncs it and renames it, so the time to get its "
            "output onto the disk is part of its wall time; `cat > out.bin` leaves the data in the page "
            "cache. The `x cat+fsync` column compares with a `cat` that also syncs its output.")

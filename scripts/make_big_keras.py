@@ -3,6 +3,7 @@
 
 Usage:
     make_big_keras.py OUT.h5 [--gb 2.16] [--dense N] [--dim D] [--bn M] [--bn-size S]
+                      [--small N] [--small-dim D]
 
 Needs: pip install h5py numpy   (run it with ${PYTHON:-python3})
 
@@ -12,6 +13,10 @@ with fixtures/classic_conv2d_weights.h5): root attributes `layer_names`
 layer with a `weight_names` attribute (`dense/kernel:0`, ...); each weight a
 contiguous little-endian float32 dataset at `<layer>/<layer>/kernel:0`; and a
 `top_level_model_weights` group with an empty float64 `weight_names` array.
+A name list too big for one HDF5 object header (64 KiB) is split the way
+tf-keras's `save_attributes_to_hdf5_group` splits it: `layer_names0`,
+`layer_names1`, ..., fixed-length strings (compare with
+fixtures/chunked_names_full.h5).
 
 Layers, in this order: N Dense layers (`dense`, `dense_1`, ...) with a DxD
 kernel and a D bias, then M BatchNormalization layers (`batch_normalization`,
@@ -19,6 +24,20 @@ kernel and a D bias, then M BatchNormalization layers (`batch_normalization`,
 moving_variance of S elements each. Default: 8 Dense 8192x8192 + 1000 BN of
 64, about 2.16 GB. `--gb` picks N (when --dense is not given) so that the
 Dense kernels fill about that many gigabytes (10^9 bytes).
+
+`--small N` adds N small Dense layers after the big ones (`dense_N`, ...,
+SMALL_DIM x SMALL_DIM kernel and a bias; default 16).
+
+Many small layers (the per-layer cost of a reader, not its bandwidth):
+`--dense 0 --bn 0 --small 100000 --small-dim 8` writes 100,000 layers and
+200,000 datasets, 323 MB (29 MB of weights: h5py's groups cost about 3 KB per
+layer), in about 70 s; `--dense 0 --bn 100000 --bn-size 16` writes 400,000
+datasets, 397 MB. `layer_names` is then split into chunks. The rule,
+copied from tf-keras's code, leaves a gap: a list that fits the limit as
+fixed-length strings (the form the split is decided on) is written whole as
+variable-length strings (16 bytes each), which may not fit; with names of
+about 10 characters, between about 4,000 and 6,400 layers h5py refuses the
+attribute and the script stops there.
 
 Content is a formula, so a test can compute the expected bytes at any
 offset without reading the input. Datasets are numbered t = 0, 1, 2, ... in
@@ -77,6 +96,32 @@ def write_dataset(group, name, shape, t):
     return ds
 
 
+# tf-keras's HDF5_OBJECT_HEADER_LIMIT (tf_keras/src/saving/legacy/hdf5_format.py).
+HDF5_OBJECT_HEADER_LIMIT = 64512
+
+
+def save_attributes(group, name, data):
+    """tf-keras's save_attributes_to_hdf5_group: `data` (a list of bytes)
+    as one attribute, or, when as a fixed-length string array it would pass
+    the object header limit, split by np.array_split into the fewest chunks
+    that each fit, as `name0`, `name1`, ... (fixed-length strings)."""
+    too_long = [x for x in data if len(x) > HDF5_OBJECT_HEADER_LIMIT]
+    if too_long:
+        sys.exit(f"make_big_keras.py: {name} has an entry over {HDF5_OBJECT_HEADER_LIMIT} bytes")
+    data_npy = np.asarray(data)
+    num_chunks = 1
+    chunked = np.array_split(data_npy, num_chunks)
+    while any(x.nbytes > HDF5_OBJECT_HEADER_LIMIT for x in chunked):
+        num_chunks += 1
+        chunked = np.array_split(data_npy, num_chunks)
+    if num_chunks > 1:
+        for chunk_id, chunk in enumerate(chunked):
+            group.attrs["%s%d" % (name, chunk_id)] = chunk
+    else:
+        # A list of bytes, which h5py stores as variable-length ASCII.
+        group.attrs[name] = data
+
+
 def layer_name(base, k):
     return base if k == 0 else f"{base}_{k}"
 
@@ -89,6 +134,8 @@ def main():
     ap.add_argument("--dim", type=int, default=8192, help="Dense kernels are DIM x DIM")
     ap.add_argument("--bn", type=int, default=1000, help="number of BatchNormalization layers")
     ap.add_argument("--bn-size", type=int, default=64, help="elements per BatchNormalization weight")
+    ap.add_argument("--small", type=int, default=0, help="number of small Dense layers, after the big ones")
+    ap.add_argument("--small-dim", type=int, default=16, help="small Dense kernels are SMALL_DIM x SMALL_DIM")
     args = ap.parse_args()
 
     dense = args.dense
@@ -98,6 +145,9 @@ def main():
     layers = []  # (layer name, [(weight label, shape)])
     for k in range(dense):
         layers.append((layer_name("dense", k), [("kernel", (args.dim, args.dim)), ("bias", (args.dim,))]))
+    for k in range(dense, dense + args.small):
+        d = args.small_dim
+        layers.append((layer_name("dense", k), [("kernel", (d, d)), ("bias", (d,))]))
     for k in range(args.bn):
         labels = ["gamma", "beta", "moving_mean", "moving_variance"]
         layers.append((layer_name("batch_normalization", k), [(w, (args.bn_size,)) for w in labels]))
@@ -106,14 +156,13 @@ def main():
     tmp = args.out + ".part"
     listing = []
     with h5py.File(tmp, "w") as f:
-        # As tf-keras writes them: bytes, which h5py stores as variable-length ASCII.
-        f.attrs["layer_names"] = [name.encode("utf8") for name, _ in layers]
+        save_attributes(f, "layer_names", [name.encode("utf8") for name, _ in layers])
         f.attrs["backend"] = b"tensorflow"
         f.attrs["keras_version"] = b"2.21.0"
         t = 0
         for name, weights in layers:
             g = f.create_group(name)
-            g.attrs["weight_names"] = [f"{name}/{w}:0".encode("utf8") for w, _ in weights]
+            save_attributes(g, "weight_names", [f"{name}/{w}:0".encode("utf8") for w, _ in weights])
             for w, shape in weights:
                 ds = write_dataset(g, f"{name}/{w}:0", shape, t)
                 listing.append(
@@ -141,7 +190,7 @@ def main():
         json.dump(meta, fh, indent=1)
     print(
         f"wrote {args.out}: {size:,} bytes, {dense} Dense {args.dim}x{args.dim}, "
-        f"{args.bn} BatchNormalization, {len(listing)} datasets in {time.time() - started:.1f} s",
+        f"{args.small} Dense {args.small_dim}x{args.small_dim}, {args.bn} BatchNormalization, {len(listing)} datasets in {time.time() - started:.1f} s",
         file=sys.stderr,
     )
 

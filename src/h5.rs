@@ -10,12 +10,11 @@ use crate::pread::read_exact_at;
 use std::io::Write;
 use std::sync::Arc;
 
-use hdf5_reader::io::Cursor;
 use hdf5_reader::messages::layout::DataLayout;
 use hdf5_reader::messages::link::LinkTarget;
 use hdf5_reader::messages::symbol_table_msg::SymbolTableMessage;
 use hdf5_reader::messages::HdfMessage;
-use hdf5_reader::symbol_table::SymbolTableNode;
+use hdf5_reader::object_header::ObjectHeader;
 use hdf5_reader::{
     BlockCacheStorage, ByteOrder, Datatype, Hdf5File, Storage, StorageBuffer, StringSize,
 };
@@ -157,13 +156,27 @@ pub struct File {
     /// Every dataset's absolute path, found by [`File::refuse_links`]'s walk.
     datasets: std::sync::OnceLock<Vec<String>>,
     limits: Limits,
+    shared: Arc<Shared>,
+    /// The root's symbol table, read once: the root's header also holds
+    /// the layer name lists, megabytes for 100,000 layers.
+    root_table: std::sync::OnceLock<Option<SymbolTableMessage>>,
+    /// The group [`File::child_address`] last looked in, with its members
+    /// if it is a small old-style group: a layer's weights share one.
+    last_group: std::sync::Mutex<Option<Arc<Parent>>>,
+    /// Bytes decompression has produced so far, and fill bytes made.
+    decoded: std::sync::atomic::AtomicU64,
+    filled: std::sync::atomic::AtomicU64,
+}
+
+/// What a file's groups share: small caches of our own, which stay small
+/// whatever the number of objects.
+#[derive(Default)]
+struct Shared {
     /// Member name -> object header address, for big old-style groups.
     name_index: std::sync::Mutex<
         std::collections::HashMap<u64, Arc<std::collections::HashMap<String, u64>>>,
     >,
-    /// Bytes decompression has produced so far, and fill bytes made.
-    decoded: std::sync::atomic::AtomicU64,
-    filled: std::sync::atomic::AtomicU64,
+    heaps: uncached::HeapMemo,
 }
 
 /// Where an HDF5 file's bytes are: a file on disk, or a window of one (a
@@ -232,10 +245,108 @@ impl std::fmt::Debug for File {
     }
 }
 
-/// A group in an open file.
+/// A group in an open file. An old-style group (h5py's default) is read
+/// from its symbol table directly (see [`uncached`]); anything else goes
+/// through the HDF5 crate's handle, opened on first need.
 #[derive(Clone)]
 pub struct Group {
-    inner: hdf5_reader::group::Group,
+    h5: Hdf5File,
+    shared: Arc<Shared>,
+    address: u64,
+    /// Absolute path, `/` for the root: how the crate's handle is opened.
+    path: String,
+    table: Option<SymbolTableMessage>,
+    /// The header read when the group was found, for its attributes.
+    header: Option<Arc<ObjectHeader>>,
+    inner: std::sync::OnceLock<hdf5_reader::group::Group>,
+}
+
+/// A group [`File::child_address`] looks in.
+struct Parent {
+    path: String,
+    address: u64,
+    table: Option<SymbolTableMessage>,
+    /// The members of a small old-style group.
+    members: Option<Vec<(String, u64)>>,
+}
+
+/// The symbol table of the group at `address`, if it is an old-style
+/// group whose header parses here.
+fn table_of(h5: &Hdf5File, address: u64) -> Option<SymbolTableMessage> {
+    uncached::header(h5, address)
+        .ok()
+        .and_then(|header| uncached::old_style_table(&header))
+}
+
+/// Whether an old-style group's B-tree is one leaf pointing at one symbol
+/// node (at most 32 members with HDF5's defaults): listing it costs what
+/// one lookup does.
+fn small_group(h5: &Hdf5File, table: &SymbolTableMessage) -> bool {
+    // "TREE", node type, level, entries used.
+    h5.storage()
+        .read_range(table.btree_address, 8)
+        .ok()
+        .is_some_and(|head| {
+            let head = head.as_ref();
+            head.len() == 8 && head[5] == 0 && u16::from_le_bytes([head[6], head[7]]) <= 1
+        })
+}
+
+/// A member of an old-style group by name: big groups are indexed
+/// once (looking each member up in turn stays linear), small ones
+/// scanned.
+fn lookup(
+    h5: &Hdf5File,
+    shared: &Shared,
+    group: u64,
+    table: &SymbolTableMessage,
+    name: &str,
+) -> Result<Option<u64>> {
+    if let Some(index) = shared
+        .name_index
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&group).cloned())
+    {
+        return Ok(index.get(name).copied());
+    }
+    let entries = uncached::symbol_entries(h5, table)?;
+    let storage = h5.storage();
+    let superblock = h5.superblock();
+    let heap = hdf5_reader::local_heap::LocalHeap::parse_at_storage(
+        storage,
+        table.heap_address,
+        superblock.offset_size,
+        superblock.length_size,
+    )?;
+    let segment = usize::try_from(heap.data_segment_size)
+        .map_err(|_| H5Error::new("a group's name heap is too large"))?;
+    let data = storage.read_range(heap.data_segment_address, segment)?;
+    let data = data.as_ref();
+    let name_at = |offset: u64| -> Option<&[u8]> {
+        let start = usize::try_from(offset).ok().filter(|&s| s < data.len())?;
+        let len = data[start..].iter().position(|&b| b == 0)?;
+        Some(&data[start..start + len])
+    };
+    if entries.len() <= 64 {
+        return Ok(entries
+            .iter()
+            .find(|e| name_at(e.link_name_offset) == Some(name.as_bytes()))
+            .map(|e| e.object_header_address));
+    }
+    let mut index = std::collections::HashMap::with_capacity(entries.len());
+    for e in &entries {
+        if let Some(n) = name_at(e.link_name_offset) {
+            index
+                .entry(String::from_utf8_lossy(n).into_owned())
+                .or_insert(e.object_header_address);
+        }
+    }
+    let found = index.get(name).copied();
+    if let Ok(mut map) = shared.name_index.lock() {
+        map.insert(group, Arc::new(index));
+    }
+    Ok(found)
 }
 
 /// The element type of a dataset, reduced to what a weight file can hold.
@@ -348,7 +459,9 @@ impl File {
             len,
             datasets: std::sync::OnceLock::new(),
             limits: Limits::default(),
-            name_index: Default::default(),
+            shared: Default::default(),
+            root_table: Default::default(),
+            last_group: Default::default(),
             decoded: Default::default(),
             filled: Default::default(),
         })
@@ -400,9 +513,32 @@ impl File {
     }
 
     pub fn root(&self) -> Result<Group> {
+        let root = self.h5.root_group()?;
+        let table = self
+            .root_table
+            .get_or_init(|| table_of(&self.h5, root.address()))
+            .clone();
+        let inner = std::sync::OnceLock::new();
+        let address = root.address();
+        let _ = inner.set(root);
         Ok(Group {
-            inner: self.h5.root_group()?,
+            h5: self.h5.clone(),
+            shared: self.shared.clone(),
+            address,
+            path: "/".into(),
+            table,
+            header: None,
+            inner,
         })
+    }
+
+    /// The group at an absolute path, looked up member by member.
+    fn group_at(&self, path: &str) -> Result<Group> {
+        let mut group = self.root()?;
+        for name in path.split('/').filter(|p| !p.is_empty()) {
+            group = group.group(name)?;
+        }
+        Ok(group)
     }
 
     /// Walks every group and refuses soft and external links and objects
@@ -423,6 +559,12 @@ impl File {
             self.refuse_links()?;
         }
         Ok(self.datasets.get().map(Vec::as_slice).unwrap_or_default())
+    }
+
+    /// Drops the list of dataset paths; [`File::dataset_paths`] walks the
+    /// file again if asked.
+    pub fn forget_dataset_paths(&mut self) {
+        self.datasets.take();
     }
 
     /// The address of a dataset's object header: two paths with the same
@@ -450,6 +592,26 @@ impl File {
                 "`{path}` is reached twice (a hard link), which Keras files never contain"
             )));
         }
+        // An old-style group listed here has no soft link (the listing
+        // gives up on one) and can hold no other kind: nothing to check,
+        // and each member's header is read once.
+        if let Some((groups, members)) = group.children_uncached() {
+            datasets.extend(members.iter().map(|name| format!("{path}/{name}")));
+            for (name, address, table) in groups {
+                let child = Group {
+                    h5: self.h5.clone(),
+                    shared: self.shared.clone(),
+                    address,
+                    path: group.child_path(&name),
+                    table,
+                    header: None,
+                    inner: std::sync::OnceLock::new(),
+                };
+                let below = format!("{path}/{name}");
+                self.refuse_links_below(&child, &below, depth + 1, seen, datasets)?;
+            }
+            return Ok(());
+        }
         self.check_links(group, path)?;
         let (groups, members) = group.member_names()?;
         datasets.extend(members.iter().map(|name| format!("{path}/{name}")));
@@ -464,7 +626,7 @@ impl File {
     /// and Keras's own loader rejects files that have them, since they can
     /// make one name read data that belongs somewhere else.
     pub fn check_links(&self, group: &Group, path: &str) -> Result<()> {
-        let header = self.h5.get_or_parse_header(group.inner.address())?;
+        let header = uncached::header(&self.h5, group.address())?;
         for message in &header.messages {
             match message {
                 HdfMessage::Link(link) => match &link.target {
@@ -491,8 +653,7 @@ impl File {
 
     fn check_symbol_table(&self, table: &SymbolTableMessage, path: &str) -> Result<()> {
         // Cache type 2 marks a soft link in an old-style group.
-        if self
-            .symbol_entries(table)?
+        if uncached::symbol_entries(&self.h5, table)?
             .iter()
             .any(|e| e.cache_type == 2)
         {
@@ -503,42 +664,12 @@ impl File {
         Ok(())
     }
 
-    /// The entries of an old-style (symbol table) group.
-    fn symbol_entries(
-        &self,
-        table: &SymbolTableMessage,
-    ) -> Result<Vec<hdf5_reader::symbol_table::SymbolTableEntry>> {
-        let storage = self.h5.storage();
-        let superblock = self.h5.superblock();
-        let (offset_size, length_size) = (superblock.offset_size, superblock.length_size);
-        let leaves = hdf5_reader::btree_v1::collect_btree_v1_leaves_storage(
-            storage,
-            table.btree_address,
-            offset_size,
-            length_size,
-            None,
-            &[],
-            None,
-        )?;
-        let entry_len = 2 * usize::from(offset_size) + 4 + 4 + 16;
-        let mut entries = Vec::new();
-        for (_, node_address) in leaves {
-            let prefix = storage.read_range(node_address, 8)?;
-            let count = u16::from_le_bytes([prefix.as_ref()[6], prefix.as_ref()[7]]);
-            let node = storage.read_range(node_address, 8 + usize::from(count) * entry_len)?;
-            let node =
-                SymbolTableNode::parse(&mut Cursor::new(node.as_ref()), offset_size, length_size)?;
-            entries.extend(node.entries);
-        }
-        Ok(entries)
-    }
-
     /// The names of a group's members in the order they were created, where
     /// the file records it: an old-style group appends each new name to its
     /// name heap, so heap offsets rise in creation order (the listing itself
     /// is alphabetical). `None` for groups stored the newer way.
     pub fn creation_order(&self, group: &Group) -> Result<Option<Vec<String>>> {
-        let header = self.h5.get_or_parse_header(group.inner.address())?;
+        let header = uncached::header(&self.h5, group.address())?;
         let Some(table) = header.messages.iter().find_map(|m| match m {
             HdfMessage::SymbolTable(t) => Some(t),
             _ => None,
@@ -553,7 +684,7 @@ impl File {
             superblock.offset_size,
             superblock.length_size,
         )?;
-        let mut entries = self.symbol_entries(table)?;
+        let mut entries = uncached::symbol_entries(&self.h5, table)?;
         entries.sort_by_key(|e| e.link_name_offset);
         // The names' bytes, read once (the crate's own lookup reads from a
         // name to the end of the heap, for every name).
@@ -601,6 +732,7 @@ impl File {
             false => None,
         };
         let meta = Meta {
+            header: self.h5.get_or_parse_header(ds.address())?,
             address: ds.address(),
             dims: ds.shape().to_vec(),
             datatype,
@@ -627,7 +759,7 @@ impl File {
         let Ok(Some(address)) = self.child_address(path) else {
             return Ok(None);
         };
-        let Ok(header) = self.h5.get_or_parse_header(address) else {
+        let Ok(header) = uncached::header(&self.h5, address) else {
             return Ok(None);
         };
         let (mut space, mut datatype, mut chunk) = (None, None, None);
@@ -673,7 +805,65 @@ impl File {
             byte_len,
             chunk,
             dtype_attr: None,
+            header: header.clone(),
         }))
+    }
+
+    /// Makes `group` the one [`File::child_address`] looks in next.
+    fn remember(&self, group: &Group) -> Arc<Parent> {
+        // A small group's members are listed once for all its weights; a
+        // big one has its index (see `lookup`).
+        let members = group
+            .table
+            .as_ref()
+            .filter(|t| small_group(&self.h5, t))
+            .and_then(|t| uncached::members(&self.h5, t).ok().flatten());
+        let parent = Arc::new(Parent {
+            path: match group.path.as_str() {
+                "/" => String::new(),
+                path => path.to_string(),
+            },
+            address: group.address,
+            table: group.table.clone(),
+            members,
+        });
+        if let Ok(mut last) = self.last_group.lock() {
+            *last = Some(parent.clone());
+        }
+        parent
+    }
+
+    /// [`File::dataset`] of `path`, the dataset at `relative` below
+    /// `group` (a layer's `dense/kernel:0`): the groups on the way are
+    /// looked up from `group`, which the caller has, not from the root.
+    pub fn dataset_in(&self, group: &Group, relative: &str, path: &str) -> Result<DatasetInfo> {
+        let parent = path
+            .trim_end_matches('/')
+            .rsplit_once('/')
+            .map_or("", |(p, _)| p);
+        let known = self
+            .last_group
+            .lock()
+            .ok()
+            .and_then(|last| last.clone())
+            .is_some_and(|last| last.path == parent);
+        if !known && group.child_path(relative) == path {
+            let mut at: Option<Group> = None;
+            let below = relative.rsplit_once('/').map_or("", |(b, _)| b);
+            let found = below
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .try_for_each(|part| {
+                    at = Some(at.as_ref().unwrap_or(group).group(part)?);
+                    Ok::<(), H5Error>(())
+                });
+            let at = at.as_ref().unwrap_or(group);
+            // Anything amiss, and the lookup from the root says what.
+            if found.is_ok() && (at.path == parent || (at.path == "/" && parent.is_empty())) {
+                self.remember(at);
+            }
+        }
+        self.dataset(path)
     }
 
     /// The object header address of the member at `path`, where its group
@@ -684,12 +874,31 @@ impl File {
             .trim_end_matches('/')
             .rsplit_once('/')
             .unwrap_or(("", path));
-        let group = self.h5.group(parent)?;
-        let header = self.h5.get_or_parse_header(group.address())?;
+        let remembered = self
+            .last_group
+            .lock()
+            .ok()
+            .and_then(|last| last.clone())
+            .filter(|last| last.path == parent);
+        let group = match remembered {
+            Some(group) => group,
+            None => self.remember(&self.group_at(parent)?),
+        };
+        if let Some(members) = &group.members {
+            return Ok(members
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, address)| *address));
+        }
+        let address = group.address;
+        if let Some(table) = &group.table {
+            return lookup(&self.h5, &self.shared, address, table, name);
+        }
+        let header = uncached::header(&self.h5, address)?;
         for message in &header.messages {
             match message {
                 HdfMessage::SymbolTable(table) => {
-                    return self.symbol_lookup(group.address(), table, name)
+                    return lookup(&self.h5, &self.shared, address, table, name)
                 }
                 HdfMessage::Link(link) if link.name == name => {
                     return Ok(match link.target {
@@ -701,62 +910,6 @@ impl File {
             }
         }
         Ok(None)
-    }
-
-    /// A member of an old-style group by name: big groups are indexed
-    /// once (looking each member up in turn stays linear), small ones
-    /// scanned.
-    fn symbol_lookup(
-        &self,
-        group: u64,
-        table: &SymbolTableMessage,
-        name: &str,
-    ) -> Result<Option<u64>> {
-        if let Some(index) = self
-            .name_index
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&group).cloned())
-        {
-            return Ok(index.get(name).copied());
-        }
-        let entries = self.symbol_entries(table)?;
-        let storage = self.h5.storage();
-        let superblock = self.h5.superblock();
-        let heap = hdf5_reader::local_heap::LocalHeap::parse_at_storage(
-            storage,
-            table.heap_address,
-            superblock.offset_size,
-            superblock.length_size,
-        )?;
-        let segment = usize::try_from(heap.data_segment_size)
-            .map_err(|_| H5Error::new("a group's name heap is too large"))?;
-        let data = storage.read_range(heap.data_segment_address, segment)?;
-        let data = data.as_ref();
-        let name_at = |offset: u64| -> Option<&[u8]> {
-            let start = usize::try_from(offset).ok().filter(|&s| s < data.len())?;
-            let len = data[start..].iter().position(|&b| b == 0)?;
-            Some(&data[start..start + len])
-        };
-        if entries.len() <= 64 {
-            return Ok(entries
-                .iter()
-                .find(|e| name_at(e.link_name_offset) == Some(name.as_bytes()))
-                .map(|e| e.object_header_address));
-        }
-        let mut index = std::collections::HashMap::with_capacity(entries.len());
-        for e in &entries {
-            if let Some(n) = name_at(e.link_name_offset) {
-                index
-                    .entry(String::from_utf8_lossy(n).into_owned())
-                    .or_insert(e.object_header_address);
-            }
-        }
-        let found = index.get(name).copied();
-        if let Ok(mut map) = self.name_index.lock() {
-            map.insert(group, Arc::new(index));
-        }
-        Ok(found)
     }
 
     /// A dataset's description from what its header says.
@@ -795,7 +948,7 @@ impl File {
                 self.len
             )));
         }
-        let location = self.locate(meta.address, &meta.datatype, path, byte_len)?;
+        let location = self.locate(&meta.header, meta.address, &meta.datatype, path, byte_len)?;
         check_chunk_size(meta.chunk.as_deref(), meta.element_size, path, byte_len)?;
         Ok(DatasetInfo {
             shape,
@@ -924,6 +1077,7 @@ impl File {
 
     fn locate(
         &self,
+        header: &ObjectHeader,
         address: u64,
         datatype: &Datatype,
         path: &str,
@@ -932,7 +1086,6 @@ impl File {
         if byte_len == 0 {
             return Ok(Location::Empty);
         }
-        let header = self.h5.get_or_parse_header(address)?;
         let mut contiguous = None;
         // Compact data lives in the object header, which the HDF5 crate
         // reads; only contiguous data is copied straight from the file.
@@ -1184,6 +1337,8 @@ struct Meta {
     /// Chunk dimensions, for chunked data.
     chunk: Option<Vec<u32>>,
     dtype_attr: Option<String>,
+    /// The object header all this was read from.
+    header: Arc<ObjectHeader>,
 }
 
 /// Whether an element type is a number or bool, whose bit layout matters.
@@ -1540,15 +1695,119 @@ impl std::fmt::Debug for Group {
 }
 
 impl Group {
+    fn new(
+        h5: Hdf5File,
+        shared: Arc<Shared>,
+        address: u64,
+        path: String,
+        inner: Option<hdf5_reader::group::Group>,
+    ) -> Group {
+        // A header that does not parse here is the crate's to report.
+        let table = table_of(&h5, address);
+        let cell = std::sync::OnceLock::new();
+        if let Some(inner) = inner {
+            let _ = cell.set(inner);
+        }
+        Group {
+            h5,
+            shared,
+            address,
+            path,
+            table,
+            header: None,
+            inner: cell,
+        }
+    }
+
+    /// The HDF5 crate's handle on this group.
+    fn inner(&self) -> Result<&hdf5_reader::group::Group> {
+        if let Some(inner) = self.inner.get() {
+            return Ok(inner);
+        }
+        let inner = match self.path.as_str() {
+            "/" => self.h5.root_group()?,
+            path => self.h5.group(path)?,
+        };
+        Ok(self.inner.get_or_init(|| inner))
+    }
+
+    fn child_path(&self, name: &str) -> String {
+        match self.path.as_str() {
+            "/" => format!("/{name}"),
+            path => format!("{path}/{name}"),
+        }
+    }
+
     /// The object's address in the file: it grows in the order h5py
     /// created the objects, which for Keras is the order it saved them.
     pub fn address(&self) -> u64 {
-        self.inner.address()
+        self.address
     }
 
     /// Names of the child groups and datasets, as stored (alphabetical).
     pub fn member_names(&self) -> Result<(Vec<String>, Vec<String>)> {
-        Ok(self.inner.member_names()?)
+        if let Some(found) = self.member_names_uncached() {
+            return Ok(found);
+        }
+        Ok(self.inner()?.member_names()?)
+    }
+
+    fn child(&self, name: &str, address: u64, header: Arc<ObjectHeader>) -> Group {
+        Group {
+            h5: self.h5.clone(),
+            shared: self.shared.clone(),
+            address,
+            path: self.child_path(name),
+            table: uncached::old_style_table(&header),
+            header: Some(header),
+            inner: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The child groups (name, address, symbol table) and the datasets'
+    /// names of an old-style group, each member's header read once;
+    /// `None` where [`Group::member_names`] asks the crate.
+    #[allow(clippy::type_complexity)]
+    fn children_uncached(
+        &self,
+    ) -> Option<(Vec<(String, u64, Option<SymbolTableMessage>)>, Vec<String>)> {
+        let members = uncached::members(&self.h5, self.table.as_ref()?).ok()??;
+        let (mut groups, mut datasets) = (Vec::new(), Vec::new());
+        for (name, address) in members {
+            let header = uncached::header(&self.h5, address).ok()?;
+            match uncached::classify(&header) {
+                uncached::Kind::Group => {
+                    groups.push((name, address, uncached::old_style_table(&header)))
+                }
+                uncached::Kind::Dataset => datasets.push(name),
+                uncached::Kind::Other => {}
+            }
+        }
+        Some((groups, datasets))
+    }
+
+    fn member_names_uncached(&self) -> Option<(Vec<String>, Vec<String>)> {
+        let members = uncached::members(&self.h5, self.table.as_ref()?).ok()??;
+        let (mut groups, mut datasets) = (Vec::new(), Vec::new());
+        for (name, address) in members {
+            let header = uncached::header(&self.h5, address).ok()?;
+            match uncached::classify(&header) {
+                uncached::Kind::Group => groups.push(name),
+                uncached::Kind::Dataset => datasets.push(name),
+                uncached::Kind::Other => {}
+            }
+        }
+        Some((groups, datasets))
+    }
+
+    /// A member's address and header, read here; `None` where the crate
+    /// is asked instead.
+    fn member_uncached(&self, name: &str) -> Option<Option<(u64, Arc<ObjectHeader>)>> {
+        let table = self.table.as_ref()?;
+        match lookup(&self.h5, &self.shared, self.address, table, name).ok()? {
+            None => Some(None),
+            Some(address) => Some(Some((address, uncached::header(&self.h5, address).ok()?))),
+        }
     }
 
     /// The group at `path` below this one. Keras layer names may hold `/`
@@ -1557,32 +1816,56 @@ impl Group {
     pub fn group(&self, path: &str) -> Result<Group> {
         let mut parts = path.split('/').filter(|p| !p.is_empty());
         let first = parts.next().unwrap_or(path);
-        let mut inner = self.inner.group(first)?;
+        let mut group = self.member_group(first)?;
         for part in parts {
-            inner = inner.group(part)?;
+            group = group.member_group(part)?;
         }
-        Ok(Group { inner })
+        Ok(group)
+    }
+
+    /// The child group `name`.
+    fn member_group(&self, name: &str) -> Result<Group> {
+        if let Some(Some((address, header))) = self.member_uncached(name) {
+            if uncached::classify(&header) == uncached::Kind::Group {
+                return Ok(self.child(name, address, header));
+            }
+        }
+        // Not found, not a group, or not read here: the crate's answer.
+        let inner = self.inner()?.group(name)?;
+        Ok(Group::new(
+            self.h5.clone(),
+            self.shared.clone(),
+            inner.address(),
+            self.child_path(name),
+            Some(inner),
+        ))
     }
 
     /// Whether the group at `path` below this one exists.
     pub fn has_group(&self, path: &str) -> bool {
-        let (parent, name) = match path.trim_end_matches('/').rsplit_once('/') {
+        match path.trim_end_matches('/').rsplit_once('/') {
             Some((parent, name)) => match self.group(parent) {
-                Ok(group) => (group, name),
-                Err(_) => return false,
+                Ok(group) => group.has_member_group(name).unwrap_or(false),
+                Err(_) => false,
             },
-            None => (self.clone(), path),
-        };
-        parent
-            .member_names()
-            .map(|(groups, _)| groups.iter().any(|g| g == name))
-            .unwrap_or(false)
+            None => self.has_member_group(path).unwrap_or(false),
+        }
+    }
+
+    /// Whether `name` is a child group, failing where listing the group
+    /// fails; a big group is not listed (each member's header read).
+    pub fn has_member_group(&self, name: &str) -> Result<bool> {
+        match self.member_uncached(name) {
+            Some(None) => Ok(false),
+            Some(Some((_, header))) => Ok(uncached::classify(&header) == uncached::Kind::Group),
+            None => Ok(self.member_names()?.0.iter().any(|g| g == name)),
+        }
     }
 
     pub fn attribute_names(&self) -> Result<Vec<String>> {
         Ok(self
-            .inner
             .attributes()?
+            .list
             .into_iter()
             .map(|a| a.name)
             .collect())
@@ -1601,7 +1884,16 @@ impl Group {
     /// All of the group's attributes, read once: looking several up costs
     /// one read of the object header, not one per name.
     pub fn attributes(&self) -> Result<Attributes> {
-        let list = self.inner.attributes()?;
+        let header = match &self.header {
+            Some(header) => Some(header.clone()),
+            None => uncached::header(&self.h5, self.address).ok(),
+        };
+        let read_here =
+            header.and_then(|header| uncached::attributes(&self.h5, &header, &self.shared.heaps));
+        let list = match read_here {
+            Some(list) => list,
+            None => self.inner()?.attributes()?,
+        };
         let mut index = std::collections::HashMap::with_capacity(list.len());
         for (i, attr) in list.iter().enumerate() {
             index.entry(attr.name.clone()).or_insert(i);
@@ -1681,6 +1973,7 @@ impl Attributes {
 
 #[cfg(test)]
 mod fixture_tests;
+mod uncached;
 
 #[cfg(test)]
 mod tests {

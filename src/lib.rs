@@ -94,9 +94,10 @@ pub fn convert_file(
         Some(preset) => preset.read_options(&options.read),
         None => options.read.clone(),
     };
-    let model = keras::open(input, &read)?;
+    let mut model = keras::open(input, &read)?;
     let plan = export::plan(&model, input, &options.plan)?;
     export::plan::ensure_tensors(&plan, &model, input)?;
+    model.forget_layers();
     export::write(&plan, &model, output, &write, progress)
         .map_err(|e| cancel::blame(e.refusal_names(input)))
 }

@@ -369,9 +369,10 @@ fn prepare(
             Some(_) => files::check_output_folder(output)?,
         }
     }
-    let model = open(input, read)?;
+    let mut model = open(input, read)?;
     let plan = export::plan(&model, input, plan_options)?;
     export::plan::ensure_tensors(&plan, &model, input)?;
+    model.forget_layers();
     Ok((model, plan))
 }
 

@@ -3,6 +3,7 @@
 //! `convert`, `convert --dry-run` and `inspect` all read names from here, so
 //! what we show and what we write cannot drift apart.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -173,41 +174,92 @@ pub fn tensor_name(layer_path: &[String], weight: &Weight) -> String {
         .join("/")
 }
 
-/// A tensor before renaming and filtering.
-struct Draft {
+/// A tensor before renaming and filtering. What it takes from the model
+/// it borrows: a model of 100,000 layers has 200,000 of these.
+struct Draft<'a> {
     name: String,
-    keras_name: String,
+    keras_name: KerasName<'a>,
     /// Where the weight is in the file, for messages.
-    origin: String,
+    origin: Cow<'a, str>,
     /// The dataset it is read from; `None` for a filled-in tensor.
-    dataset: Option<String>,
+    dataset: Option<&'a str>,
     /// The model layer it belongs to (`None` for optimizer state) and its
     /// name within the layer, so metadata can follow renamed layers.
     layer: Option<usize>,
     within: String,
-    source: Source,
-    source_dtype: Dtype,
-    source_shape: Vec<usize>,
+    from: Values<'a>,
     steps: Vec<Step>,
 }
 
-impl Draft {
-    fn stored(name: String, layer_path: &[String], weight: &Weight, steps: Vec<Step>) -> Draft {
+/// A draft's Keras-layout name, made when it becomes a tensor.
+enum KerasName<'a> {
+    /// [`tensor_name`] of a weight in the layer at a path.
+    Of(&'a [String], &'a Weight),
+    Text(String),
+}
+
+impl KerasName<'_> {
+    fn text(&self) -> Cow<'_, str> {
+        match self {
+            KerasName::Of(path, weight) => Cow::Owned(tensor_name(path, weight)),
+            KerasName::Text(text) => Cow::Borrowed(text),
+        }
+    }
+}
+
+/// Where a draft's values come from.
+enum Values<'a> {
+    Weight(&'a Weight),
+    Fill {
+        value: f64,
+        dtype: Dtype,
+        shape: Vec<usize>,
+    },
+}
+
+impl Values<'_> {
+    fn dtype(&self) -> Dtype {
+        match self {
+            Values::Weight(w) => w.dtype,
+            Values::Fill { dtype, .. } => *dtype,
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        match self {
+            Values::Weight(w) => &w.shape,
+            Values::Fill { shape, .. } => shape,
+        }
+    }
+
+    fn source(&self) -> Source {
+        match self {
+            Values::Weight(w) => Source::Stored {
+                file: w.file,
+                location: w.location.clone(),
+                dtype: w.dtype,
+                shape: w.shape.clone(),
+            },
+            Values::Fill { value, .. } => Source::Fill(*value),
+        }
+    }
+}
+
+impl<'a> Draft<'a> {
+    fn stored(
+        name: String,
+        layer_path: &'a [String],
+        weight: &'a Weight,
+        steps: Vec<Step>,
+    ) -> Draft<'a> {
         Draft {
             name,
-            keras_name: tensor_name(layer_path, weight),
-            origin: weight.stored_name.clone(),
-            dataset: Some(weight.dataset.clone()),
+            keras_name: KerasName::Of(layer_path, weight),
+            origin: Cow::Borrowed(&weight.stored_name),
+            dataset: Some(&weight.dataset),
             layer: None,
             within: String::new(),
-            source: Source::Stored {
-                file: weight.file,
-                location: weight.location.clone(),
-                dtype: weight.dtype,
-                shape: weight.shape.clone(),
-            },
-            source_dtype: weight.dtype,
-            source_shape: weight.shape.clone(),
+            from: Values::Weight(weight),
             steps,
         }
     }
@@ -231,7 +283,9 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
             preset.name
         ))));
     }
-    let mut drafts = Vec::new();
+    // Sized once: growing by doubling holds two copies at the end.
+    let weights = model.layers.iter().map(|l| l.weights.len()).sum::<usize>();
+    let mut drafts = Vec::with_capacity(weights + model.optimizer.len());
     let mut notes = Vec::new();
     let mut warnings = Vec::new();
     let mut skipped = model.skipped.clone();
@@ -324,12 +378,12 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
         drafts.push(Draft::stored(name, &optimizer_path, w, Vec::new()));
     }
 
-    let mut tensors = Vec::new();
-    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut tensors = Vec::with_capacity(drafts.len());
+    let mut seen: HashMap<String, Cow<'_, str>> = HashMap::with_capacity(drafts.len());
     let preset_rules = options.preset.map(Preset::rules).unwrap_or_default();
     let mut preset_renamer = Renamer::new(&preset_rules);
     let mut renamer = Renamer::new(&options.rename);
-    let mut renamed_layers: Vec<Option<Vec<(String, String)>>> = vec![None; model.layers.len()];
+    let mut renamed_layers: Vec<Option<metadata::LayerPrefix>> = vec![None; model.layers.len()];
     // Tensors a preset builds from several (`name[i]`), by final name.
     let mut stacks: HashMap<String, Stack> = HashMap::new();
     for mut draft in drafts {
@@ -368,7 +422,7 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
         {
             if let Some(dataset) = draft.dataset {
                 skipped.push(Skipped {
-                    dataset,
+                    dataset: dataset.to_string(),
                     reason: format!("`{name}` left out by --include/--exclude"),
                 });
             }
@@ -391,8 +445,8 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
         if let Some(first) = seen.insert(name.clone(), draft.origin.clone()) {
             return Err(fail(ErrorKind::NameClash {
                 name,
-                first,
-                second: draft.origin,
+                first: first.into_owned(),
+                second: draft.origin.into_owned(),
             }));
         }
         if let Some(index) = part {
@@ -417,21 +471,19 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
             continue;
         }
         if let Some(index) = draft.layer {
-            renamed_layers[index]
-                .get_or_insert_with(Vec::new)
-                .push((draft.within, name.clone()));
+            metadata::LayerPrefix::add(&mut renamed_layers[index], &draft.within, &name, separator);
         }
-        let dtype =
-            transform::casts(draft.source_dtype, options.dtype).unwrap_or(draft.source_dtype);
-        let shape = transform::shape_after(&draft.source_shape, &draft.steps);
+        let source_dtype = draft.from.dtype();
+        let dtype = transform::casts(source_dtype, options.dtype).unwrap_or(source_dtype);
+        let shape = transform::shape_after(draft.from.shape(), &draft.steps);
         let count: u64 = shape.iter().map(|&d| d as u64).product();
         tensors.push(PlannedTensor {
             name,
-            keras_name: draft.keras_name,
+            keras_name: draft.keras_name.text().into_owned(),
             dtype,
             byte_len: count * dtype.size() as u64,
             shape,
-            source: draft.source,
+            source: draft.from.source(),
             steps: draft.steps,
         });
     }
@@ -470,10 +522,10 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
 }
 
 /// The tensors a preset stacks into one, as they arrive: (position, draft).
-struct Stack {
+struct Stack<'a> {
     /// Where the stacked tensor goes in the output's order: its first part's place.
     at: usize,
-    parts: Vec<(usize, Draft)>,
+    parts: Vec<(usize, Draft<'a>)>,
 }
 
 /// `base[i]`: a preset's name for part `i` of a tensor stacked from several.
@@ -491,7 +543,7 @@ fn stack_part(name: &str) -> Option<(&str, usize)> {
 /// and agree in dtype, shape and steps.
 fn stacked(
     name: String,
-    mut parts: Vec<(usize, Draft)>,
+    mut parts: Vec<(usize, Draft<'_>)>,
     cast: Option<Dtype>,
 ) -> std::result::Result<PlannedTensor, String> {
     parts.sort_by_key(|(index, _)| *index);
@@ -507,8 +559,8 @@ fn stacked(
     }
     let first = &parts[0].1;
     if let Some((_, odd)) = parts.iter().find(|(_, d)| {
-        d.source_dtype != first.source_dtype
-            || d.source_shape != first.source_shape
+        d.from.dtype() != first.from.dtype()
+            || d.from.shape() != first.from.shape()
             || d.steps != first.steps
     }) {
         return Err(format!(
@@ -516,14 +568,15 @@ fn stacked(
             first.origin, odd.origin
         ));
     }
-    let dtype = transform::casts(first.source_dtype, cast).unwrap_or(first.source_dtype);
+    let source_dtype = first.from.dtype();
+    let dtype = transform::casts(source_dtype, cast).unwrap_or(source_dtype);
     let mut shape = vec![parts.len()];
-    shape.extend(transform::shape_after(&first.source_shape, &first.steps));
+    shape.extend(transform::shape_after(first.from.shape(), &first.steps));
     let count: u64 = shape.iter().map(|&d| d as u64).product();
     let steps = first.steps.clone();
     let keras_name = parts
         .iter()
-        .map(|(_, d)| d.keras_name.as_str())
+        .map(|(_, d)| d.keras_name.text())
         .collect::<Vec<_>>()
         .join(" + ");
     Ok(PlannedTensor {
@@ -533,13 +586,13 @@ fn stacked(
         byte_len: count * dtype.size() as u64,
         shape,
         steps,
-        source: Source::Stacked(parts.into_iter().map(|(_, d)| d.source).collect()),
+        source: Source::Stacked(parts.into_iter().map(|(_, d)| d.from.source()).collect()),
     })
 }
 
 /// A layer's weights under their Keras labels, joined by `separator`:
 /// (name within the layer, draft).
-fn keras_drafts(layer: &Layer, separator: &str) -> Vec<(String, Draft)> {
+fn keras_drafts<'a>(layer: &'a Layer, separator: &str) -> Vec<(String, Draft<'a>)> {
     layer
         .weights
         .iter()
@@ -613,11 +666,11 @@ fn theano_kernels(model: &Model) -> bool {
 const FLIPPED_WITH_THEANO: &[&str] = &["Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose"];
 
 /// The drafts of a layer's PyTorch tensors: (name within the layer, draft).
-fn torch_drafts(
-    layer: &Layer,
-    resolved: pytorch::LayerTensors<'_>,
+fn torch_drafts<'a>(
+    layer: &'a Layer,
+    resolved: pytorch::LayerTensors<'a>,
     theano: bool,
-) -> Vec<(String, Draft)> {
+) -> Vec<(String, Draft<'a>)> {
     let flip = theano && FLIPPED_WITH_THEANO.contains(&resolved.class.as_str());
     let path = layer.path_string();
     resolved
@@ -638,15 +691,17 @@ fn torch_drafts(
                 TorchSource::Fill { value, like } => {
                     let counter = t.name == "num_batches_tracked";
                     Draft {
-                        keras_name: format!("{}/({})", path, t.name),
-                        origin: format!("a {} filled in for layer `{path}`", t.name),
+                        keras_name: KerasName::Text(format!("{}/({})", path, t.name)),
+                        origin: Cow::Owned(format!("a {} filled in for layer `{path}`", t.name)),
                         dataset: None,
                         layer: None,
                         within: String::new(),
                         name,
-                        source: Source::Fill(value),
-                        source_dtype: if counter { Dtype::I64 } else { like.dtype },
-                        source_shape: shape,
+                        from: Values::Fill {
+                            value,
+                            dtype: if counter { Dtype::I64 } else { like.dtype },
+                            shape,
+                        },
                         steps: Vec::new(),
                     }
                 }

@@ -113,3 +113,90 @@ fn a_weight_is_read_in_pieces_from_any_offset() {
         .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
 }
+
+/// Every group of a file, by a walk of our own `Group`s.
+fn all_groups(file: &File) -> Vec<Group> {
+    let mut found = vec![file.root().unwrap()];
+    let mut next = 0;
+    while next < found.len() {
+        let (groups, _) = found[next].member_names().unwrap();
+        let children: Vec<Group> = groups
+            .iter()
+            .map(|name| found[next].group(name).unwrap())
+            .collect();
+        found.extend(children);
+        next += 1;
+    }
+    found
+}
+
+#[test]
+fn old_style_groups_read_without_the_crate_read_as_the_crate_reads_them() {
+    // Members, attributes (variable-length, fixed-length and chunked name
+    // lists) and group lookups, read from symbol tables and headers parsed
+    // here, against the HDF5 crate's own handle on the same group.
+    let mut read_here = 0;
+    let mut fixtures: Vec<_> = std::fs::read_dir(fixture(""))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "h5"))
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() > 20, "{fixtures:?}");
+    for path in &fixtures {
+        let file = File::open(path).unwrap();
+        for group in all_groups(&file) {
+            let at = format!("{} {}", path.display(), group.path);
+            let crate_group = group.inner().unwrap();
+            if let Some(members) = group.member_names_uncached() {
+                read_here += 1;
+                assert_eq!(members, crate_group.member_names().unwrap(), "{at}");
+            }
+            let (groups, datasets) = group.member_names().unwrap();
+            for name in &groups {
+                assert!(group.has_member_group(name).unwrap(), "{at} {name}");
+                let child = group.group(name).unwrap();
+                assert_eq!(child.address(), crate_group.group(name).unwrap().address());
+            }
+            for name in datasets.iter().chain([&"no such member".to_string()]) {
+                assert!(!group.has_member_group(name).unwrap(), "{at} {name}");
+            }
+            let ours = group.attributes().unwrap().list;
+            let theirs = crate_group.attributes().unwrap();
+            assert_eq!(ours.len(), theirs.len(), "{at}");
+            for (a, b) in ours.iter().zip(&theirs) {
+                assert_eq!(
+                    (&a.name, &a.shape, &a.raw_data, &a.decoded_strings),
+                    (&b.name, &b.shape, &b.raw_data, &b.decoded_strings),
+                    "{at}"
+                );
+                assert_eq!(format!("{:?}", a.datatype), format!("{:?}", b.datatype));
+            }
+        }
+    }
+    // The comparison is not empty: h5py writes old-style groups.
+    assert!(read_here > 100, "{read_here} groups read here");
+}
+
+#[test]
+fn chunked_layer_names_are_read_from_the_root_header_parsed_here() {
+    // tf-keras splits a long `layer_names` into `layer_names0`,
+    // `layer_names1`, ... of fixed-length strings; Keras's own check wrote
+    // 168 layers.
+    let file = File::open(&fixture("chunked_names_full.h5")).unwrap();
+    let weights = file.root().unwrap().group("model_weights").unwrap();
+    let header = uncached::header(&file.h5, weights.address()).unwrap();
+    let attrs = uncached::attributes(&file.h5, &header, &file.shared.heaps).unwrap();
+    let names: Vec<_> = attrs.iter().map(|a| a.name.as_str()).collect();
+    assert!(names.contains(&"layer_names0") && names.contains(&"layer_names1"));
+    let attributes = weights.attributes().unwrap();
+    let first = attributes.string_list("layer_names0").unwrap().unwrap();
+    let second = attributes.string_list("layer_names1").unwrap().unwrap();
+    assert_eq!(first.len() + second.len(), 168);
+    assert_eq!(first[0], "x");
+    assert!(
+        first[1].starts_with("dense_0000_a_rather_long_layer_name"),
+        "{}",
+        first[1]
+    );
+}

@@ -96,47 +96,49 @@ impl Reader<'_> {
         config: Option<LayerConfig>,
     ) -> Result<ReadResult> {
         let root = self.file.root().map_err(|e| self.corrupt(e))?;
-        let (groups, _) = root.member_names().map_err(|e| self.corrupt(e))?;
+        // Looked up by name: listing a root of 100,000 layers reads every
+        // layer's header.
+        let path = self.path;
+        let has_group = |name: &str| {
+            root.has_member_group(name)
+                .map_err(|e| Error::new(path, ErrorKind::CorruptHdf5(e.0)))
+        };
         // Every root attribute is looked up in one read of them.
         let root_attrs = root.attributes().map_err(|e| self.corrupt(e))?;
         let has_attr = |name: &str| root_attrs.has(name);
 
-        let (format, weights_root, weights_root_path) =
-            if groups.iter().any(|g| g == "model_weights") {
-                let group = root.group("model_weights").map_err(|e| self.corrupt(e))?;
-                (Format::KerasH5Model, group, "/model_weights")
-            } else if has_attr("layer_names") || has_attr("layer_names0") {
-                (
-                    Format::KerasH5Weights,
-                    self.file.root().map_err(|e| self.corrupt(e))?,
-                    "",
-                )
-            } else if has_attr("nb_layers") {
-                return Err(Error::new(
-                    self.path,
-                    ErrorKind::Unsupported(
-                        "a Keras 1 weight file (`nb_layers`), which this version does not read yet"
-                            .into(),
-                    ),
-                ));
-            } else if groups
-                .iter()
-                .any(|g| g == "layers" || g == "_layer_checkpoint_dependencies")
-            {
-                return Err(Error::new(
-                    self.path,
-                    ErrorKind::Unsupported(
-                        "a Keras 3 `.weights.h5` file, which this version does not read yet".into(),
-                    ),
-                ));
-            } else {
-                return Err(Error::new(
-                    self.path,
-                    ErrorKind::NotKeras(
-                        "no `model_weights` group and no `layer_names` attribute".into(),
-                    ),
-                ));
-            };
+        let (format, weights_root, weights_root_path) = if has_group("model_weights")? {
+            let group = root.group("model_weights").map_err(|e| self.corrupt(e))?;
+            (Format::KerasH5Model, group, "/model_weights")
+        } else if has_attr("layer_names") || has_attr("layer_names0") {
+            (
+                Format::KerasH5Weights,
+                self.file.root().map_err(|e| self.corrupt(e))?,
+                "",
+            )
+        } else if has_attr("nb_layers") {
+            return Err(Error::new(
+                self.path,
+                ErrorKind::Unsupported(
+                    "a Keras 1 weight file (`nb_layers`), which this version does not read yet"
+                        .into(),
+                ),
+            ));
+        } else if has_group("layers")? || has_group("_layer_checkpoint_dependencies")? {
+            return Err(Error::new(
+                self.path,
+                ErrorKind::Unsupported(
+                    "a Keras 3 `.weights.h5` file, which this version does not read yet".into(),
+                ),
+            ));
+        } else {
+            return Err(Error::new(
+                self.path,
+                ErrorKind::NotKeras(
+                    "no `model_weights` group and no `layer_names` attribute".into(),
+                ),
+            ));
+        };
 
         let weights_attrs = match format {
             Format::KerasH5Model => Some(weights_root.attributes().map_err(|e| self.corrupt(e))?),
@@ -214,7 +216,7 @@ impl Reader<'_> {
         }
 
         let mut optimizer = Vec::new();
-        let has_optimizer = groups.iter().any(|g| g == "optimizer_weights");
+        let has_optimizer = has_group("optimizer_weights")?;
         if has_optimizer && !options.include_optimizer {
             self.skipped_groups.push(SkippedGroup {
                 file: 0,
@@ -255,10 +257,13 @@ impl Reader<'_> {
         let mut weights = Vec::with_capacity(names.len());
         for stored_name in names {
             let dataset_path = format!("{group_path}/{stored_name}");
-            let info = self.file.dataset(&dataset_path).map_err(|e| {
-                let e = e.within(format_args!("weight `{stored_name}` of layer `{layer}`"));
-                Error::new(self.path, e.kind(ErrorKind::InvalidKeras))
-            })?;
+            let info = self
+                .file
+                .dataset_in(group, &stored_name, &dataset_path)
+                .map_err(|e| {
+                    let e = e.within(format_args!("weight `{stored_name}` of layer `{layer}`"));
+                    Error::new(self.path, e.kind(ErrorKind::InvalidKeras))
+                })?;
             let dtype = self.dtype_of(&info, &stored_name)?;
             let trimmed = stored_name.strip_suffix(":0").unwrap_or(&stored_name);
             let parts = name_parts(trimmed, layer);

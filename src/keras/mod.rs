@@ -143,17 +143,18 @@ enum Layout {
 fn layout(path: &Path, file: &h5::File) -> Result<Layout> {
     let corrupt = |e: h5::H5Error| Error::new(path, ErrorKind::CorruptHdf5(e.0));
     let root = file.root().map_err(corrupt)?;
-    let (groups, _) = root.member_names().map_err(corrupt)?;
     let attrs = root.attribute_names().map_err(corrupt)?;
     let has_attr = |name: &str| attrs.iter().any(|a| a == name);
-    let has_group = |name: &str| groups.iter().any(|g| g == name);
-    if has_group("model_weights") || has_attr("layer_names") || has_attr("layer_names0") {
+    // Looked up by name: listing a root of 100,000 layers reads every
+    // layer's header.
+    let has_group = |name: &str| root.has_member_group(name).map_err(corrupt);
+    if has_group("model_weights")? || has_attr("layer_names") || has_attr("layer_names0") {
         Ok(Layout::Legacy)
     } else if has_attr("nb_layers") {
         Ok(Layout::Keras1)
-    } else if has_group("layers")
-        || has_group("_layer_checkpoint_dependencies")
-        || has_group("vars")
+    } else if has_group("layers")?
+        || has_group("_layer_checkpoint_dependencies")?
+        || has_group("vars")?
     {
         Ok(Layout::ObjectTree)
     } else {
