@@ -384,11 +384,70 @@ pub fn guess_by_position(
             }
         }
     }
+    agreed(&found)
+}
+
+/// The class and labels of `found` where every entry has the same labels.
+fn agreed(
+    found: &[(&'static str, Vec<&'static str>)],
+) -> Option<(Option<&'static str>, Vec<&'static str>)> {
     let (class, labels) = found.first()?.clone();
     found
         .iter()
         .all(|(_, l)| *l == labels)
         .then(|| ((found.len() == 1).then_some(class), labels))
+}
+
+/// Endings of layer names that say a class, as keras_hub and most model
+/// code name their sub-layers (`feedforward_layer_norm`, `token_embedding`,
+/// `intermediate_dense`).
+const NAME_HINTS: &[(&str, &str)] = &[
+    ("layer_norm", "LayerNormalization"),
+    ("layernorm", "LayerNormalization"),
+    ("layer_normalization", "LayerNormalization"),
+    ("embedding", "Embedding"),
+    ("embeddings", "Embedding"),
+    ("dense", "Dense"),
+    ("batch_norm", "BatchNormalization"),
+    ("batchnorm", "BatchNormalization"),
+    ("batch_normalization", "BatchNormalization"),
+];
+
+/// Like [`guess_by_position`], and where the fitting classes disagree,
+/// the one class the layer's name ends with (`token_embedding`: Embedding),
+/// if its table fits the shapes; the `bool` says the name decided.
+pub fn guess_by_shapes_and_name(
+    shapes: &[Vec<usize>],
+    name: &str,
+) -> Option<(Option<&'static str>, Vec<&'static str>, bool)> {
+    if let Some((class, labels)) = guess_by_position(shapes) {
+        return Some((class, labels, false));
+    }
+    let name = name.trim_start_matches('_').to_ascii_lowercase();
+    let base = match name.rsplit_once('_') {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => name.as_str(),
+    };
+    let hinted = NAME_HINTS
+        .iter()
+        .find(|(ending, _)| base == *ending || base.ends_with(&format!("_{ending}")))
+        .map(|(_, class)| *class)?;
+    let table = TABLES.iter().find(|t| t.class == hinted)?;
+    let found: Vec<(&'static str, Vec<&'static str>)> = label_lists(table.slots)
+        .into_iter()
+        .filter(|labels| labels.len() == shapes.len())
+        .filter(|labels| {
+            let labelled: Vec<(String, Vec<usize>)> = labels
+                .iter()
+                .zip(shapes)
+                .map(|(l, s)| (l.to_string(), s.clone()))
+                .collect();
+            class_candidates(&labelled).contains(&table.class)
+        })
+        .map(|labels| (table.class, labels))
+        .collect();
+    let (_, labels) = agreed(&found)?;
+    Some((Some(hinted), labels, true))
 }
 
 /// The forward half of a layer's weights, labels without the direction,

@@ -348,3 +348,58 @@ fn an_rnn_over_a_custom_cell_is_written_whole() {
         );
     }
 }
+
+/// Sub-layers of a custom layer, held by attribute and named as keras_hub
+/// names them, with no config to give their classes: where their shapes
+/// fit several classes, a name ending in `layer_norm`, `embedding` or
+/// `dense` picks the class, so they get Keras's own names; a lone
+/// LayerNormalization array (gamma or beta?) stays `param_0`.
+#[test]
+fn sub_layer_names_settle_classes_their_shapes_leave_open() {
+    let values: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("k3_named_sublayers.values.json")).unwrap(),
+    )
+    .unwrap();
+    let keras_value = |path: &str| {
+        let v = values["variables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["path"] == path)
+            .unwrap_or_else(|| panic!("{path}"));
+        format!(
+            "{} {} {}",
+            safetensors_dtype(v["dtype"].as_str().unwrap()),
+            v["shape"],
+            v["sha256"].as_str().unwrap()
+        )
+    };
+    let mut want: Vec<(String, String)> = [
+        "block/token_embedding/embeddings",
+        "block/feedforward_layer_norm/gamma",
+        "block/feedforward_layer_norm/beta",
+        "block/intermediate_dense/kernel",
+        "block/intermediate_dense/bias",
+    ]
+    .iter()
+    .map(|p| (p.to_string(), keras_value(p)))
+    .collect();
+    want.push((
+        "block/final_layernorm/param_0".to_string(),
+        keras_value("block/final_layernorm/gamma"),
+    ));
+    want.sort();
+    for file in ["k3_named_sublayers.weights.h5", "k3_named_sublayers.keras"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (tensors, _, stderr) = convert_ok(dir.path(), &fixture(file), &[]);
+        let got: Vec<(String, String)> = tensors
+            .into_iter()
+            .map(|(name, value)| (name, value.replace(", ", ",")))
+            .collect();
+        assert_eq!(got, want, "{file}");
+        assert!(
+            stderr.contains("from its name `token_embedding` and its shapes (as Embedding)"),
+            "{file}: {stderr}"
+        );
+    }
+}

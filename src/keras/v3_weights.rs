@@ -731,9 +731,17 @@ impl Reader<'_, '_> {
         layer: &str,
     ) -> Option<Vec<Option<labels::PositionalLabel>>> {
         let shapes = self.shapes_of(object, vars)?;
-        let (class, found) = labels::guess_by_position(&shapes)?;
+        let name = self
+            .tree
+            .recorded_name(object)
+            .unwrap_or_else(|| object.rsplit('/').next().unwrap_or(object).to_string());
+        let (class, found, by_name) = labels::guess_by_shapes_and_name(&shapes, &name)?;
+        let how = match by_name {
+            true => format!("its name `{name}` and its shapes"),
+            false => "their shapes".to_string(),
+        };
         self.notes.push(format!(
-            "layer `{layer}`: no class recorded; weights labelled from their shapes ({})",
+            "layer `{layer}`: no class recorded; weights labelled from {how} ({})",
             class.map_or(
                 "the labels every fitting class agrees on".to_string(),
                 |c| format!("as {c}")
