@@ -37,7 +37,7 @@ pub enum Guess {
     Always,
     /// Its weights all have one shape (normalization parameters).
     SameShapes,
-    /// Its labels match, and its first weight has this rank
+    /// Its labels match, and its kernel (or embedding table) has this rank
     /// (Conv2D's kernel is rank 4, Conv1D's rank 3).
     KernelRank(usize),
     /// A convolution of this kernel rank; told apart from its transpose
@@ -126,7 +126,9 @@ pub const TABLES: &[ClassLabels] = &[
     row("DepthwiseConv2D", DEPTHWISE, Guess::Depthwise(4)),
     row("SeparableConv1D", SEPARABLE, Guess::Separable(3)),
     row("SeparableConv2D", SEPARABLE, Guess::Separable(4)),
-    row("Embedding", &[always("embeddings")], Guess::Always),
+    // An embedding table is a matrix: a (1, 1, d) class token named
+    // `..._embedding` is not one.
+    row("Embedding", &[always("embeddings")], Guess::KernelRank(2)),
     row("BatchNormalization", BATCH_NORM, Guess::SameShapes),
     row("SyncBatchNormalization", BATCH_NORM, Guess::Never),
     // LayerNormalization and GroupNormalization hold the same two arrays:
@@ -294,7 +296,7 @@ pub fn class_candidates(weights: &[(String, Vec<usize>)]) -> Vec<&'static str> {
         Guess::Always => true,
         Guess::SameShapes => weights.windows(2).all(|w| w[0].1 == w[1].1),
         Guess::Never => false,
-        Guess::KernelRank(rank) => ["kernel", "depthwise_kernel"]
+        Guess::KernelRank(rank) => ["kernel", "depthwise_kernel", "embeddings"]
             .iter()
             .find_map(|k| shape_of(k))
             .is_some_and(|s| s.len() == rank),
@@ -414,24 +416,19 @@ const NAME_HINTS: &[(&str, &str)] = &[
 ];
 
 /// Like [`guess_by_position`], and where the fitting classes disagree,
-/// the one class the layer's name ends with (`token_embedding`: Embedding),
-/// if its table fits the shapes; the `bool` says the name decided.
-pub fn guess_by_shapes_and_name(
+/// the one class the first of `names` that has one ends with
+/// (`token_embedding`: Embedding), if its table fits the shapes; the name
+/// that decided, if one did.
+pub fn guess_by_shapes_and_name<'n>(
     shapes: &[Vec<usize>],
-    name: &str,
-) -> Option<(Option<&'static str>, Vec<&'static str>, bool)> {
+    names: &[&'n str],
+) -> Option<(Option<&'static str>, Vec<&'static str>, Option<&'n str>)> {
     if let Some((class, labels)) = guess_by_position(shapes) {
-        return Some((class, labels, false));
+        return Some((class, labels, None));
     }
-    let name = name.trim_start_matches('_').to_ascii_lowercase();
-    let base = match name.rsplit_once('_') {
-        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
-        _ => name.as_str(),
-    };
-    let hinted = NAME_HINTS
+    let (name, hinted) = names
         .iter()
-        .find(|(ending, _)| base == *ending || base.ends_with(&format!("_{ending}")))
-        .map(|(_, class)| *class)?;
+        .find_map(|name| Some((*name, name_hint(name)?)))?;
     let table = TABLES.iter().find(|t| t.class == hinted)?;
     let found: Vec<(&'static str, Vec<&'static str>)> = label_lists(table.slots)
         .into_iter()
@@ -447,7 +444,20 @@ pub fn guess_by_shapes_and_name(
         .map(|labels| (table.class, labels))
         .collect();
     let (_, labels) = agreed(&found)?;
-    Some((Some(hinted), labels, true))
+    Some((Some(hinted), labels, Some(name)))
+}
+
+/// The class a layer's name ends with, by [`NAME_HINTS`].
+fn name_hint(name: &str) -> Option<&'static str> {
+    let name = name.trim_start_matches('_').to_ascii_lowercase();
+    let base = match name.rsplit_once('_') {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => name.as_str(),
+    };
+    NAME_HINTS
+        .iter()
+        .find(|(ending, _)| base == *ending || base.ends_with(&format!("_{ending}")))
+        .map(|(_, class)| *class)
 }
 
 /// The forward half of a layer's weights, labels without the direction,

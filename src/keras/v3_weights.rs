@@ -320,6 +320,13 @@ impl Reader<'_, '_> {
         Ok(())
     }
 
+    /// Whether an object is a list or dict a layer holds its layers in:
+    /// Keras 3 gives every layer a `vars` group (empty if it has no
+    /// variables) and a container none.
+    fn is_container(&self, object: &str) -> bool {
+        !self.tree.has(&format!("{object}/vars")) && !self.is_model(object)
+    }
+
     /// Whether an object holds a layer list: a nested model.
     fn is_model(&self, object: &str) -> bool {
         LAYER_LISTS
@@ -340,6 +347,15 @@ impl Reader<'_, '_> {
         out: &mut Vec<Layer>,
     ) -> Result<()> {
         crate::cancel::check(self.tree.path)?;
+        if self.is_container(object) {
+            // A list or dict of layers: not a layer, and not in Keras's
+            // variable paths (`vit_encoder/transformer_block_1/...`, not
+            // `vit_encoder/encoder_layers/transformer_block_1/...`).
+            for child in self.tree.children(object) {
+                self.walk_attribute(&format!("{object}/{child}"), &child, prefix, out)?;
+            }
+            return Ok(());
+        }
         let recorded = self.tree.recorded_name(object);
         let mut path = prefix.to_vec();
         path.push(recorded.clone().unwrap_or_else(|| key.to_string()));
@@ -517,6 +533,10 @@ impl Reader<'_, '_> {
             _ => {
                 let mut weights =
                     self.weights_by_position(object, class, options, layer_path, None)?;
+                // A layer of no recorded class that holds MultiHeadAttention's
+                // four projections (keras_hub's attention layers subclass
+                // it) has its table.
+                let class = class.or_else(|| self.holds_attention_projections(object));
                 // Objects held by a layer we have no wrapper rule for, in
                 // the order its table lists them (the file's is by key).
                 let mut children: Vec<(String, String)> = self
@@ -550,14 +570,28 @@ impl Reader<'_, '_> {
                         )?,
                         None => self.object_weights(&child_path, None, None, layer_path)?,
                     };
+                    // A list or dict of layers adds no name to their paths.
+                    let container = self.is_container(&child_path);
                     for mut w in child_weights {
-                        w.sub_path.insert(0, sub.clone());
+                        if !container {
+                            w.sub_path.insert(0, sub.clone());
+                        }
                         weights.push(w);
                     }
                 }
                 Ok(weights)
             }
         }
+    }
+
+    /// MultiHeadAttention, where `object` holds its four projections under
+    /// Keras's attribute names and nothing of its own.
+    fn holds_attention_projections(&self, object: &str) -> Option<&'static str> {
+        const PROJECTIONS: [&str; 4] = ["query_dense", "key_dense", "value_dense", "output_dense"];
+        let children = self.tree.children(object);
+        let has = |p: &str| children.iter().any(|c| c.trim_start_matches('_') == p);
+        (self.tree.vars(object).is_empty() && PROJECTIONS.iter().all(|p| has(p)))
+            .then_some("MultiHeadAttention")
     }
 
     /// The class of a wrapped layer when no config records it: Keras names
@@ -731,11 +765,18 @@ impl Reader<'_, '_> {
         layer: &str,
     ) -> Option<Vec<Option<labels::PositionalLabel>>> {
         let shapes = self.shapes_of(object, vars)?;
-        let name = self
-            .tree
-            .recorded_name(object)
-            .unwrap_or_else(|| object.rsplit('/').next().unwrap_or(object).to_string());
-        let (class, found, by_name) = labels::guess_by_shapes_and_name(&shapes, &name)?;
+        // The name Keras recorded (`ln_1`) and the attribute's key
+        // (`layer_norm_1`): either may say the class.
+        let key = object.rsplit('/').next().unwrap_or(object).to_string();
+        let recorded = self.tree.recorded_name(object);
+        let names: Vec<&str> = recorded
+            .iter()
+            .map(String::as_str)
+            .chain([key.as_str()])
+            .collect();
+        let (class, found, name) = labels::guess_by_shapes_and_name(&shapes, &names)?;
+        let by_name = name.is_some();
+        let name = name.unwrap_or_default();
         let how = match by_name {
             true => format!("its name `{name}` and its shapes"),
             false => "their shapes".to_string(),
