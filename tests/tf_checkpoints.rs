@@ -160,6 +160,22 @@ fn variables_of_one_name_are_named_by_their_object_path() {
     );
 }
 
+/// Layer names holding `/` (tf-keras's MobileNetV3 has `Conv` beside
+/// `Conv/BatchNorm`, also inside a nested model) in a SavedModel: each
+/// weight goes to the longest layer name the metadata knows, so the names
+/// are the `.h5`'s (the BatchNorm's arrays were named `Conv/gamma`, ...).
+#[test]
+fn saved_model_layer_names_with_slashes_keep_their_layers() {
+    let exp = expected("slash.expected.json");
+    let out = convert(&fixture("tf/slash_savedmodel"), &[]);
+    let want = keras_tensors(&exp, "name");
+    assert!(
+        want.contains_key("backbone/Conv/BatchNorm/gamma"),
+        "{want:?}"
+    );
+    assert_eq!(tensors(&out), want);
+}
+
 #[test]
 fn the_same_model_as_h5_and_checkpoint_gives_the_same_tensors() {
     let exp = expected("functional.expected.json");

@@ -603,7 +603,7 @@ fn name_layers(
     // A variable whose name has one component (`tf.Variable(..., name='w')`)
     // belongs to no layer: it is written under its own name.
     let mut top_level = Vec::new();
-    for w in raw {
+    for mut w in raw {
         if w.parts.len() == 1 {
             top_level.push(Weight {
                 label: w.parts[0].clone(),
@@ -616,6 +616,18 @@ fn name_layers(
                 location: w.location,
             });
             continue;
+        }
+        // A layer's name may hold `/` (tf-keras's MobileNetV3 has
+        // `Conv/BatchNorm` beside `Conv`): the longest run of leading
+        // components the config names a layer is that layer.
+        if let Some(config) = config {
+            let named = (2..w.parts.len())
+                .rev()
+                .find(|&k| config.find(&w.parts[..k].join("/")).is_some());
+            if let Some(k) = named {
+                let joined = w.parts[..k].join("/");
+                w.parts.splice(..k, [joined]);
+            }
         }
         let first = &w.parts[0];
         let group = match config.and_then(|c| c.find(first)) {
