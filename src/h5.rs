@@ -311,18 +311,7 @@ fn lookup(
         return Ok(index.get(name).copied());
     }
     let entries = uncached::symbol_entries(h5, table)?;
-    let storage = h5.storage();
-    let superblock = h5.superblock();
-    let heap = hdf5_reader::local_heap::LocalHeap::parse_at_storage(
-        storage,
-        table.heap_address,
-        superblock.offset_size,
-        superblock.length_size,
-    )?;
-    let segment = usize::try_from(heap.data_segment_size)
-        .map_err(|_| H5Error::new("a group's name heap is too large"))?;
-    let data = storage.read_range(heap.data_segment_address, segment)?;
-    let data = data.as_ref();
+    let data = uncached::name_heap(h5, table)?;
     let name_at = |offset: u64| -> Option<&[u8]> {
         let start = usize::try_from(offset).ok().filter(|&s| s < data.len())?;
         let len = data[start..].iter().position(|&b| b == 0)?;
@@ -676,22 +665,11 @@ impl File {
         }) else {
             return Ok(None);
         };
-        let storage = self.h5.storage();
-        let superblock = self.h5.superblock();
-        let heap = hdf5_reader::local_heap::LocalHeap::parse_at_storage(
-            storage,
-            table.heap_address,
-            superblock.offset_size,
-            superblock.length_size,
-        )?;
         let mut entries = uncached::symbol_entries(&self.h5, table)?;
         entries.sort_by_key(|e| e.link_name_offset);
         // The names' bytes, read once (the crate's own lookup reads from a
         // name to the end of the heap, for every name).
-        let segment = usize::try_from(heap.data_segment_size)
-            .map_err(|_| H5Error::new("a group's name heap is too large"))?;
-        let data = storage.read_range(heap.data_segment_address, segment)?;
-        let data = data.as_ref();
+        let data = uncached::name_heap(&self.h5, table)?;
         let names = entries
             .iter()
             .map(|e| {

@@ -125,7 +125,7 @@ pub(super) fn symbol_entries(
 }
 
 /// The bytes of an old-style group's name heap.
-fn name_heap(h5: &Hdf5File, table: &SymbolTableMessage) -> Result<Vec<u8>> {
+pub(super) fn name_heap(h5: &Hdf5File, table: &SymbolTableMessage) -> Result<Vec<u8>> {
     let superblock = h5.superblock();
     let heap = hdf5_reader::local_heap::LocalHeap::parse_at_storage(
         h5.storage(),
