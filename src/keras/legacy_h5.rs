@@ -309,6 +309,20 @@ fn name_parts(stored: &str, layer: &str) -> Vec<String> {
     parts
 }
 
+/// Joins the leading components of a weight's name into one where they
+/// spell the name of a layer that holds `/` (tf-keras's MobileNetV3 has
+/// `Conv/BatchNorm` beside `Conv`): the longest run that `names_layer`
+/// knows. The last component, the label, is never joined.
+pub(crate) fn join_layer_name(parts: &mut Vec<String>, names_layer: impl Fn(&str) -> bool) {
+    let named = (2..parts.len())
+        .rev()
+        .find(|&k| names_layer(&parts[..k].join("/")));
+    if let Some(k) = named {
+        let joined = parts[..k].join("/");
+        parts.splice(..k, [joined]);
+    }
+}
+
 /// Turns the weights of one layer group into one layer, or, for a nested
 /// model, into one layer per inner layer.
 pub(crate) fn assemble(
@@ -378,16 +392,8 @@ pub(crate) fn assemble(
         if w.parts.len() > 2 && w.parts[0] == name {
             w.parts.remove(0);
         }
-        // An inner layer's name may hold `/`: the longest run of leading
-        // components that the config names a layer is that layer.
         if let Some(index) = &index {
-            let named = (2..w.parts.len())
-                .rev()
-                .find(|&k| index.find(&w.parts[..k].join("/")).is_some());
-            if let Some(k) = named {
-                let joined = w.parts[..k].join("/");
-                w.parts.splice(..k, [joined]);
-            }
+            join_layer_name(&mut w.parts, |name| index.find(name).is_some());
         }
         let inner = w.parts[0].clone();
         if !by_inner.contains_key(&inner) {

@@ -617,17 +617,8 @@ fn name_layers(
             });
             continue;
         }
-        // A layer's name may hold `/` (tf-keras's MobileNetV3 has
-        // `Conv/BatchNorm` beside `Conv`): the longest run of leading
-        // components the config names a layer is that layer.
         if let Some(config) = config {
-            let named = (2..w.parts.len())
-                .rev()
-                .find(|&k| config.find(&w.parts[..k].join("/")).is_some());
-            if let Some(k) = named {
-                let joined = w.parts[..k].join("/");
-                w.parts.splice(..k, [joined]);
-            }
+            legacy_h5::join_layer_name(&mut w.parts, |name| config.find(name).is_some());
         }
         let first = &w.parts[0];
         let group = match config.and_then(|c| c.find(first)) {
