@@ -717,19 +717,7 @@ mod tests {
         for (i, t) in file.tensors().iter().enumerate() {
             let mut values = Vec::new();
             crate::values::for_each_value(&file.read(i).unwrap(), t.dtype, |v| values.push(v));
-            let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-            let n = finite.len() as f64;
-            let mean = finite.iter().sum::<f64>() / n;
-            let var = finite.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
-            let some = |x: f64| (!finite.is_empty()).then_some(x);
-            let mut stats = Stats::default();
-            stats.min = some(finite.iter().copied().fold(f64::INFINITY, f64::min));
-            stats.max = some(finite.iter().copied().fold(f64::NEG_INFINITY, f64::max));
-            stats.mean = some(mean);
-            stats.std = some(var.sqrt());
-            stats.nan = values.iter().filter(|v| v.is_nan()).count() as u64;
-            stats.zero = values.iter().filter(|&&v| v == 0.0).count() as u64;
-            all.insert(t.name.clone(), stats);
+            all.insert(t.name.clone(), crate::stats::two_pass_reference(&values));
         }
         all
     }

@@ -98,19 +98,7 @@ impl Stats {
     /// Any dtype, one value at a time (integers do not fit f32 exactly).
     fn add_any(&mut self, bytes: &[u8], dtype: Dtype) {
         let mut block = Block::empty();
-        for_each_value(bytes, dtype, |v| {
-            if v.is_nan() {
-                block.nan += 1;
-            } else if v.is_infinite() {
-                block.inf += 1;
-            } else {
-                block.zero += (v == 0.0) as u64;
-                block.finite += 1;
-                block.sum += v;
-                block.lo = block.lo.min(v);
-                block.hi = block.hi.max(v);
-            }
-        });
+        for_each_value(bytes, dtype, |v| block.add(v));
         if block.finite == 0 {
             self.merge_counts(&block);
             return;
@@ -173,6 +161,21 @@ impl Block {
             hi: f64::NEG_INFINITY,
         }
     }
+
+    /// Counts one value in, the plain way.
+    fn add(&mut self, v: f64) {
+        if v.is_nan() {
+            self.nan += 1;
+        } else if v.is_infinite() {
+            self.inf += 1;
+        } else {
+            self.finite += 1;
+            self.zero += (v == 0.0) as u64;
+            self.sum += v;
+            self.lo = self.lo.min(v);
+            self.hi = self.hi.max(v);
+        }
+    }
 }
 
 /// Counts, sum and range of a block. Blocks with a NaN or an infinity are
@@ -208,13 +211,10 @@ fn summarise<E: Copy>(values: &[E], decode: impl Fn(E) -> f32) -> Block {
         }
     }
     let mut block = Block::empty();
-    block.finite = values.len() as u64;
-    for v in rest.iter().map(|&v| decode(v)) {
-        block.zero += (v == 0.0) as u64;
-        block.sum += v as f64;
-        block.lo = block.lo.min(v as f64);
-        block.hi = block.hi.max(v as f64);
+    for &v in rest {
+        block.add(decode(v) as f64);
     }
+    block.finite += (values.len() - rest.len()) as u64;
     for k in 0..LANES {
         block.zero += zero[k] as u64;
         block.sum += sum[k];
@@ -226,18 +226,8 @@ fn summarise<E: Copy>(values: &[E], decode: impl Fn(E) -> f32) -> Block {
 
 fn summarise_one_by_one<E: Copy>(values: &[E], decode: impl Fn(E) -> f32) -> Block {
     let mut block = Block::empty();
-    for v in values.iter().map(|&v| decode(v)) {
-        if v.is_nan() {
-            block.nan += 1;
-        } else if v.is_infinite() {
-            block.inf += 1;
-        } else {
-            block.finite += 1;
-            block.zero += (v == 0.0) as u64;
-            block.sum += v as f64;
-            block.lo = block.lo.min(v as f64);
-            block.hi = block.hi.max(v as f64);
-        }
+    for &v in values {
+        block.add(decode(v) as f64);
     }
     block
 }
@@ -268,6 +258,27 @@ fn spread<E: Copy>(values: &[E], decode: impl Fn(E) -> f32, mean: f64) -> f64 {
     m2.iter().sum::<f64>() + rest
 }
 #[cfg(test)]
+/// For tests: the statistics computed the plain way: one value at a time in f64,
+/// two passes over all of them.
+pub(crate) fn two_pass_reference(values: &[f64]) -> Stats {
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    let n = finite.len() as f64;
+    let mean = finite.iter().sum::<f64>() / n;
+    let var = finite.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+    let some = |x: f64| (!finite.is_empty()).then_some(x);
+    Stats {
+        min: some(finite.iter().copied().fold(f64::INFINITY, f64::min)),
+        max: some(finite.iter().copied().fold(f64::NEG_INFINITY, f64::max)),
+        mean: some(mean),
+        std: some(var.sqrt()),
+        nan: values.iter().filter(|v| v.is_nan()).count() as u64,
+        inf: values.iter().filter(|v| v.is_infinite()).count() as u64,
+        zero: values.iter().filter(|&&v| v == 0.0).count() as u64,
+        ..Stats::default()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -289,26 +300,6 @@ mod tests {
             assert!((s.mean.unwrap() - 2.0).abs() < 1e-12);
             assert!((s.std.unwrap() - 2f64.sqrt()).abs() < 1e-12);
             assert_eq!((s.nan, s.inf, s.zero), (1, 1, 1));
-        }
-    }
-
-    /// The statistics computed the plain way: one value at a time in f64,
-    /// two passes over all of them.
-    fn reference(values: &[f64]) -> Stats {
-        let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-        let n = finite.len() as f64;
-        let mean = finite.iter().sum::<f64>() / n;
-        let var = finite.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
-        let some = |x: f64| (!finite.is_empty()).then_some(x);
-        Stats {
-            min: some(finite.iter().copied().fold(f64::INFINITY, f64::min)),
-            max: some(finite.iter().copied().fold(f64::NEG_INFINITY, f64::max)),
-            mean: some(mean),
-            std: some(var.sqrt()),
-            nan: values.iter().filter(|v| v.is_nan()).count() as u64,
-            inf: values.iter().filter(|v| v.is_infinite()).count() as u64,
-            zero: values.iter().filter(|&&v| v == 0.0).count() as u64,
-            ..Stats::default()
         }
     }
 
@@ -357,7 +348,7 @@ mod tests {
     fn the_block_kernels_agree_with_the_plain_computation() {
         let values = awkward_values();
         let wide: Vec<f64> = values.iter().map(|&v| v as f64).collect();
-        let want = reference(&wide);
+        let want = two_pass_reference(&wide);
         let mut fast = Stats::default();
         fast.add(&f32s(&values), Dtype::F32);
         assert_close(&fast, &want, "f32");
@@ -418,13 +409,13 @@ mod tests {
                 });
             let mut got = Stats::default();
             got.add(&bytes, dtype);
-            assert_close(&got, &reference(&wide), &format!("{dtype:?}"));
+            assert_close(&got, &two_pass_reference(&wide), &format!("{dtype:?}"));
         }
         let ints: Vec<i64> = vec![-5, 0, i64::MAX, 7, 0];
         let bytes: Vec<u8> = ints.iter().flat_map(|v| v.to_le_bytes()).collect();
         let mut got = Stats::default();
         got.add(&bytes, Dtype::I64);
         let wide: Vec<f64> = ints.iter().map(|&v| v as f64).collect();
-        assert_close(&got, &reference(&wide), "i64");
+        assert_close(&got, &two_pass_reference(&wide), "i64");
     }
 }
