@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::fixture_tests::{assert_plan_gives, json, options};
+use super::fixture_tests::{assert_plan_gives, json, names_and_shapes, options};
 use crate::export::plan::{plan, Source};
 use crate::keras::tf_checkpoint::tf1_layers;
 use crate::model::{Format, Location, Model};
@@ -30,16 +30,7 @@ const MODELS: [(&str, &str); 3] = [
 ];
 
 fn variables(listed: &str) -> Vec<(String, Vec<usize>)> {
-    json(listed)["variables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|pair| {
-            let shape = pair[1].as_array().unwrap();
-            let shape = shape.iter().map(|d| d.as_u64().unwrap() as usize).collect();
-            (pair[0].as_str().unwrap().to_string(), shape)
-        })
-        .collect()
+    names_and_shapes(listed, "variables")
 }
 
 fn automl_model(listed: &str) -> Model {

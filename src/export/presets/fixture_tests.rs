@@ -88,7 +88,12 @@ pub(super) fn options(preset: &str) -> PlanOptions {
 
 /// Names to shapes, in order.
 pub(super) fn state_dict(name: &str) -> Vec<(String, Vec<usize>)> {
-    json(name)["state_dict"]
+    names_and_shapes(name, "state_dict")
+}
+
+/// The `[name, shape]` pairs listed under `key` in a fixture, in order.
+pub(super) fn names_and_shapes(name: &str, key: &str) -> Vec<(String, Vec<usize>)> {
+    json(name)[key]
         .as_array()
         .unwrap()
         .iter()
