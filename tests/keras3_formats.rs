@@ -237,23 +237,30 @@ fn every_weight_of_a_layer_with_sub_objects_is_written() {
 }
 
 /// `dtype shape sha256` of every variable in a fixture's `.values.json`
-/// (Keras's own values, for files whose labels are not Keras's), sorted.
-fn keras_values(json: &str) -> Vec<String> {
+/// (Keras's own values, for files whose labels are not Keras's), by the
+/// variable's Keras path.
+fn keras_values_by_path(json: &str) -> std::collections::BTreeMap<String, String> {
     let values: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture(json)).unwrap()).unwrap();
-    let mut want: Vec<String> = values["variables"]
+    values["variables"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| {
-            format!(
+            let value = format!(
                 "{} {} {}",
                 safetensors_dtype(v["dtype"].as_str().unwrap()),
                 v["shape"],
                 v["sha256"].as_str().unwrap()
-            )
+            );
+            (v["path"].as_str().unwrap().to_string(), value)
         })
-        .collect();
+        .collect()
+}
+
+/// The same triples, sorted.
+fn keras_values(json: &str) -> Vec<String> {
+    let mut want: Vec<String> = keras_values_by_path(json).into_values().collect();
     want.sort();
     want
 }
@@ -300,23 +307,12 @@ fn weights_without_labels_are_written_and_each_layer_says_why() {
 /// Keras saved under the matching variable path.
 #[test]
 fn an_rnn_over_a_custom_cell_is_written_whole() {
-    let values: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("k3_custom_rnn.weights.h5.values.json")).unwrap(),
-    )
-    .unwrap();
+    let values = keras_values_by_path("k3_custom_rnn.weights.h5.values.json");
     let keras_value = |path: &str| {
-        let v = values["variables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["path"] == path)
-            .unwrap_or_else(|| panic!("{path}"));
-        format!(
-            "{} {} {}",
-            safetensors_dtype(v["dtype"].as_str().unwrap()),
-            v["shape"],
-            v["sha256"].as_str().unwrap()
-        )
+        values
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| panic!("{path}"))
     };
     let want = [
         ("rnn/param_0", "rnn/scaled_cell/scale"),
@@ -358,27 +354,14 @@ fn an_rnn_over_a_custom_cell_is_written_whole() {
 /// or beta?), which stays `param_0`.
 #[test]
 fn sub_layer_names_settle_classes_their_shapes_leave_open() {
-    let values: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("k3_named_sublayers.values.json")).unwrap(),
-    )
-    .unwrap();
-    let mut want: Vec<(String, String)> = values["variables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| {
-            let path = v["path"].as_str().unwrap();
-            let name = match path {
-                "block/final_layernorm/gamma" => "block/final_layernorm/param_0",
-                other => other,
+    let mut want: Vec<(String, String)> = keras_values_by_path("k3_named_sublayers.values.json")
+        .into_iter()
+        .map(|(path, value)| {
+            let name = match path.as_str() {
+                "block/final_layernorm/gamma" => "block/final_layernorm/param_0".to_string(),
+                _ => path,
             };
-            let value = format!(
-                "{} {} {}",
-                safetensors_dtype(v["dtype"].as_str().unwrap()),
-                v["shape"],
-                v["sha256"].as_str().unwrap()
-            );
-            (name.to_string(), value)
+            (name, value)
         })
         .collect();
     want.sort();
