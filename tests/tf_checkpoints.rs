@@ -81,6 +81,33 @@ fn value_of(w: &Value) -> (String, Vec<usize>, String) {
     )
 }
 
+/// The `variables` of an expected JSON by one of their fields (`path`,
+/// `full_name`): (dtype, shape, sha256).
+fn variables_by(expected: &Value, key: &str) -> BTreeMap<String, (String, Vec<usize>, String)> {
+    expected["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v[key].as_str().unwrap().to_string(), value_of(v)))
+        .collect()
+}
+
+/// Converting `input` fails with exit code 1, an error containing
+/// `message`, and no output file.
+fn assert_convert_refused(input: &Path, message: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.safetensors");
+    let r = run(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+    assert!(stderr(&r).contains(message), "{}", stderr(&r));
+    assert!(!out.exists());
+}
+
 fn metadata(bytes: &[u8]) -> BTreeMap<String, String> {
     let (_, meta) = SafeTensors::read_metadata(bytes).unwrap();
     meta.metadata()
@@ -116,12 +143,7 @@ fn a_keras_3_export_writes_each_variable_once() {
     let values: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("k3_export.values.json")).unwrap())
             .unwrap();
-    let want: BTreeMap<String, (String, Vec<usize>, String)> = values["variables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| (v["path"].as_str().unwrap().to_string(), value_of(v)))
-        .collect();
+    let want = variables_by(&values, "path");
     assert_eq!(want.len(), 8);
     assert_eq!(tensors(&convert(&fixture("k3_export"), &[])), want);
     let dry = run(&[
@@ -142,13 +164,7 @@ fn a_keras_3_export_writes_each_variable_once() {
 /// note says why; a variable tracked twice is saved and written once.
 #[test]
 fn variables_of_one_name_are_named_by_their_object_path() {
-    let want: BTreeMap<String, (String, Vec<usize>, String)> = expected("same_names.expected.json")
-        ["variables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| (v["path"].as_str().unwrap().to_string(), value_of(v)))
-        .collect();
+    let want = variables_by(&expected("same_names.expected.json"), "path");
     assert_eq!(want.len(), 3);
     let input = fixture("tf/same_names_ckpt");
     assert_eq!(tensors(&convert(&input, &[])), want);
@@ -416,12 +432,7 @@ fn sliced_tensors_across_shards_are_reassembled() {
 
 /// TF1 variables by name: (dtype, shape, sha256).
 fn tf1_variables() -> BTreeMap<String, (String, Vec<usize>, String)> {
-    expected("tf1.expected.json")["variables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| (v["full_name"].as_str().unwrap().to_string(), value_of(v)))
-        .collect()
+    variables_by(&expected("tf1.expected.json"), "full_name")
 }
 
 fn is_tf1_bookkeeping(name: &str) -> bool {
@@ -476,12 +487,7 @@ fn tf1_checkpoint_skips_bookkeeping_and_writes_f16_bf16() {
 /// `.data-00000-of-00001`). The folder, and its `.index`, still read.
 #[test]
 fn a_moved_tf1_folder_reads_the_checkpoint_beside_its_state_file() {
-    let want: BTreeMap<_, _> = expected("tf1_moved.expected.json")["variables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| (v["full_name"].as_str().unwrap().to_string(), value_of(v)))
-        .collect();
+    let want = variables_by(&expected("tf1_moved.expected.json"), "full_name");
     assert_eq!(want.len(), 2);
     let state = std::fs::read_to_string(fixture("tf/tf1_moved/checkpoint")).unwrap();
     let named = state.split('"').nth(1).unwrap();
@@ -929,20 +935,7 @@ fn an_oversized_keras_metadata_is_refused_before_it_is_read() {
     // Sparse: 257 MiB that cost nothing to make.
     let metadata = std::fs::File::create(folder.join("keras_metadata.pb")).unwrap();
     metadata.set_len(257 << 20).unwrap();
-    let out = dir.path().join("out.safetensors");
-    let r = run(&[
-        "convert",
-        folder.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
-    assert!(
-        stderr(&r).contains("keras_metadata.pb is over"),
-        "{}",
-        stderr(&r)
-    );
-    assert!(!out.exists());
+    assert_convert_refused(&folder, "keras_metadata.pb is over");
 }
 
 #[test]
@@ -1075,18 +1068,8 @@ fn an_oversized_object_graph_in_saved_model_pb_is_refused_before_it_is_read() {
     std::fs::write(&path, &head).unwrap();
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(head.len() as u64 + graph_len).unwrap();
-    let out = dir.path().join("out.safetensors");
-    let r = run(&[
-        "convert",
-        folder.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
-    assert!(
-        stderr(&r).contains("refused: saved_model.pb's object graph is over 256"),
-        "{}",
-        stderr(&r)
+    assert_convert_refused(
+        &folder,
+        "refused: saved_model.pb's object graph is over 256",
     );
-    assert!(!out.exists());
 }
