@@ -338,7 +338,8 @@ pub fn class_candidates(weights: &[(String, Vec<usize>)]) -> Vec<&'static str> {
                         (Some(&[2, n]), Some(w)) => !cudnn && n == w,
                         _ => false,
                     };
-                    width == Some(k[1]) && bias_fits
+                    // The kernel and the recurrent kernel are as wide.
+                    width == Some(k[1]) && r[1] == k[1] && bias_fits
                 }
                 _ => false,
             }
@@ -875,6 +876,8 @@ mod tests {
         let mut odd = w(&[4, 20], &[5, 20, 1]);
         odd.push(("bias".to_string(), vec![20]));
         assert!(class_candidates(&odd).is_empty());
+        // The recurrent kernel is as wide as the kernel.
+        assert_eq!(guess_class(&w(&[4, 20], &[5, 12])), None);
     }
 
     #[test]

@@ -725,22 +725,20 @@ impl Reader<'_, '_> {
         let Some(shapes) = self.shapes_of(object, vars) else {
             return false;
         };
-        match shapes.as_slice() {
-            [kernel, recurrent, bias @ ..] => match (kernel.as_slice(), recurrent.as_slice()) {
-                ([_, width], [units, recurrent_width])
-                    if width == recurrent_width
-                        && [1, 3, 4].iter().any(|g| g * units == *width) =>
-                {
-                    match bias {
-                        [] => true,
-                        [b] => b[..] == [*width] || b[..] == [2, *width],
-                        _ => false,
-                    }
-                }
-                _ => false,
-            },
-            _ => false,
+        if !(2..=3).contains(&shapes.len()) {
+            return false;
         }
+        // The recurrent layers' own shape checks, on the cell's arrays
+        // labelled as every Keras cell's are.
+        let labelled: Vec<(String, Vec<usize>)> = ["kernel", "recurrent_kernel", "bias"]
+            .iter()
+            .zip(shapes)
+            .map(|(label, shape)| (label.to_string(), shape))
+            .collect();
+        let candidates = labels::class_candidates(&labelled);
+        ["LSTM", "GRU", "SimpleRNN"]
+            .iter()
+            .any(|class| candidates.contains(class))
     }
 
     /// The shapes of an object's variables, in order.
