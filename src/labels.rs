@@ -448,13 +448,19 @@ pub fn guess_by_shapes_and_name<'n>(
     Some((Some(hinted), labels, Some(name)))
 }
 
+/// A name without the `_<n>` Keras adds to make it unique (`dense_3` ->
+/// `dense`).
+pub fn without_counter(name: &str) -> &str {
+    match name.rsplit_once('_') {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => name,
+    }
+}
+
 /// The class a layer's name ends with, by [`NAME_HINTS`].
 fn name_hint(name: &str) -> Option<&'static str> {
     let name = name.trim_start_matches('_').to_ascii_lowercase();
-    let base = match name.rsplit_once('_') {
-        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
-        _ => name.as_str(),
-    };
+    let base = without_counter(&name);
     NAME_HINTS
         .iter()
         .find(|(ending, _)| base == *ending || base.ends_with(&format!("_{ending}")))

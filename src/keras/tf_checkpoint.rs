@@ -583,10 +583,7 @@ fn is_slot(key: &str, has: &dyn Fn(&str) -> bool) -> bool {
     let Some((variable, slot)) = key.rsplit_once('/') else {
         return false;
     };
-    let base = match slot.rsplit_once('_') {
-        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
-        _ => slot,
-    };
+    let base = labels::without_counter(slot);
     TF1_SLOTS.contains(&base) && has(variable)
 }
 

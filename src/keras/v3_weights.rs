@@ -835,10 +835,7 @@ fn without_direction(name: &str) -> &str {
 /// The class an object key names (`separable_conv2d_4` → `SeparableConv2D`),
 /// for the classes we have label tables for.
 fn class_from_object_key(key: &str) -> Option<&'static str> {
-    let base = match key.rsplit_once('_') {
-        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
-        _ => key,
-    };
+    let base = labels::without_counter(key);
     // Keras keys an object by its Python class's name, which for a few
     // classes is not the name we give them.
     let alias = labels::CLASS_ALIASES
