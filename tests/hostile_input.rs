@@ -8,65 +8,17 @@
 mod common;
 #[path = "support/h5write.rs"]
 mod h5write;
+#[path = "support/measured.rs"]
+mod measured;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use h5write::{keras2_weights, Attr, Builder, Storage};
+use measured::{run, Run};
 
 /// Generous bounds for debug builds on 2 busy cores.
 const TIME_BOUND: Duration = Duration::from_secs(10);
-
-/// What one run of the binary did.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-    /// Processor time (user and system): what the bounds are checked on,
-    /// so that other processes on a busy machine do not make them flaky.
-    cpu: Duration,
-    /// Peak resident memory of the process, from `wait4`.
-    peak_kib: u64,
-}
-
-/// Runs the binary with `args`, measuring its time and peak memory.
-fn run(args: &[&str]) -> Run {
-    let dir = tempfile::tempdir().unwrap();
-    let out_path = dir.path().join("stdout");
-    let err_path = dir.path().join("stderr");
-    let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_keras2safetensors"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid, and wait4 only writes into it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child, which `child` never waits for.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid, "wait4");
-    let elapsed = started.elapsed();
-    std::mem::forget(child);
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    Run {
-        code,
-        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
-        elapsed,
-        cpu: timeval(usage.ru_utime) + timeval(usage.ru_stime),
-        peak_kib: usage.ru_maxrss as u64,
-    }
-}
-
-fn timeval(t: libc::timeval) -> Duration {
-    Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-}
 
 /// Asserts the time bound on a run: on its processor time, and, far more
 /// generously, on the wall clock (a hang uses no processor time).

@@ -12,9 +12,10 @@
 
 #[path = "support/h5write.rs"]
 mod h5write;
+#[path = "support/measured.rs"]
+mod measured;
 
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use h5write::keras2_weights;
 
@@ -39,29 +40,14 @@ fn a_keras2_file_of_many_layers_with_chunked_names_converts_in_bounded_memory() 
     assert!(status.success() && input.exists());
     let output = dir.path().join("many.safetensors");
 
-    let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_keras2safetensors"))
-        .args(["convert", "-q"])
-        .arg(&input)
-        .arg("-o")
-        .arg(&output)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid, and wait4 only writes into it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child, which `child` never waits for.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid, "wait4");
-    let elapsed = started.elapsed();
-    std::mem::forget(child);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "status {status}"
-    );
+    let run = measured::run(&[
+        "convert",
+        "-q",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
 
     let bytes = std::fs::read(&output).unwrap();
     let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -72,9 +58,12 @@ fn a_keras2_file_of_many_layers_with_chunked_names_converts_in_bounded_memory() 
         assert_eq!(t.shape(), [VALUES.len()]);
         assert_eq!(t.data(), VALUES.map(f32::to_le_bytes).concat());
     }
-    let peak_kib = usage.ru_maxrss as u64;
+    let peak_kib = run.peak_kib;
     let size = std::fs::metadata(&input).unwrap().len() >> 10;
-    eprintln!("convert: {elapsed:?}, peak {peak_kib} KiB for {size} KiB");
+    eprintln!(
+        "convert: {:?}, peak {peak_kib} KiB for {size} KiB",
+        run.elapsed
+    );
     assert!(peak_kib < 96 << 10, "peak {peak_kib} KiB");
 }
 
