@@ -1,5 +1,5 @@
-//! Helpers for the unit tests that read the Keras-written fixtures (the
-//! integration tests have their own, in `tests/common`).
+//! Helpers for the tests that read the Keras-written fixtures: the unit
+//! tests' module, and included by `tests/common` for the integration tests.
 
 use std::path::{Path, PathBuf};
 

@@ -3,20 +3,21 @@
 
 #![allow(dead_code)]
 
+// The fixture helpers the unit tests use, compiled here too.
+#[path = "../../src/test_support.rs"]
+mod unit_support;
+#[allow(unused_imports)] // each test binary uses some of them
+pub use unit_support::{expected_of, expected_weights, fixture, sha256_hex};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use safetensors::SafeTensors;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
-
-pub fn fixture(name: &str) -> PathBuf {
-    fixtures_dir().join(name)
 }
 
 /// Every Keras fixture that has an expected-values file in the common
@@ -47,13 +48,6 @@ pub fn keras_fixtures() -> Vec<(PathBuf, Value)> {
     out.sort_by(|a, b| a.0.cmp(&b.0));
     assert!(out.len() >= 50, "fixtures are missing: found {}", out.len());
     out
-}
-
-/// The expected-values JSON Keras wrote beside fixture `name` (a path
-/// inside `fixtures/`, e.g. `zoo_full.h5` or `presets/tiny_efficientnet.h5`).
-pub fn expected_of(name: &str) -> Value {
-    let text = std::fs::read_to_string(fixture(&format!("{name}.expected.json"))).unwrap();
-    serde_json::from_str(&text).unwrap()
 }
 
 /// Read options for a fixture: a bare `.weights.h5` whose config sits
@@ -94,16 +88,6 @@ pub fn format_id(kind: &str) -> &'static str {
 /// Whether the file records layer classes (so inspect must give them).
 pub fn records_classes(kind: &str) -> bool {
     matches!(kind, "full" | "legacy_h5" | "keras")
-}
-
-/// The weights of every layer in the expected JSON, in its order.
-pub fn expected_weights(expected: &Value) -> Vec<&Value> {
-    expected["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|l| l["weights"].as_array().unwrap())
-        .collect()
 }
 
 /// Checks one tensor of a converted file against the expected JSON: its
@@ -156,13 +140,6 @@ pub fn config_args(fixture: &Path) -> Vec<String> {
         Some(config) => vec!["--config".into(), config.to_str().unwrap().into()],
         None => Vec::new(),
     }
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// The safetensors spelling of a numpy dtype name.
