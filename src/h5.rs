@@ -15,17 +15,13 @@ use hdf5_reader::messages::link::LinkTarget;
 use hdf5_reader::messages::symbol_table_msg::SymbolTableMessage;
 use hdf5_reader::messages::HdfMessage;
 use hdf5_reader::object_header::ObjectHeader;
-use hdf5_reader::{
-    BlockCacheStorage, ByteOrder, Datatype, Hdf5File, Storage, StorageBuffer, StringSize,
-};
+use hdf5_reader::{ByteOrder, Datatype, Hdf5File, StringSize};
+
+use block_cache::BlockCache;
 
 /// Size of the buffer used to copy contiguous dataset bytes: the memory a
 /// conversion needs does not grow with the size of a tensor.
 pub const COPY_BUFFER_BYTES: usize = 4 << 20;
-
-/// The metadata cache: 512 blocks of 16 KiB, 8 MiB at most.
-const METADATA_BLOCK_BYTES: usize = 16 << 10;
-const METADATA_BLOCKS: usize = 512;
 
 /// Deepest group nesting we follow; Keras files nest a few levels.
 pub const MAX_GROUP_DEPTH: usize = 64;
@@ -183,14 +179,28 @@ struct Shared {
 /// member stored uncompressed inside a `.keras` zip), or memory.
 #[derive(Clone)]
 enum Bytes {
-    Window { file: Arc<FsFile>, base: u64 },
+    /// A window of a file, with the cache the reader's small reads go
+    /// through (the crate reads the same one).
+    Window {
+        file: Arc<FsFile>,
+        base: u64,
+        cache: Arc<BlockCache>,
+    },
     Memory(Arc<[u8]>),
 }
+
+/// Reads of at most this many bytes go through the block cache: a model of
+/// many small layers reads its weights a few bytes each, in name order,
+/// which is not the order they lie in the file.
+const CACHED_READ_MAX: usize = 4 << 10;
 
 impl Bytes {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         match self {
-            Bytes::Window { file, base } => read_exact_at(file, buf, base + offset),
+            Bytes::Window { cache, .. } if buf.len() <= CACHED_READ_MAX => {
+                cache.read_into(buf, offset)
+            }
+            Bytes::Window { file, base, .. } => read_exact_at(file, buf, base + offset),
             Bytes::Memory(data) => {
                 let start = usize::try_from(offset).unwrap_or(usize::MAX);
                 match start
@@ -205,37 +215,6 @@ impl Bytes {
                 }
             }
         }
-    }
-}
-
-/// The HDF5 crate's view of a window of a file.
-struct WindowStorage {
-    file: Arc<FsFile>,
-    base: u64,
-    len: u64,
-}
-
-impl Storage for WindowStorage {
-    fn len(&self) -> u64 {
-        self.len
-    }
-
-    fn read_range(&self, offset: u64, len: usize) -> hdf5_reader::error::Result<StorageBuffer> {
-        let eof = || hdf5_reader::error::Error::UnexpectedEof {
-            offset,
-            needed: len as u64,
-            available: self.len.saturating_sub(offset),
-        };
-        // Every read of the file's structure passes here: a stop is
-        // noticed however long the crate's walk.
-        crate::cancel::checkpoint()?;
-        let end = offset.checked_add(len as u64).ok_or_else(eof)?;
-        if end > self.len {
-            return Err(eof());
-        }
-        let mut buf = vec![0u8; len];
-        read_exact_at(&self.file, &mut buf, self.base + offset)?;
-        Ok(StorageBuffer::from_vec(buf))
     }
 }
 
@@ -260,6 +239,19 @@ pub struct Group {
     header: Option<Arc<ObjectHeader>>,
     inner: std::sync::OnceLock<hdf5_reader::group::Group>,
 }
+
+/// What [`File::refuse_links`] has seen so far: every group's address,
+/// and the same addresses in the order they were reached, so that a group
+/// walked again by the crate's route can forget what was seen below it.
+#[derive(Default)]
+struct Walk {
+    seen: std::collections::HashSet<u64>,
+    reached: Vec<u64>,
+}
+
+/// Groups with more members than this are looked up through an index of
+/// their names; smaller ones are scanned.
+const SMALL_GROUP_MEMBERS: usize = 64;
 
 /// A group [`File::child_address`] looks in.
 struct Parent {
@@ -317,25 +309,42 @@ fn lookup(
         let len = data[start..].iter().position(|&b| b == 0)?;
         Some(&data[start..start + len])
     };
-    if entries.len() <= 64 {
+    if entries.len() <= SMALL_GROUP_MEMBERS {
         return Ok(entries
             .iter()
             .find(|e| name_at(e.link_name_offset) == Some(name.as_bytes()))
             .map(|e| e.object_header_address));
     }
-    let mut index = std::collections::HashMap::with_capacity(entries.len());
-    for e in &entries {
-        if let Some(n) = name_at(e.link_name_offset) {
-            index
-                .entry(String::from_utf8_lossy(n).into_owned())
-                .or_insert(e.object_header_address);
-        }
+    let index = keep_index(
+        shared,
+        group,
+        entries.iter().filter_map(|e| {
+            let name = name_at(e.link_name_offset)?;
+            Some((
+                String::from_utf8_lossy(name).into_owned(),
+                e.object_header_address,
+            ))
+        }),
+    );
+    Ok(index.get(name).copied())
+}
+
+/// Keeps a big group's name index: member name -> object header address,
+/// the first of a name winning.
+fn keep_index(
+    shared: &Shared,
+    group: u64,
+    members: impl Iterator<Item = (String, u64)>,
+) -> Arc<std::collections::HashMap<String, u64>> {
+    let mut index = std::collections::HashMap::with_capacity(members.size_hint().1.unwrap_or(0));
+    for (name, address) in members {
+        index.entry(name).or_insert(address);
     }
-    let found = index.get(name).copied();
+    let index = Arc::new(index);
     if let Ok(mut map) = shared.name_index.lock() {
-        map.insert(group, Arc::new(index));
+        map.insert(group, index.clone());
     }
-    Ok(found)
+    index
 }
 
 /// The element type of a dataset, reduced to what a weight file can hold.
@@ -414,17 +423,11 @@ impl File {
 
     /// Opens the HDF5 file stored in `len` bytes of `file` from `base`.
     pub fn open_window(file: Arc<FsFile>, base: u64, len: u64) -> Result<File> {
-        let storage = WindowStorage {
-            file: file.clone(),
-            base,
-            len,
-        };
         // Metadata is read in many small pieces (about ten per dataset);
-        // a small block cache turns them into few reads.
-        let cached =
-            BlockCacheStorage::new(Arc::new(storage), METADATA_BLOCK_BYTES, METADATA_BLOCKS);
-        let h5 = Hdf5File::from_storage(Arc::new(cached))?;
-        File::checked(h5, Bytes::Window { file, base }, len)
+        // the block cache turns them into few reads.
+        let cache = Arc::new(BlockCache::new(file.clone(), base, len));
+        let h5 = Hdf5File::from_storage(cache.clone())?;
+        File::checked(h5, Bytes::Window { file, base, cache }, len)
     }
 
     /// Opens an HDF5 file held in memory.
@@ -534,9 +537,8 @@ impl File {
     /// reached twice (see [`File::check_links`]); notes the path of every
     /// dataset on the way, for [`File::dataset_paths`].
     pub fn refuse_links(&self) -> Result<()> {
-        let mut seen = std::collections::HashSet::new();
         let mut datasets = Vec::new();
-        self.refuse_links_below(&self.root()?, "", 0, &mut seen, &mut datasets)?;
+        self.refuse_links_below(&self.root()?, "", 0, &mut Walk::default(), &mut datasets)?;
         let _ = self.datasets.set(datasets);
         Ok(())
     }
@@ -567,7 +569,7 @@ impl File {
         group: &Group,
         path: &str,
         depth: usize,
-        seen: &mut std::collections::HashSet<u64>,
+        walk: &mut Walk,
         datasets: &mut Vec<String>,
     ) -> Result<()> {
         crate::cancel::checkpoint()?;
@@ -576,39 +578,101 @@ impl File {
                 "groups nest deeper than {MAX_GROUP_DEPTH} levels at `{path}`"
             )));
         }
-        if !seen.insert(group.address()) {
+        if !walk.seen.insert(group.address()) {
             return Err(H5Error::new(format!(
                 "`{path}` is reached twice (a hard link), which Keras files never contain"
             )));
         }
-        // An old-style group listed here has no soft link (the listing
-        // gives up on one) and can hold no other kind: nothing to check,
-        // and each member's header is read once.
-        if let Some((groups, members)) = group.children_uncached() {
-            datasets.extend(members.iter().map(|name| format!("{path}/{name}")));
-            for (name, address, table) in groups {
-                let child = Group {
-                    h5: self.h5.clone(),
-                    shared: self.shared.clone(),
-                    address,
-                    path: group.child_path(&name),
-                    table,
-                    header: None,
-                    inner: std::sync::OnceLock::new(),
-                };
-                let below = format!("{path}/{name}");
-                self.refuse_links_below(&child, &below, depth + 1, seen, datasets)?;
-            }
+        walk.reached.push(group.address());
+        let (reached, listed) = (walk.reached.len(), datasets.len());
+        if self.walk_old_style(group, path, depth, walk, datasets)? {
             return Ok(());
         }
+        // A member this walk cannot read: forget what it saw below this
+        // group and ask the crate, whose answers and errors are the ones it
+        // always gave.
+        for address in walk.reached.drain(reached..) {
+            walk.seen.remove(&address);
+        }
+        datasets.truncate(listed);
         self.check_links(group, path)?;
         let (groups, members) = group.member_names()?;
         datasets.extend(members.iter().map(|name| format!("{path}/{name}")));
         for name in groups {
             let child = group.group(&name)?;
-            self.refuse_links_below(&child, &format!("{path}/{name}"), depth + 1, seen, datasets)?;
+            let child_path = format!("{path}/{name}");
+            self.refuse_links_below(&child, &child_path, depth + 1, walk, datasets)?;
         }
         Ok(())
+    }
+
+    /// Walks an old-style group (h5py's default), which can hold no soft
+    /// link once its member list reads and no other kind of link at all;
+    /// `false` where [`File::refuse_links_below`] asks the crate instead.
+    /// Members are visited in the order they lie in the file (the order
+    /// h5py wrote them), each header read once, and a child group is walked
+    /// as soon as it is met: the file's metadata is read front to back, in
+    /// one sweep, instead of once per member in alphabetical order and
+    /// again per child group. Datasets are still listed in name order.
+    fn walk_old_style(
+        &self,
+        group: &Group,
+        path: &str,
+        depth: usize,
+        walk: &mut Walk,
+        datasets: &mut Vec<String>,
+    ) -> Result<bool> {
+        let Some(table) = group.table.as_ref() else {
+            return Ok(false);
+        };
+        let Ok(Some(members)) = uncached::members(&self.h5, table) else {
+            return Ok(false);
+        };
+        let mut by_address: Vec<usize> = (0..members.len()).collect();
+        by_address.sort_by_key(|&i| members[i].1);
+        // What lies below each member, in name order once all are seen:
+        // `None` for a dataset, `Some(paths)` for a group.
+        let mut below: Vec<Option<Option<Vec<String>>>> = vec![None; members.len()];
+        for i in by_address {
+            let (name, address) = &members[i];
+            let Ok(header) = uncached::header(&self.h5, *address) else {
+                return Ok(false);
+            };
+            below[i] = match uncached::classify(&header) {
+                uncached::Kind::Group => {
+                    let child = Group {
+                        h5: self.h5.clone(),
+                        shared: self.shared.clone(),
+                        address: *address,
+                        path: group.child_path(name),
+                        table: uncached::old_style_table(&header),
+                        header: None,
+                        inner: std::sync::OnceLock::new(),
+                    };
+                    drop(header);
+                    let mut inside = Vec::new();
+                    let child_path = format!("{path}/{name}");
+                    self.refuse_links_below(&child, &child_path, depth + 1, walk, &mut inside)?;
+                    Some(Some(inside))
+                }
+                uncached::Kind::Dataset => Some(None),
+                uncached::Kind::Other => None,
+            };
+        }
+        datasets.extend(
+            below
+                .iter()
+                .zip(&members)
+                .filter(|(kind, _)| matches!(kind, Some(None)))
+                .map(|(_, (name, _))| format!("{path}/{name}")),
+        );
+        datasets.extend(below.into_iter().flatten().flatten().flatten());
+        if members.len() > SMALL_GROUP_MEMBERS {
+            // Looked up by name next (each layer of a Keras file): the list
+            // just read is the index, without reading the group again.
+            keep_index(&self.shared, group.address(), members.into_iter());
+        }
+        Ok(true)
     }
 
     /// Refuses soft and external links in a group: Keras never writes them,
@@ -1742,28 +1806,6 @@ impl Group {
         }
     }
 
-    /// The child groups (name, address, symbol table) and the datasets'
-    /// names of an old-style group, each member's header read once;
-    /// `None` where [`Group::member_names`] asks the crate.
-    #[allow(clippy::type_complexity)]
-    fn children_uncached(
-        &self,
-    ) -> Option<(Vec<(String, u64, Option<SymbolTableMessage>)>, Vec<String>)> {
-        let members = uncached::members(&self.h5, self.table.as_ref()?).ok()??;
-        let (mut groups, mut datasets) = (Vec::new(), Vec::new());
-        for (name, address) in members {
-            let header = uncached::header(&self.h5, address).ok()?;
-            match uncached::classify(&header) {
-                uncached::Kind::Group => {
-                    groups.push((name, address, uncached::old_style_table(&header)))
-                }
-                uncached::Kind::Dataset => datasets.push(name),
-                uncached::Kind::Other => {}
-            }
-        }
-        Some((groups, datasets))
-    }
-
     fn member_names_uncached(&self) -> Option<(Vec<String>, Vec<String>)> {
         let members = uncached::members(&self.h5, self.table.as_ref()?).ok()??;
         let (mut groups, mut datasets) = (Vec::new(), Vec::new());
@@ -1949,6 +1991,7 @@ impl Attributes {
     }
 }
 
+mod block_cache;
 #[cfg(test)]
 mod fixture_tests;
 mod uncached;
