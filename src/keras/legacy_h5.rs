@@ -24,15 +24,16 @@ use crate::model::{Format, Layer, Location, Model, SkippedGroup, Weight};
 const WRAPPERS: &[&str] = &["Bidirectional", "TimeDistributed"];
 
 /// Reads a Keras HDF5 file that has already been opened.
+/// Reads the model in `file`; the caller adds the file to its stores.
 pub fn read(
     path: &Path,
-    file: h5::File,
+    file: &h5::File,
     options: &ReadOptions,
     config: Option<LayerConfig>,
 ) -> Result<Model> {
     let mut reader = Reader {
         path,
-        file: &file,
+        file,
         notes: Vec::new(),
         skipped_groups: Vec::new(),
     };
@@ -49,7 +50,7 @@ pub fn read(
         notes,
         skipped_groups,
         skipped: Vec::new(),
-        stores: vec![file.into()],
+        stores: Vec::new(),
     })
 }
 

@@ -211,10 +211,28 @@ fn read_model(path: &Path, options: &ReadOptions) -> Result<Model> {
             if let Some(index) = shard_index_of(path) {
                 return open_sharded(&index, options, config);
             }
-            let file = open_h5(path)?;
+            let file = open_hdf5(path)?;
             match layout(path, &file)? {
-                Layout::Legacy => legacy_h5::read(path, file, options, config),
+                Layout::Legacy => {
+                    // The link walk and the reading of the layers each go
+                    // once through the file's structure, and neither needs
+                    // the other: side by side they take both cores and
+                    // share the block cache. The legacy reader follows only
+                    // the names the file lists and never leaves the file
+                    // (the HDF5 crate is given no resolver for external
+                    // links), and whatever the walk refuses is refused.
+                    let (walked, read) = std::thread::scope(|scope| {
+                        let walk = scope.spawn(|| refuse_links(path, &file));
+                        let read = legacy_h5::read(path, &file, options, config);
+                        (walk.join(), read)
+                    });
+                    walked.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+                    let mut model = read?;
+                    model.stores = vec![file.into()];
+                    Ok(model)
+                }
                 Layout::Keras1 => {
+                    refuse_links(path, &file)?;
                     let read = keras1::read(path, &file, config.as_ref())?;
                     Ok(model(
                         Format::Keras1H5,
@@ -224,7 +242,12 @@ fn read_model(path: &Path, options: &ReadOptions) -> Result<Model> {
                         vec![file],
                     ))
                 }
-                Layout::ObjectTree => open_tree(path, TreeSource::single(file), config, options),
+                Layout::ObjectTree => {
+                    // The Keras 3 reader walks whatever the tree holds; it
+                    // counts on the links being refused first.
+                    refuse_links(path, &file)?;
+                    open_tree(path, TreeSource::single(file), config, options)
+                }
             }
         }
         FileKind::Zip => {
@@ -256,10 +279,15 @@ fn read_model(path: &Path, options: &ReadOptions) -> Result<Model> {
 }
 
 fn open_h5(path: &Path) -> Result<h5::File> {
-    let file = h5::File::from_fs_file(files::open_regular(path)?)
-        .map_err(|e| Error::new(path, ErrorKind::CorruptHdf5(e.0)))?;
+    let file = open_hdf5(path)?;
     refuse_links(path, &file)?;
     Ok(file)
+}
+
+/// Opens an HDF5 file without walking it: [`refuse_links`] has yet to run.
+fn open_hdf5(path: &Path) -> Result<h5::File> {
+    h5::File::from_fs_file(files::open_regular(path)?)
+        .map_err(|e| Error::new(path, ErrorKind::CorruptHdf5(e.0)))
 }
 
 /// Refuses files with links: Keras never writes them, and a link can make a
