@@ -525,7 +525,7 @@ mod tests {
     fn tensor(name: &str, shape: &[usize]) -> PlannedTensor {
         PlannedTensor {
             name: name.into(),
-            keras_name: name.into(),
+            keras_name: None,
             dtype: Dtype::F32,
             shape: shape.to_vec(),
             source: Source::Fill(0.0),

@@ -392,7 +392,7 @@ fn dry_run(jobs: Vec<Job>, batch: bool) -> Result<Outcome> {
                 for t in &plan.tensors {
                     text.push_str(&format!(
                         "{} -> {}  {}  {}\n",
-                        t.keras_name,
+                        t.keras_name(),
                         t.name,
                         shape_string(&t.shape),
                         t.dtype

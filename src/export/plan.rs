@@ -115,8 +115,10 @@ pub enum Source {
 pub struct PlannedTensor {
     /// The name it is written under.
     pub name: String,
-    /// The Keras-layout name of the weight it comes from.
-    pub keras_name: String,
+    /// The Keras-layout name of the weight it comes from, where it is not
+    /// `name` (see [`PlannedTensor::keras_name`]): in the Keras layout it
+    /// rarely is, and 200,000 copies of the same names are not kept.
+    pub keras_name: Option<String>,
     /// Its dtype in the output (after any cast).
     pub dtype: Dtype,
     /// Its shape in the output.
@@ -130,6 +132,11 @@ pub struct PlannedTensor {
 }
 
 impl PlannedTensor {
+    /// The Keras-layout name of the weight it comes from.
+    pub fn keras_name(&self) -> &str {
+        self.keras_name.as_deref().unwrap_or(&self.name)
+    }
+
     /// Whether the bytes go out exactly as stored, so they can be streamed.
     pub fn is_verbatim(&self) -> bool {
         matches!(&self.source, Source::Stored { dtype, .. } if *dtype == self.dtype)
@@ -283,37 +290,64 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
             preset.name
         ))));
     }
+    let known = |p: &String| model.layers.iter().any(|l| &l.path_string() == p);
+    if let Some(unknown) = options
+        .skip
+        .iter()
+        .chain(options.classes.iter().map(|(p, _)| p))
+        .find(|p| !known(p))
+    {
+        return Err(fail(ErrorKind::Unsupported(format!(
+            "--skip or --class names `{unknown}`, which is no layer of this model (see `inspect`)"
+        ))));
+    }
     // Sized once: growing by doubling holds two copies at the end.
     let weights = model.layers.iter().map(|l| l.weights.len()).sum::<usize>();
-    let mut drafts = Vec::with_capacity(weights + model.optimizer.len());
+    let preset_rules = options.preset.map(Preset::rules).unwrap_or_default();
+    let mut placing = Placing {
+        options,
+        source,
+        tensors: Vec::with_capacity(weights + model.optimizer.len()),
+        origins: Vec::with_capacity(weights + model.optimizer.len()),
+        skipped: model.skipped.clone(),
+        preset_renamer: Renamer::new(&preset_rules),
+        renamer: Renamer::new(&options.rename),
+        renamed_layers: vec![None; model.layers.len()],
+        stacks: HashMap::new(),
+    };
     let mut notes = Vec::new();
     let mut warnings = Vec::new();
-    let mut skipped = model.skipped.clone();
     let mut torch = TorchMetadata::default();
     let separator = options.layout.separator();
     let mut preprocessing_dropped = false;
+    // Each layer's tensors are placed as soon as they are drafted: a list
+    // of every draft first would hold 200,000 of them for 100,000 layers.
     for (index, layer) in model.layers.iter().enumerate() {
         crate::cancel::check(source)?;
         let path = layer.path_string();
         if options.skip.contains(&path) {
             notes.push(format!("layer `{path}` skipped (--skip)"));
-            skipped.extend(layer.weights.iter().map(|w| Skipped {
-                dataset: w.dataset.clone(),
-                reason: format!("layer `{path}` left out (--skip)"),
-            }));
+            placing
+                .skipped
+                .extend(layer.weights.iter().map(|w| Skipped {
+                    dataset: w.dataset.clone(),
+                    reason: format!("layer `{path}` left out (--skip)"),
+                }));
             continue;
         }
         if let Some(preset) = options.preset {
             if let Some(class) = presets::preprocessing_class(layer)
                 .filter(|class| preset.preprocessing.contains(class))
             {
-                skipped.extend(layer.weights.iter().map(|w| Skipped {
-                    dataset: w.dataset.clone(),
-                    reason: format!(
-                        "{class} layer `{path}`: in-model preprocessing, left out by preset {}",
-                        preset.name
-                    ),
-                }));
+                placing
+                    .skipped
+                    .extend(layer.weights.iter().map(|w| Skipped {
+                        dataset: w.dataset.clone(),
+                        reason: format!(
+                            "{class} layer `{path}`: in-model preprocessing, left out by preset {}",
+                            preset.name
+                        ),
+                    }));
                 preprocessing_dropped = true;
                 continue;
             }
@@ -355,138 +389,26 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
                 }
             }
         };
-        drafts.extend(layer_drafts.into_iter().map(|(within, mut draft)| {
+        for (within, mut draft) in layer_drafts {
             draft.layer = Some(index);
             draft.within = within;
-            draft
-        }));
-    }
-    let known = |p: &String| model.layers.iter().any(|l| &l.path_string() == p);
-    if let Some(unknown) = options
-        .skip
-        .iter()
-        .chain(options.classes.iter().map(|(p, _)| p))
-        .find(|p| !known(p))
-    {
-        return Err(fail(ErrorKind::Unsupported(format!(
-            "--skip or --class names `{unknown}`, which is no layer of this model (see `inspect`)"
-        ))));
+            placing.place(draft)?;
+        }
     }
     let optimizer_path = [OPTIMIZER_PREFIX.to_string()];
     for w in &model.optimizer {
         let name = tensor_name(&optimizer_path, w).replace('/', separator);
-        drafts.push(Draft::stored(name, &optimizer_path, w, Vec::new()));
+        placing.place(Draft::stored(name, &optimizer_path, w, Vec::new()))?;
     }
-
-    let mut tensors = Vec::with_capacity(drafts.len());
-    let mut seen: HashMap<String, Cow<'_, str>> = HashMap::with_capacity(drafts.len());
-    let preset_rules = options.preset.map(Preset::rules).unwrap_or_default();
-    let mut preset_renamer = Renamer::new(&preset_rules);
-    let mut renamer = Renamer::new(&options.rename);
-    let mut renamed_layers: Vec<Option<metadata::LayerPrefix>> = vec![None; model.layers.len()];
-    // Tensors a preset builds from several (`name[i]`), by final name.
-    let mut stacks: HashMap<String, Stack> = HashMap::new();
-    for mut draft in drafts {
-        let mut name = std::mem::take(&mut draft.name);
-        let mut part = None;
-        if let Some(preset) = options.preset {
-            let (placed, matched) = preset_renamer
-                .apply(&name)
-                .map_err(|e| fail(ErrorKind::Unsupported(e)))?;
-            if !matched {
-                return Err(fail(ErrorKind::Unsupported(format!(
-                    "not a {} file for preset {}: tensor `{name}` (from `{}`) has no place in {} \
-                     (use --layout pytorch with --rename for other models)",
-                    preset.source, preset.name, draft.origin, preset.target
-                ))));
-            }
-            name = match stack_part(&placed) {
-                Some((base, index)) => {
-                    part = Some(index);
-                    base.to_string()
-                }
-                None => placed,
-            };
-        }
-        let (name, _) = renamer
-            .apply(&name)
-            .map_err(|e| fail(ErrorKind::Unsupported(e)))?;
-        if options
-            .include
-            .as_ref()
-            .is_some_and(|re| !re.is_match(&name))
-            || options
-                .exclude
-                .as_ref()
-                .is_some_and(|re| re.is_match(&name))
-        {
-            if let Some(dataset) = draft.dataset {
-                skipped.push(Skipped {
-                    dataset: dataset.to_string(),
-                    reason: format!("`{name}` left out by --include/--exclude"),
-                });
-            }
-            continue;
-        }
-        if name == RESERVED_NAME {
-            return Err(fail(ErrorKind::Unsupported(format!(
-                "weight `{}` would be written as a tensor named `{RESERVED_NAME}`, the key \
-                 safetensors reserves for metadata (every reader would reject the file); \
-                 give it another name with --rename",
-                draft.origin
-            ))));
-        }
-        if let Some(index) = part {
-            if let Some(stack) = stacks.get_mut(&name) {
-                stack.parts.push((index, draft));
-                continue;
-            }
-        }
-        if let Some(first) = seen.insert(name.clone(), draft.origin.clone()) {
-            return Err(fail(ErrorKind::NameClash {
-                name,
-                first: first.into_owned(),
-                second: draft.origin.into_owned(),
-            }));
-        }
-        if let Some(index) = part {
-            // Its place in the output; the tensor is built once all its
-            // parts are known.
-            stacks.insert(
-                name.clone(),
-                Stack {
-                    at: tensors.len(),
-                    parts: vec![(index, draft)],
-                },
-            );
-            tensors.push(PlannedTensor {
-                name,
-                keras_name: String::new(),
-                dtype: Dtype::F32,
-                shape: Vec::new(),
-                source: Source::Stacked(Vec::new()),
-                steps: Vec::new(),
-                byte_len: 0,
-            });
-            continue;
-        }
-        if let Some(index) = draft.layer {
-            metadata::LayerPrefix::add(&mut renamed_layers[index], &draft.within, &name, separator);
-        }
-        let source_dtype = draft.from.dtype();
-        let dtype = transform::casts(source_dtype, options.dtype).unwrap_or(source_dtype);
-        let shape = transform::shape_after(draft.from.shape(), &draft.steps);
-        let count: u64 = shape.iter().map(|&d| d as u64).product();
-        tensors.push(PlannedTensor {
-            name,
-            keras_name: draft.keras_name.text().into_owned(),
-            dtype,
-            byte_len: count * dtype.size() as u64,
-            shape,
-            source: draft.from.source(),
-            steps: draft.steps,
-        });
-    }
+    placing.refuse_clashes()?;
+    let Placing {
+        mut tensors,
+        skipped,
+        renamer,
+        renamed_layers,
+        stacks,
+        ..
+    } = placing;
     let mut stacks: Vec<(String, Stack)> = stacks.into_iter().collect();
     stacks.sort_by_key(|(_, stack)| stack.at);
     for (name, stack) in stacks {
@@ -519,6 +441,169 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
         warnings,
         skipped,
     })
+}
+
+/// The tensors placed so far, and what placing them needs.
+struct Placing<'a, 'o> {
+    options: &'o PlanOptions,
+    source: &'o Path,
+    tensors: Vec<PlannedTensor>,
+    /// Where each tensor's weight is in the file, for messages.
+    origins: Vec<Cow<'a, str>>,
+    skipped: Vec<Skipped>,
+    preset_renamer: Renamer<'o>,
+    renamer: Renamer<'o>,
+    renamed_layers: Vec<Option<metadata::LayerPrefix>>,
+    /// Tensors a preset builds from several (`name[i]`), by final name.
+    stacks: HashMap<String, Stack<'a>>,
+}
+
+impl<'a> Placing<'a, '_> {
+    fn fail(&self, kind: ErrorKind) -> Error {
+        Error::new(self.source, kind)
+    }
+
+    /// Renames and filters one draft, and adds it as a tensor (or as a
+    /// part of a stacked one).
+    fn place(&mut self, mut draft: Draft<'a>) -> Result<()> {
+        let options = self.options;
+        let separator = options.layout.separator();
+        let mut name = std::mem::take(&mut draft.name);
+        let mut part = None;
+        if let Some(preset) = options.preset {
+            let (placed, matched) = self
+                .preset_renamer
+                .apply(&name)
+                .map_err(|e| self.fail(ErrorKind::Unsupported(e)))?;
+            if !matched {
+                return Err(self.fail(ErrorKind::Unsupported(format!(
+                    "not a {} file for preset {}: tensor `{name}` (from `{}`) has no place in {} \
+                     (use --layout pytorch with --rename for other models)",
+                    preset.source, preset.name, draft.origin, preset.target
+                ))));
+            }
+            name = match stack_part(&placed) {
+                Some((base, index)) => {
+                    part = Some(index);
+                    base.to_string()
+                }
+                None => placed,
+            };
+        }
+        let (name, _) = self
+            .renamer
+            .apply(&name)
+            .map_err(|e| self.fail(ErrorKind::Unsupported(e)))?;
+        if options
+            .include
+            .as_ref()
+            .is_some_and(|re| !re.is_match(&name))
+            || options
+                .exclude
+                .as_ref()
+                .is_some_and(|re| re.is_match(&name))
+        {
+            if let Some(dataset) = draft.dataset {
+                self.skipped.push(Skipped {
+                    dataset: dataset.to_string(),
+                    reason: format!("`{name}` left out by --include/--exclude"),
+                });
+            }
+            return Ok(());
+        }
+        if name == RESERVED_NAME {
+            return Err(self.fail(ErrorKind::Unsupported(format!(
+                "weight `{}` would be written as a tensor named `{RESERVED_NAME}`, the key \
+                 safetensors reserves for metadata (every reader would reject the file); \
+                 give it another name with --rename",
+                draft.origin
+            ))));
+        }
+        if let Some(index) = part {
+            if let Some(stack) = self.stacks.get_mut(&name) {
+                stack.parts.push((index, draft));
+                return Ok(());
+            }
+            // Its place in the output; the tensor is built once all its
+            // parts are known.
+            self.origins.push(draft.origin.clone());
+            self.stacks.insert(
+                name.clone(),
+                Stack {
+                    at: self.tensors.len(),
+                    parts: vec![(index, draft)],
+                },
+            );
+            self.tensors.push(PlannedTensor {
+                name,
+                keras_name: None,
+                dtype: Dtype::F32,
+                shape: Vec::new(),
+                source: Source::Stacked(Vec::new()),
+                steps: Vec::new(),
+                byte_len: 0,
+            });
+            return Ok(());
+        }
+        if let Some(index) = draft.layer {
+            metadata::LayerPrefix::add(
+                &mut self.renamed_layers[index],
+                &draft.within,
+                &name,
+                separator,
+            );
+        }
+        let source_dtype = draft.from.dtype();
+        let dtype = transform::casts(source_dtype, options.dtype).unwrap_or(source_dtype);
+        let shape = transform::shape_after(draft.from.shape(), &draft.steps);
+        let count: u64 = shape.iter().map(|&d| d as u64).product();
+        let keras_name = draft.keras_name.text();
+        let keras_name = (keras_name != name).then(|| keras_name.into_owned());
+        self.origins.push(draft.origin);
+        self.tensors.push(PlannedTensor {
+            name,
+            keras_name,
+            dtype,
+            byte_len: count * dtype.size() as u64,
+            shape,
+            source: draft.from.source(),
+            steps: draft.steps,
+        });
+        Ok(())
+    }
+
+    /// Refuses two tensors under one name, naming the first pair met in
+    /// output order (checked once all are placed: sorting their positions
+    /// by name costs 4 bytes a tensor, where a set of the names would copy
+    /// every name).
+    fn refuse_clashes(&self) -> Result<()> {
+        let tensors = &self.tensors;
+        let mut by_name: Vec<u32> = (0..tensors.len() as u32).collect();
+        by_name.sort_unstable_by(|&a, &b| {
+            tensors[a as usize]
+                .name
+                .cmp(&tensors[b as usize].name)
+                .then(a.cmp(&b))
+        });
+        // For each name held twice: its first and second positions.
+        let clash = by_name
+            .windows(2)
+            .enumerate()
+            .filter(|(_, pair)| tensors[pair[0] as usize].name == tensors[pair[1] as usize].name)
+            .filter(|(k, pair)| {
+                *k == 0 || tensors[by_name[k - 1] as usize].name != tensors[pair[0] as usize].name
+            })
+            .map(|(_, pair)| (pair[0] as usize, pair[1] as usize))
+            .min_by_key(|&(_, second)| second);
+        match clash {
+            None => Ok(()),
+            Some((first, second)) => Err(self.fail(ErrorKind::NameClash {
+                name: tensors[second].name.clone(),
+                first: self.origins[first].clone().into_owned(),
+                second: self.origins[second].clone().into_owned(),
+            })),
+        }
+    }
 }
 
 /// The tensors a preset stacks into one, as they arrive: (position, draft).
@@ -581,7 +666,7 @@ fn stacked(
         .join(" + ");
     Ok(PlannedTensor {
         name,
-        keras_name,
+        keras_name: Some(keras_name),
         dtype,
         byte_len: count * dtype.size() as u64,
         shape,
@@ -760,7 +845,7 @@ mod tests {
         let stacked = &planned.tensors[0];
         assert_eq!(stacked.shape, [3]);
         assert_eq!(stacked.byte_len, 3 * stacked.dtype.size() as u64);
-        assert_eq!(stacked.keras_name, "node/WSM + node/WSM_1 + node/WSM_2");
+        assert_eq!(stacked.keras_name(), "node/WSM + node/WSM_1 + node/WSM_2");
         let Source::Stacked(parts) = &stacked.source else {
             panic!("{:?}", stacked.source)
         };

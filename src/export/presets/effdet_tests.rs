@@ -85,7 +85,7 @@ fn every_automl_variable_is_written_once_and_fusion_scalars_are_stacked_in_order
                 Source::Stacked(parts) => {
                     stacked += 1;
                     assert!(tensor.name.ends_with(".combine.edge_weights"));
-                    let names: Vec<&str> = tensor.keras_name.split(" + ").collect();
+                    let names: Vec<&str> = tensor.keras_name().split(" + ").collect();
                     let node = names[0].strip_suffix("/WSM").unwrap();
                     let want: Vec<String> = (0..parts.len())
                         .map(|i| match i {
