@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -352,14 +352,17 @@ fn persist(temp: NamedTempFile, path: &Path, force: bool) -> Result<()> {
 }
 
 /// A tensor's bytes as the writer receives them.
-/// Most stored tensors sent to the writer in one message.
-const STREAM_RUN: usize = 1024;
+/// Most tensors, and most bytes of built tensors, the builder sends the
+/// writer in one message: one message per tensor cost two thread wake-ups
+/// each, 200,000 of them for a model of 100,000 small layers (in the PyTorch
+/// layout, 10 s of task switches).
+const BATCH_TENSORS: usize = 1024;
+const BATCH_BYTES: usize = 4 << 20;
 
+/// What the writer does next, in output order.
 enum Chunk {
-    /// Copy the stored bytes of these tensors straight through: a run of
-    /// them goes as one message (one per tensor cost two thread wake-ups
-    /// each, 200,000 of them for a model of 100,000 small layers).
-    Stream(Vec<usize>),
+    /// Copy the stored bytes of this tensor straight through.
+    Stream(usize),
     /// Bytes built in memory, with how many values overflowed in a cast.
     Built(usize, Vec<u8>, u64),
     /// The next piece of a tensor built band by band.
@@ -367,6 +370,38 @@ enum Chunk {
     /// The end of a tensor built band by band, with its cast overflows.
     End(usize, u64),
     Failed(usize, std::io::Error),
+}
+
+/// Chunks gathered for one message to the writer.
+struct Batch<'s> {
+    sender: &'s SyncSender<Vec<Chunk>>,
+    chunks: Vec<Chunk>,
+    bytes: usize,
+}
+
+impl Batch<'_> {
+    /// Adds a chunk, sending the batch once it is full; `false` once the
+    /// writer has stopped or a stop was asked for.
+    fn push(&mut self, chunk: Chunk) -> bool {
+        // Counted by capacity: a buffer used again may be far larger
+        // than the small tensor built into it.
+        if let Chunk::Built(_, bytes, _) | Chunk::Piece(_, bytes) = &chunk {
+            self.bytes += bytes.capacity();
+        }
+        self.chunks.push(chunk);
+        if self.chunks.len() < BATCH_TENSORS && self.bytes < BATCH_BYTES {
+            return true;
+        }
+        self.send()
+    }
+
+    fn send(&mut self) -> bool {
+        if self.chunks.is_empty() {
+            return !cancel::requested();
+        }
+        self.bytes = 0;
+        self.sender.send(std::mem::take(&mut self.chunks)).is_ok() && !cancel::requested()
+    }
 }
 
 /// Writes the tensors `members` of `plan` into a temporary file beside
@@ -392,61 +427,57 @@ fn write_one(
     let header = header_bytes(plan, &order).map_err(fail)?;
     let temp = temp_beside(path)?;
     std::thread::scope(|scope| -> Result<()> {
-        // A piece or a built tensor waits while another is written.
-        let (sender, receiver) = sync_channel::<Chunk>(2);
+        // A batch waits while another is written.
+        let (sender, receiver) = sync_channel::<Vec<Chunk>>(2);
         // Written buffers come back to be filled again.
         let (recycle, recycled) = std::sync::mpsc::channel::<Vec<u8>>();
         let order_for_builder = order.clone();
         scope.spawn(move || {
             let mut scratch = Scratch::default();
-            let mut run = Vec::new();
+            let mut batch = Batch {
+                sender: &sender,
+                chunks: Vec::new(),
+                bytes: 0,
+            };
             for i in order_for_builder {
                 let tensor = &plan.tensors[i];
                 if tensor.is_verbatim() {
-                    run.push(i);
-                    if run.len() < STREAM_RUN {
-                        continue;
+                    if !batch.push(Chunk::Stream(i)) {
+                        return;
                     }
-                }
-                if !run.is_empty()
-                    && (sender
-                        .send(Chunk::Stream(std::mem::take(&mut run)))
-                        .is_err()
-                        || cancel::requested())
-                {
-                    return;
-                }
-                if tensor.is_verbatim() {
                     continue;
                 }
-                let chunk = {
-                    let mut send = |piece: Vec<u8>| {
-                        sender
-                            .send(Chunk::Piece(i, piece))
-                            .map_err(|_| std::io::Error::other("the writer stopped"))
-                    };
-                    let mut next = || recycled.try_recv().unwrap_or_default();
-                    match build_in_bands(model, tensor, &mut scratch, &mut next, &mut send) {
-                        Ok(Some(overflow)) => Chunk::End(i, overflow),
-                        Ok(None) => {
-                            if let Ok(spare) = recycled.try_recv() {
-                                scratch.spare = spare;
-                            }
-                            match build(model, tensor, &mut scratch) {
-                                Ok((bytes, overflow)) => Chunk::Built(i, bytes, overflow),
-                                Err(e) => Chunk::Failed(i, e),
-                            }
-                        }
-                        Err(e) => Chunk::Failed(i, e),
+                // A tensor built band by band goes a band at a time; a big
+                // band fills a batch by itself.
+                let mut sent = true;
+                let mut send = |piece: Vec<u8>| {
+                    sent = batch.push(Chunk::Piece(i, piece));
+                    if sent {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::other("the writer stopped"))
                     }
                 };
-                if sender.send(chunk).is_err() || cancel::requested() {
+                let mut next = || recycled.try_recv().unwrap_or_default();
+                let chunk = match build_in_bands(model, tensor, &mut scratch, &mut next, &mut send)
+                {
+                    Ok(Some(overflow)) => Chunk::End(i, overflow),
+                    Ok(None) => {
+                        if let Ok(spare) = recycled.try_recv() {
+                            scratch.spare = spare;
+                        }
+                        match build(model, tensor, &mut scratch) {
+                            Ok((bytes, overflow)) => Chunk::Built(i, bytes, overflow),
+                            Err(e) => Chunk::Failed(i, e),
+                        }
+                    }
+                    Err(e) => Chunk::Failed(i, e),
+                };
+                if !sent || !batch.push(chunk) {
                     return;
                 }
             }
-            if !run.is_empty() {
-                let _ = sender.send(Chunk::Stream(run));
-            }
+            batch.send();
         });
         let sizes = copy_sizes();
         let mut out = Sink::new(temp.as_file(), sizes.buffer);
@@ -468,19 +499,15 @@ fn write_one(
         };
         // Bytes of the tensor being written in pieces.
         let mut banded = 0u64;
-        for chunk in receiver {
+        for chunk in receiver.into_iter().flatten() {
             pause_for_tests();
             let (i, result) = match chunk {
-                Chunk::Stream(run) => {
-                    for (k, i) in run.into_iter().enumerate() {
-                        if k > 0 {
-                            pause_for_tests();
-                        }
-                        let tensor = &plan.tensors[i];
-                        let result = stream_tensor(model, tensor, &mut out, &mut buf, progress);
-                        report(i, result)?;
-                    }
-                    continue;
+                Chunk::Stream(i) => {
+                    let tensor = &plan.tensors[i];
+                    (
+                        i,
+                        stream_tensor(model, tensor, &mut out, &mut buf, progress),
+                    )
                 }
                 Chunk::Built(i, bytes, overflow) => {
                     let tensor = &plan.tensors[i];
@@ -917,7 +944,7 @@ mod tests {
     fn tensor(name: &str, byte_len: u64) -> PlannedTensor {
         PlannedTensor {
             name: name.into(),
-            keras_name: name.into(),
+            keras_name: None,
             dtype: Dtype::U8,
             shape: vec![byte_len as usize],
             source: Source::Fill(0.0),
