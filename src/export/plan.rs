@@ -902,7 +902,10 @@ mod tests {
         assert!(matches!(err.kind, ErrorKind::NameClash { .. }));
         let message = err.to_string();
         assert!(message.contains("classic_conv2d_full.h5"), "{message}");
+        // The first pair met in output order (the kernels, ahead of the
+        // biases), and both weights it comes from.
         assert!(message.contains("`conv2d/kernel`"), "{message}");
+        assert!(message.contains("(conv2d/kernel:0 and "), "{message}");
         assert!(message.contains("conv2d/other_scope/kernel:0"), "{message}");
     }
 }
