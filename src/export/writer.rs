@@ -883,6 +883,9 @@ fn encode(value: f64, dtype: Dtype) -> Vec<u8> {
 }
 
 /// The JSON header, padded with spaces to a multiple of 8 bytes.
+/// Tensors the crate checks at a time (see [`header_bytes`]).
+const HEADER_CHECK_TENSORS: usize = 4096;
+
 fn header_bytes(plan: &Plan, order: &[usize]) -> std::result::Result<Vec<u8>, ErrorKind> {
     // Each tensor's place, in writing order: (end offset).
     let mut offset = 0usize;
@@ -902,16 +905,30 @@ fn header_bytes(plan: &Plan, order: &[usize]) -> std::result::Result<Vec<u8>, Er
             data_offsets: (if k == 0 { 0 } else { ends[k - 1] }, ends[k]),
         }
     };
-    // The crate checks the header (offsets, names), on a copy dropped
-    // before the bytes are made; the bytes are written here so that they
-    // are the same on every run: the crate keeps `__metadata__` in a hash
-    // map, whose order changes from run to run.
-    {
-        let metadata: HashMap<String, String> = plan.metadata.clone().into_iter().collect();
-        let infos = (0..order.len())
-            .map(|k| (plan.tensors[order[k]].name.clone(), info(k)))
+    // The crate checks the header (offsets against dtypes and shapes,
+    // names) on a copy dropped before the bytes are made, a piece of
+    // `HEADER_CHECK_TENSORS` tensors at a time with offsets counted from
+    // the piece's start: a copy of the whole header is 30 MB for 200,000
+    // tensors. The plan has refused two tensors of one name already. The
+    // bytes are written here so that they are the same on every run: the
+    // crate keeps `__metadata__` in a hash map, whose order changes from
+    // run to run.
+    let metadata: HashMap<String, String> = plan.metadata.clone().into_iter().collect();
+    let mut metadata = Some(metadata);
+    for start in (0..order.len()).step_by(HEADER_CHECK_TENSORS) {
+        let piece = start..(start + HEADER_CHECK_TENSORS).min(order.len());
+        let base = match start {
+            0 => 0,
+            k => ends[k - 1],
+        };
+        let infos = piece
+            .map(|k| {
+                let mut info = info(k);
+                info.data_offsets = (info.data_offsets.0 - base, info.data_offsets.1 - base);
+                (plan.tensors[order[k]].name.clone(), info)
+            })
             .collect();
-        Metadata::new(Some(metadata), infos).map_err(|e| {
+        Metadata::new(metadata.take(), infos).map_err(|e| {
             ErrorKind::InvalidSafetensors(format!("planned header is invalid: {e}"))
         })?;
     }
@@ -970,6 +987,42 @@ mod tests {
         assert_eq!(MAX_HEADER_BYTES % 8, 0);
         let largest = header_bytes(&plan(MAX_HEADER_BYTES - around), &[]).unwrap();
         assert_eq!(largest.len(), MAX_HEADER_BYTES);
+    }
+
+    #[test]
+    fn the_crate_checks_every_piece_of_a_long_header() {
+        // Tensors of 1..=3 bytes, so offsets in every piece but the first
+        // start past zero; one whose size disagrees with its shape, in a
+        // later piece than the first, is caught there.
+        let count = 2 * HEADER_CHECK_TENSORS + 10;
+        let plan = |bad: Option<usize>| Plan {
+            tensors: (0..count)
+                .map(|i| {
+                    let mut t = tensor(&format!("t{i:06}"), 1 + (i % 3) as u64);
+                    if Some(i) == bad {
+                        t.shape = vec![7];
+                    }
+                    t
+                })
+                .collect(),
+            metadata: BTreeMap::new(),
+            notes: Vec::new(),
+            warnings: Vec::new(),
+            skipped: Vec::new(),
+        };
+        let order: Vec<usize> = (0..count).collect();
+        let header = header_bytes(&plan(None), &order).unwrap();
+        let parsed: serde_json::Value = serde_json::from_slice(&header).unwrap();
+        let last = &parsed[format!("t{:06}", count - 1)]["data_offsets"];
+        let total: u64 = (0..count).map(|i| 1 + (i % 3) as u64).sum();
+        assert_eq!(last[1], total);
+        for bad in [0, HEADER_CHECK_TENSORS, count - 1] {
+            let err = header_bytes(&plan(Some(bad)), &order).unwrap_err();
+            assert!(
+                matches!(&err, ErrorKind::InvalidSafetensors(m) if m.contains("planned header is invalid")),
+                "{bad}: {err:?}"
+            );
+        }
     }
 
     #[test]
