@@ -59,7 +59,7 @@ pub fn account(model: &mut Model, path: &Path, allow_unclaimed: bool) -> Result<
     for (file, store) in model.stores.iter().enumerate() {
         for dataset in store.dataset_paths().map_err(corrupt)?.iter() {
             crate::cancel::check(path)?;
-            if claimed.contains(&(file, Cow::Borrowed(dataset.as_str()))) {
+            if claimed.contains(&(file, Cow::Borrowed(dataset))) {
                 continue;
             }
             // A group sets aside what lies below it; a bundle entry is
@@ -72,10 +72,10 @@ pub fn account(model: &mut Model, path: &Path, allow_unclaimed: bool) -> Result<
             });
             match set_aside {
                 Some(group) => skipped.push(Skipped {
-                    dataset: dataset.clone(),
+                    dataset: dataset.to_string(),
                     reason: group.reason.clone(),
                 }),
-                None => unclaimed.push((file, dataset.clone())),
+                None => unclaimed.push((file, dataset.to_string())),
             }
         }
     }
@@ -180,8 +180,8 @@ fn refuse_shared_data(model: &Model, path: &Path) -> Result<()> {
     // Data stored otherwise: no two names for one object header.
     let mut headers: HashMap<(usize, u64), &str> = HashMap::new();
     for w in weights() {
-        if let Location::H5(h5::Location::Decoded { address, .. }) = &w.location {
-            if let Some(first) = headers.insert((w.file, *address), &w.dataset) {
+        if let Location::H5(h5::Location::Decoded(decoded)) = &w.location {
+            if let Some(first) = headers.insert((w.file, decoded.address), &w.dataset) {
                 return refuse(first, &w.dataset, "are one dataset (hard links)");
             }
         }

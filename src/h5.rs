@@ -18,6 +18,7 @@ use hdf5_reader::object_header::ObjectHeader;
 use hdf5_reader::{ByteOrder, Datatype, Hdf5File, StringSize};
 
 use block_cache::BlockCache;
+pub use path_list::PathList;
 
 /// Size of the buffer used to copy contiguous dataset bytes: the memory a
 /// conversion needs does not grow with the size of a tensor.
@@ -150,7 +151,7 @@ pub struct File {
     bytes: Bytes,
     len: u64,
     /// Every dataset's absolute path, found by [`File::refuse_links`]'s walk.
-    datasets: std::sync::OnceLock<Vec<String>>,
+    datasets: std::sync::OnceLock<PathList>,
     limits: Limits,
     shared: Arc<Shared>,
     /// The root's symbol table, read once: the root's header also holds
@@ -315,36 +316,19 @@ fn lookup(
             .find(|e| name_at(e.link_name_offset) == Some(name.as_bytes()))
             .map(|e| e.object_header_address));
     }
-    let index = keep_index(
-        shared,
-        group,
-        entries.iter().filter_map(|e| {
-            let name = name_at(e.link_name_offset)?;
-            Some((
-                String::from_utf8_lossy(name).into_owned(),
-                e.object_header_address,
-            ))
-        }),
-    );
-    Ok(index.get(name).copied())
-}
-
-/// Keeps a big group's name index: member name -> object header address,
-/// the first of a name winning.
-fn keep_index(
-    shared: &Shared,
-    group: u64,
-    members: impl Iterator<Item = (String, u64)>,
-) -> Arc<std::collections::HashMap<String, u64>> {
-    let mut index = std::collections::HashMap::with_capacity(members.size_hint().1.unwrap_or(0));
-    for (name, address) in members {
-        index.entry(name).or_insert(address);
+    let mut index = std::collections::HashMap::with_capacity(entries.len());
+    for e in &entries {
+        if let Some(n) = name_at(e.link_name_offset) {
+            index
+                .entry(String::from_utf8_lossy(n).into_owned())
+                .or_insert(e.object_header_address);
+        }
     }
-    let index = Arc::new(index);
+    let found = index.get(name).copied();
     if let Ok(mut map) = shared.name_index.lock() {
-        map.insert(group, index.clone());
+        map.insert(group, Arc::new(index));
     }
-    index
+    Ok(found)
 }
 
 /// The element type of a dataset, reduced to what a weight file can hold.
@@ -381,13 +365,19 @@ pub enum Location {
     Empty,
     /// Stored some other way (chunked, compact, big-endian, fill value): the
     /// HDF5 library materialises it in memory, converted to little-endian.
-    Decoded {
-        path: String,
-        swap_bytes: Option<usize>,
-        /// The dataset's object header: two names with one address are two
-        /// links to one dataset.
-        address: u64,
-    },
+    /// Boxed: Keras stores nearly every weight contiguously, and every
+    /// weight and planned tensor holds a location.
+    Decoded(Box<Decoded>),
+}
+
+/// Where a dataset stored other than contiguously is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    pub path: String,
+    pub swap_bytes: Option<usize>,
+    /// The dataset's object header: two names with one address are two
+    /// links to one dataset.
+    pub address: u64,
 }
 
 /// What we know about a dataset without reading its data.
@@ -537,7 +527,7 @@ impl File {
     /// reached twice (see [`File::check_links`]); notes the path of every
     /// dataset on the way, for [`File::dataset_paths`].
     pub fn refuse_links(&self) -> Result<()> {
-        let mut datasets = Vec::new();
+        let mut datasets = PathList::default();
         self.refuse_links_below(&self.root()?, "", 0, &mut Walk::default(), &mut datasets)?;
         let _ = self.datasets.set(datasets);
         Ok(())
@@ -545,11 +535,21 @@ impl File {
 
     /// The absolute path of every dataset in the file (walking the file
     /// first if [`File::refuse_links`] has not).
-    pub fn dataset_paths(&self) -> Result<&[String]> {
+    pub fn dataset_paths(&self) -> Result<&PathList> {
         if self.datasets.get().is_none() {
             self.refuse_links()?;
         }
-        Ok(self.datasets.get().map(Vec::as_slice).unwrap_or_default())
+        static NONE: PathList = PathList::new();
+        Ok(self.datasets.get().unwrap_or(&NONE))
+    }
+
+    /// Drops the name indexes of big groups (100,000 names for a model of
+    /// 100,000 layers) once the reader is done looking names up; a later
+    /// lookup builds them again.
+    pub fn forget_name_indexes(&self) {
+        if let Ok(mut map) = self.shared.name_index.lock() {
+            *map = Default::default();
+        }
     }
 
     /// Drops the list of dataset paths; [`File::dataset_paths`] walks the
@@ -570,7 +570,7 @@ impl File {
         path: &str,
         depth: usize,
         walk: &mut Walk,
-        datasets: &mut Vec<String>,
+        datasets: &mut PathList,
     ) -> Result<()> {
         crate::cancel::checkpoint()?;
         if depth > MAX_GROUP_DEPTH {
@@ -597,7 +597,9 @@ impl File {
         datasets.truncate(listed);
         self.check_links(group, path)?;
         let (groups, members) = group.member_names()?;
-        datasets.extend(members.iter().map(|name| format!("{path}/{name}")));
+        for name in &members {
+            datasets.push_joined(path, name);
+        }
         for name in groups {
             let child = group.group(&name)?;
             let child_path = format!("{path}/{name}");
@@ -620,7 +622,7 @@ impl File {
         path: &str,
         depth: usize,
         walk: &mut Walk,
-        datasets: &mut Vec<String>,
+        datasets: &mut PathList,
     ) -> Result<bool> {
         let Some(table) = group.table.as_ref() else {
             return Ok(false);
@@ -630,15 +632,17 @@ impl File {
         };
         let mut by_address: Vec<usize> = (0..members.len()).collect();
         by_address.sort_by_key(|&i| members[i].1);
-        // What lies below each member, in name order once all are seen:
-        // `None` for a dataset, `Some(paths)` for a group.
-        let mut below: Vec<Option<Option<Vec<String>>>> = vec![None; members.len()];
+        // Child groups list their datasets as they are walked, in file
+        // order; the list is put in name order below.
+        let walked_from = datasets.len();
+        let mut is_dataset = vec![false; members.len()];
+        let mut below: Vec<Option<std::ops::Range<usize>>> = vec![None; members.len()];
         for i in by_address {
             let (name, address) = &members[i];
             let Ok(header) = uncached::header(&self.h5, *address) else {
                 return Ok(false);
             };
-            below[i] = match uncached::classify(&header) {
+            match uncached::classify(&header) {
                 uncached::Kind::Group => {
                     let child = Group {
                         h5: self.h5.clone(),
@@ -650,27 +654,24 @@ impl File {
                         inner: std::sync::OnceLock::new(),
                     };
                     drop(header);
-                    let mut inside = Vec::new();
                     let child_path = format!("{path}/{name}");
-                    self.refuse_links_below(&child, &child_path, depth + 1, walk, &mut inside)?;
-                    Some(Some(inside))
+                    let start = datasets.len() - walked_from;
+                    self.refuse_links_below(&child, &child_path, depth + 1, walk, datasets)?;
+                    below[i] = Some(start..datasets.len() - walked_from);
                 }
-                uncached::Kind::Dataset => Some(None),
-                uncached::Kind::Other => None,
-            };
+                uncached::Kind::Dataset => is_dataset[i] = true,
+                uncached::Kind::Other => {}
+            }
         }
-        datasets.extend(
-            below
-                .iter()
-                .zip(&members)
-                .filter(|(kind, _)| matches!(kind, Some(None)))
-                .map(|(_, (name, _))| format!("{path}/{name}")),
-        );
-        datasets.extend(below.into_iter().flatten().flatten().flatten());
-        if members.len() > SMALL_GROUP_MEMBERS {
-            // Looked up by name next (each layer of a Keras file): the list
-            // just read is the index, without reading the group again.
-            keep_index(&self.shared, group.address(), members.into_iter());
+        // This group's datasets, then each child group's, in name order.
+        let walked = datasets.split_off(walked_from);
+        for (i, (name, _)) in members.iter().enumerate() {
+            if is_dataset[i] {
+                datasets.push_joined(path, name);
+            }
+        }
+        for range in below.into_iter().flatten() {
+            datasets.extend_from(&walked, range);
         }
         Ok(true)
     }
@@ -1165,11 +1166,11 @@ impl File {
                     len: byte_len,
                 })
             }
-            _ => Ok(Location::Decoded {
+            _ => Ok(Location::Decoded(Box::new(Decoded {
                 path: path.to_string(),
                 swap_bytes: swap,
                 address,
-            }),
+            }))),
         }
     }
 
@@ -1196,16 +1197,16 @@ impl File {
                 }
                 Ok(())
             }
-            Location::Decoded {
-                path, swap_bytes, ..
-            } => {
-                let bytes = self.decoded_bytes(path, *swap_bytes).map_err(|e| {
-                    if e.is_refusal() {
-                        std::io::Error::new(std::io::ErrorKind::InvalidData, Refusal(e.0))
-                    } else {
-                        std::io::Error::new(std::io::ErrorKind::InvalidData, e.0)
-                    }
-                })?;
+            Location::Decoded(decoded) => {
+                let bytes = self
+                    .decoded_bytes(&decoded.path, decoded.swap_bytes)
+                    .map_err(|e| {
+                        if e.is_refusal() {
+                            std::io::Error::new(std::io::ErrorKind::InvalidData, Refusal(e.0))
+                        } else {
+                            std::io::Error::new(std::io::ErrorKind::InvalidData, e.0)
+                        }
+                    })?;
                 out.write_all(&bytes)?;
                 progress(bytes.len() as u64);
                 Ok(())
@@ -1230,7 +1231,7 @@ impl File {
                 Ok(true)
             }
             Location::Empty => Ok(buf.is_empty()),
-            Location::Decoded { .. } => Ok(false),
+            Location::Decoded(_) => Ok(false),
         }
     }
 
@@ -1994,6 +1995,7 @@ impl Attributes {
 mod block_cache;
 #[cfg(test)]
 mod fixture_tests;
+mod path_list;
 mod uncached;
 
 #[cfg(test)]

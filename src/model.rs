@@ -146,12 +146,12 @@ impl Store {
 
     /// Every dataset (HDF5) or entry (bundle) the store holds, spelled as
     /// the weights' `dataset` fields spell them.
-    pub(crate) fn dataset_paths(&self) -> Result<std::borrow::Cow<'_, [String]>, String> {
+    pub(crate) fn dataset_paths(&self) -> Result<std::borrow::Cow<'_, h5::PathList>, String> {
         use std::borrow::Cow;
         match self {
             Store::H5(file) => file.dataset_paths().map(Cow::Borrowed).map_err(|e| e.0),
             Store::Bundle(bundle) => Ok(Cow::Owned(
-                bundle.entries.iter().map(|e| e.key.clone()).collect(),
+                bundle.entries.iter().map(|e| e.key.as_str()).collect(),
             )),
         }
     }

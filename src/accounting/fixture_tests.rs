@@ -93,7 +93,7 @@ fn dataset_hashes(file: &h5::File) -> Vec<(String, String)> {
             let mut bytes = Vec::new();
             file.copy_data(&info.location, &mut bytes, &mut buf, &mut |_| {})
                 .unwrap();
-            (path.clone(), sha256_hex(&bytes))
+            (path.to_string(), sha256_hex(&bytes))
         })
         .collect()
 }

@@ -20,13 +20,8 @@ fn the_crafted_files_store_weights_in_every_layout() {
         let (mut swapped, mut decoded, mut contiguous) = (0, 0, 0);
         for path in file.dataset_paths().unwrap().to_vec() {
             match file.dataset(&path).unwrap().location {
-                Location::Decoded {
-                    swap_bytes: Some(n),
-                    ..
-                } if n > 1 => swapped += 1,
-                Location::Decoded {
-                    swap_bytes: None, ..
-                } => decoded += 1,
+                Location::Decoded(d) if d.swap_bytes.is_some_and(|n| n > 1) => swapped += 1,
+                Location::Decoded(d) if d.swap_bytes.is_none() => decoded += 1,
                 Location::Contiguous { .. } => contiguous += 1,
                 _ => {}
             }

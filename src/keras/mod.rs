@@ -228,6 +228,7 @@ fn read_model(path: &Path, options: &ReadOptions) -> Result<Model> {
                     });
                     walked.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
                     let mut model = read?;
+                    file.forget_name_indexes();
                     model.stores = vec![file.into()];
                     Ok(model)
                 }
