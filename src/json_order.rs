@@ -37,6 +37,16 @@ pub fn ordered_object(json: &str) -> Option<Vec<(String, Value)>> {
 
 /// Writes pairs as a JSON object in the given order.
 pub fn object_in_order<'a>(pairs: impl IntoIterator<Item = (&'a str, Value)>) -> String {
+    object_of(pairs)
+}
+
+/// [`object_in_order`] of values that are JSON texts already.
+pub fn object_of_json<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    object_of(pairs)
+}
+
+/// A value's `Display` is its JSON text (`serde_json::Value`'s is).
+fn object_of<'a, V: std::fmt::Display>(pairs: impl IntoIterator<Item = (&'a str, V)>) -> String {
     let body: Vec<String> = pairs
         .into_iter()
         .map(|(k, v)| format!("{}:{}", Value::from(k), v))

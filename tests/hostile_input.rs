@@ -463,6 +463,57 @@ fn a_dataset_reached_by_many_names_is_refused() {
     assert!(!output.exists());
 }
 
+/// A Keras 2 file is walked for links while its layers are read, side by
+/// side; when both go wrong, the walk's refusal is the one reported, as
+/// when the walk ran first. Here `layer_names` lists a layer with no group
+/// (the read fails) and a second name is hard-linked to a layer's group
+/// (the walk refuses).
+#[test]
+fn the_link_walk_is_reported_before_what_the_read_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let listing = Attr::Strings(vec!["dense".into(), "missing".into()]);
+    let mut b = keras2_weights(&["dense".to_string()], &[1.0, 2.0]);
+    b.remove_attr(Builder::ROOT, "layer_names");
+    b.attr(Builder::ROOT, "layer_names", listing.clone());
+    let mut linked = keras2_weights(&[], &[]);
+    let layer = linked.group(Builder::ROOT, "dense");
+    linked.attr(
+        layer,
+        "weight_names",
+        Attr::Strings(vec!["dense/bias:0".into()]),
+    );
+    let scope = linked.group(layer, "dense");
+    linked.dataset_f32(scope, "bias:0", &[2], &[1.0, 2.0]);
+    linked.link(Builder::ROOT, "twin", layer);
+    linked.remove_attr(Builder::ROOT, "layer_names");
+    linked.attr(Builder::ROOT, "layer_names", listing);
+    let input = write(dir.path(), "twin.h5", &linked.finish());
+    let output = dir.path().join("out.safetensors");
+    let linked_run = run(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert_refused(&linked_run, &input, "is reached twice (a hard link)");
+    assert!(!output.exists());
+    // Without the link, the read's own error.
+    let input = write(dir.path(), "missing.h5", &b.finish());
+    let run = run(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("`missing` is listed in layer_names but has no group"),
+        "{}",
+        run.stderr
+    );
+}
+
 /// Defect 2, second form: datasets never written (HDF5 gives their fill
 /// value) adding more than the file's size to the output need --allow-fill.
 #[test]

@@ -365,7 +365,9 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
                         if let Some(choice) = &resolved.choice {
                             warnings.push(format!("layer `{path}`: {choice}"));
                         }
-                        torch.options.push((index, pytorch::layer_options(layer, &resolved)));
+                        torch
+                            .options
+                            .push((index, pytorch::layer_options(layer, &resolved).to_string()));
                         torch_drafts(layer, resolved, theano_kernels(model))
                     }
                     Err(e) if options.strict || class.is_some() => {
