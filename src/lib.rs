@@ -39,6 +39,7 @@ mod json_order;
 pub mod keras;
 mod labels;
 pub mod manifest;
+mod memory;
 pub mod model;
 mod pread;
 pub mod safetensors_file;

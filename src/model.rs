@@ -355,6 +355,7 @@ impl Model {
     pub fn forget_layers(&mut self) {
         self.layers = Vec::new();
         self.optimizer = Vec::new();
+        crate::memory::release_freed();
     }
 
     /// The identities of every file the model's bytes are read from.
