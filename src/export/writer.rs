@@ -355,9 +355,11 @@ fn persist(temp: NamedTempFile, path: &Path, force: bool) -> Result<()> {
 /// Most tensors, and most bytes of built tensors, the builder sends the
 /// writer in one message: one message per tensor cost two thread wake-ups
 /// each, 200,000 of them for a model of 100,000 small layers (in the PyTorch
-/// layout, 10 s of task switches).
+/// layout, 10 s of task switches). A band of a big transposed tensor (2 MiB)
+/// still goes alone, as soon as it is built; with 4 MiB batches the writer
+/// waited for two.
 const BATCH_TENSORS: usize = 1024;
-const BATCH_BYTES: usize = 4 << 20;
+const BATCH_BYTES: usize = 1 << 20;
 
 /// What the writer does next, in output order.
 enum Chunk {
