@@ -574,7 +574,9 @@ impl File {
     ) -> Result<()> {
         crate::cancel::checkpoint()?;
         if depth > MAX_GROUP_DEPTH {
-            return Err(H5Error::new(format!(
+            // A limit, not damage: each level is a step of recursion, and a
+            // crafted file could nest deep enough to overflow the stack.
+            return Err(H5Error::refused(format!(
                 "groups nest deeper than {MAX_GROUP_DEPTH} levels at `{path}`"
             )));
         }

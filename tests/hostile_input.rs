@@ -514,6 +514,29 @@ fn the_link_walk_is_reported_before_what_the_read_found() {
     );
 }
 
+/// Groups nested past `MAX_GROUP_DEPTH` (64) are refused by the link walk:
+/// each level is a step of recursion, and a crafted file can nest deeper
+/// than the stack goes. The limit is a refusal, not damage.
+#[test]
+fn groups_nested_too_deep_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = keras2_weights(&["dense".to_string()], &[1.0]);
+    let mut group = Builder::ROOT;
+    for level in 0..100 {
+        group = b.group(group, &format!("g{level}"));
+    }
+    let input = write(dir.path(), "deep.h5", &b.finish());
+    let output = dir.path().join("out.safetensors");
+    let run = run(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert_refused(&run, &input, "groups nest deeper than 64 levels");
+    assert!(!output.exists());
+}
+
 /// Defect 2, second form: datasets never written (HDF5 gives their fill
 /// value) adding more than the file's size to the output need --allow-fill.
 #[test]

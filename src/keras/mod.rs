@@ -298,7 +298,7 @@ fn open_hdf5(path: &Path) -> Result<h5::File> {
 /// weight read data from elsewhere (an external link, from another file).
 pub(crate) fn refuse_links(path: &Path, file: &h5::File) -> Result<()> {
     file.refuse_links().map_err(|e| {
-        let kind = if e.0.contains("link") || e.0.contains("virtual") {
+        let kind = if e.is_refusal() || e.0.contains("link") || e.0.contains("virtual") {
             ErrorKind::Unsafe(e.0)
         } else {
             ErrorKind::CorruptHdf5(e.0)
