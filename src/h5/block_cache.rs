@@ -184,6 +184,26 @@ mod tests {
     }
 
     #[test]
+    fn a_walk_front_to_back_reads_each_block_once() {
+        // Every block of an 8 MiB window read once, the file then changed
+        // under them: read again, each still comes from its slot.
+        use std::os::unix::fs::FileExt;
+        let len = SLOTS * BLOCK_BYTES;
+        let file = file_of(&vec![1u8; len]);
+        let cache = BlockCache::new(file.clone(), 0, len as u64);
+        for block in 0..SLOTS {
+            cache
+                .read_range((block * BLOCK_BYTES + 7) as u64, 3)
+                .unwrap();
+        }
+        file.write_all_at(&vec![2u8; len], 0).unwrap();
+        for block in 0..SLOTS {
+            let got = cache.read_range((block * BLOCK_BYTES) as u64, 1).unwrap();
+            assert_eq!(got.as_ref(), [1], "block {block} was read again");
+        }
+    }
+
+    #[test]
     fn blocks_that_share_a_slot_replace_each_other() {
         // Blocks 0 and SLOTS share slot 0; reading one after the other,
         // while a piece of the first is still held, gives each its own bytes.
