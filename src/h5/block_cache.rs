@@ -174,6 +174,33 @@ mod tests {
     }
 
     #[test]
+    fn pieces_of_one_block_are_lent_not_copied() {
+        // Two pieces of a block point into the block's one buffer, as far
+        // apart as their offsets, up to the block's last byte; a piece
+        // across a block edge is a copy of its own.
+        let data: Vec<u8> = (0..3 * BLOCK_BYTES).map(|i| i as u8).collect();
+        let cache = BlockCache::new(file_of(&data), 0, data.len() as u64);
+        let block = BLOCK_BYTES as u64;
+        for (a, b, len) in [
+            (10, 20, 4),
+            (block, 2 * block - 8, 8),
+            (block + 1, block + 5, 1),
+        ] {
+            let first = cache.read_range(a, len).unwrap();
+            let second = cache.read_range(b, len).unwrap();
+            let gap = second.as_ref().as_ptr() as usize - first.as_ref().as_ptr() as usize;
+            assert_eq!(gap as u64, b - a, "{a} {b}");
+        }
+        let across = cache.read_range(block - 2, 4).unwrap();
+        let inside = cache.read_range(block - 6, 4).unwrap();
+        assert_ne!(
+            across.as_ref().as_ptr() as usize,
+            inside.as_ref().as_ptr() as usize + 4
+        );
+        assert_eq!(across.as_ref(), &data[BLOCK_BYTES - 2..BLOCK_BYTES + 2]);
+    }
+
+    #[test]
     fn a_range_past_the_window_is_an_error() {
         let data = vec![1u8; 100];
         let cache = BlockCache::new(file_of(&data), 10, 80);
