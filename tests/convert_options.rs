@@ -446,6 +446,18 @@ fn layers_without_a_pytorch_equivalent_are_written_as_stored_or_refused_with_str
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stdout(&out).contains("dtype_zoo"));
     assert!(stderr(&out).contains("layer `dtype_zoo` skipped"));
+
+    // A name that is no layer of the model is refused, not ignored, for
+    // --skip and for --class alike.
+    for extra in [["--skip", "dtype_zo"], ["--class", "dtype_zo=Dense"]] {
+        let out = dry_run(&extra);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}");
+        assert!(
+            stderr(&out).contains("names `dtype_zo`, which is no layer of this model"),
+            "{extra:?}: {}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]
