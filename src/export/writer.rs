@@ -501,6 +501,8 @@ fn write_one(
         };
         // Bytes of the tensor being written in pieces.
         let mut banded = 0u64;
+        // Tensors written whole, to be sure none was left out.
+        let mut written = 0usize;
         for chunk in receiver.into_iter().flatten() {
             pause_for_tests();
             let (i, result) = match chunk {
@@ -551,9 +553,18 @@ fn write_one(
                 Chunk::Failed(i, e) => (i, Err(e)),
             };
             report(i, result)?;
+            written += 1;
         }
         if cancel::requested() {
             return Err(fail(cancel::interrupted().into()));
+        }
+        // The header promises every tensor: a builder that stopped early
+        // would leave a short file behind a valid header.
+        if written != order.len() {
+            return Err(fail(ErrorKind::Io(std::io::Error::other(format!(
+                "only {written} of {} tensors were made",
+                order.len()
+            )))));
         }
         out.flush().map_err(|e| fail(e.into()))
     })?;
@@ -1025,6 +1036,48 @@ mod tests {
                 "{bad}: {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_builder_sends_a_batch_when_it_is_full_and_a_big_band_at_once() {
+        let (sender, receiver) = sync_channel::<Vec<Chunk>>(4);
+        let mut batch = Batch {
+            sender: &sender,
+            chunks: Vec::new(),
+            bytes: 0,
+        };
+        let sizes = |r: &std::sync::mpsc::Receiver<Vec<Chunk>>| -> Vec<usize> {
+            r.try_iter().map(|b| b.len()).collect()
+        };
+        // Nothing to send: nothing sent.
+        assert!(batch.send());
+        assert_eq!(sizes(&receiver), Vec::<usize>::new());
+        // Stored tensors: BATCH_TENSORS to a message.
+        for i in 0..BATCH_TENSORS - 1 {
+            assert!(batch.push(Chunk::Stream(i)));
+        }
+        assert_eq!(sizes(&receiver), Vec::<usize>::new());
+        assert!(batch.push(Chunk::Stream(0)));
+        assert_eq!(sizes(&receiver), [BATCH_TENSORS]);
+        // Built tensors: until their buffers reach BATCH_BYTES.
+        let quarter = BATCH_BYTES / 4;
+        for _ in 0..3 {
+            assert!(batch.push(Chunk::Built(0, Vec::with_capacity(quarter), 0)));
+        }
+        assert_eq!(sizes(&receiver), Vec::<usize>::new());
+        assert!(batch.push(Chunk::Built(0, Vec::with_capacity(quarter), 0)));
+        assert_eq!(sizes(&receiver), [4]);
+        // A band of a big tensor goes at once, with what waited before it.
+        assert!(batch.push(Chunk::Stream(1)));
+        assert!(batch.push(Chunk::Piece(0, vec![0u8; 2 * BATCH_BYTES])));
+        assert_eq!(sizes(&receiver), [2]);
+        // The rest at the end; a writer that stopped is told.
+        assert!(batch.push(Chunk::Stream(2)));
+        assert!(batch.send());
+        assert_eq!(sizes(&receiver), [1]);
+        drop(receiver);
+        assert!(batch.push(Chunk::Stream(3)));
+        assert!(!batch.send());
     }
 
     #[test]
