@@ -1040,7 +1040,9 @@ mod tests {
 
     #[test]
     fn the_builder_sends_a_batch_when_it_is_full_and_a_big_band_at_once() {
-        let (sender, receiver) = sync_channel::<Vec<Chunk>>(4);
+        // Room for a message per chunk: a batch sent too soon is counted
+        // below, not waited on.
+        let (sender, receiver) = sync_channel::<Vec<Chunk>>(2 * BATCH_TENSORS);
         let mut batch = Batch {
             sender: &sender,
             chunks: Vec::new(),
