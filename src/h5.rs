@@ -646,16 +646,7 @@ impl File {
             };
             match uncached::classify(&header) {
                 uncached::Kind::Group => {
-                    let child = Group {
-                        h5: self.h5.clone(),
-                        shared: self.shared.clone(),
-                        address: *address,
-                        path: group.child_path(name),
-                        table: uncached::old_style_table(&header),
-                        header: None,
-                        inner: std::sync::OnceLock::new(),
-                    };
-                    drop(header);
+                    let child = group.child(name, *address, header);
                     let child_path = format!("{path}/{name}");
                     let start = datasets.len() - walked_from;
                     self.refuse_links_below(&child, &child_path, depth + 1, walk, datasets)?;
