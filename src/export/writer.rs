@@ -515,13 +515,7 @@ fn write_one(
                 }
                 Chunk::Built(i, bytes, overflow) => {
                     let tensor = &plan.tensors[i];
-                    if overflow > 0 {
-                        warnings.push(format!(
-                            "tensor `{}`: {overflow} values too large for {} became infinite",
-                            tensor.name,
-                            tensor.dtype.numpy_name()
-                        ));
-                    }
+                    warnings.extend(overflow_warning(tensor, overflow));
                     let result =
                         check_len(tensor, bytes.len() as u64).and_then(|_| out.write_all(&bytes));
                     progress(bytes.len() as u64);
@@ -541,13 +535,7 @@ fn write_one(
                 }
                 Chunk::End(i, overflow) => {
                     let tensor = &plan.tensors[i];
-                    if overflow > 0 {
-                        warnings.push(format!(
-                            "tensor `{}`: {overflow} values too large for {} became infinite",
-                            tensor.name,
-                            tensor.dtype.numpy_name()
-                        ));
-                    }
+                    warnings.extend(overflow_warning(tensor, overflow));
                     (i, check_len(tensor, std::mem::take(&mut banded)))
                 }
                 Chunk::Failed(i, e) => (i, Err(e)),
@@ -693,6 +681,17 @@ fn pause_for_tests() {
     if let Some(pause) = pause {
         std::thread::sleep(*pause);
     }
+}
+
+/// What a person is told when a cast turned `overflow` values infinite.
+fn overflow_warning(tensor: &PlannedTensor, overflow: u64) -> Option<String> {
+    (overflow > 0).then(|| {
+        format!(
+            "tensor `{}`: {overflow} values too large for {} became infinite",
+            tensor.name,
+            tensor.dtype.numpy_name()
+        )
+    })
 }
 
 fn check_len(tensor: &PlannedTensor, written: u64) -> std::io::Result<()> {
