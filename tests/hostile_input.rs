@@ -33,6 +33,16 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
+/// `convert INPUT -o OUTPUT`, measured.
+fn convert(input: &Path, output: &Path) -> Run {
+    run(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ])
+}
+
 fn names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}_{i}")).collect()
 }
@@ -326,12 +336,7 @@ fn decompression_past_the_budget_is_refused() {
     assert_eq!(run(&["inspect", input.to_str().unwrap()]).code, Some(0));
     // A few such chunks are within the budget, and read right.
     let small = write(dir.path(), "small.h5", &build(2));
-    let out = run(&[
-        "convert",
-        small.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-    ]);
+    let out = convert(&small, &output);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let bytes = std::fs::read(&output).unwrap();
     let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -396,12 +401,7 @@ fn chunks_are_assembled_like_hdf5_does() {
     );
     let input = write(dir.path(), "chunks.h5", &b.finish());
     let output = dir.path().join("out.safetensors");
-    let out = run(&[
-        "convert",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-    ]);
+    let out = convert(&input, &output);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let bytes = std::fs::read(&output).unwrap();
     let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -489,22 +489,12 @@ fn the_link_walk_is_reported_before_what_the_read_found() {
     linked.attr(Builder::ROOT, "layer_names", listing);
     let input = write(dir.path(), "twin.h5", &linked.finish());
     let output = dir.path().join("out.safetensors");
-    let linked_run = run(&[
-        "convert",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-    ]);
+    let linked_run = convert(&input, &output);
     assert_refused(&linked_run, &input, "is reached twice (a hard link)");
     assert!(!output.exists());
     // Without the link, the read's own error.
     let input = write(dir.path(), "missing.h5", &b.finish());
-    let run = run(&[
-        "convert",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-    ]);
+    let run = convert(&input, &output);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(
         run.stderr
@@ -527,12 +517,7 @@ fn groups_nested_too_deep_are_refused() {
     }
     let input = write(dir.path(), "deep.h5", &b.finish());
     let output = dir.path().join("out.safetensors");
-    let run = run(&[
-        "convert",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-    ]);
+    let run = convert(&input, &output);
     assert_refused(&run, &input, "groups nest deeper than 64 levels");
     assert!(!output.exists());
 }
