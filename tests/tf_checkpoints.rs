@@ -92,22 +92,6 @@ fn variables_by(expected: &Value, key: &str) -> BTreeMap<String, (String, Vec<us
         .collect()
 }
 
-/// Converting `input` fails with exit code 1, an error containing
-/// `message`, and no output file.
-fn assert_convert_refused(input: &Path, message: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.safetensors");
-    let r = run(&[
-        "convert",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
-    assert!(stderr(&r).contains(message), "{}", stderr(&r));
-    assert!(!out.exists());
-}
-
 fn metadata(bytes: &[u8]) -> BTreeMap<String, String> {
     let (_, meta) = SafeTensors::read_metadata(bytes).unwrap();
     meta.metadata()
@@ -286,6 +270,19 @@ fn layer_classes(bytes: &[u8]) -> BTreeMap<String, Option<String>> {
         .collect()
 }
 
+/// Each layer's class by path, as the expected JSON records them.
+fn expected_classes(exp: &Value) -> BTreeMap<String, Option<String>> {
+    exp["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let class = l["class"].as_str().map(str::to_string);
+            (l["path"].as_str().unwrap().to_string(), class)
+        })
+        .collect()
+}
+
 #[test]
 fn a_subclassed_saved_model_gives_each_layer_its_class() {
     let exp = expected("subclassed.expected.json");
@@ -296,15 +293,7 @@ fn a_subclassed_saved_model_gives_each_layer_its_class() {
     // Every layer's class, nested ones (`block_0/sep`, in a list inside a
     // list) included, from its own entry in keras_metadata.pb (the model's
     // config lists no layers).
-    let want: BTreeMap<String, Option<String>> = exp["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            let class = l["class"].as_str().map(str::to_string);
-            (l["path"].as_str().unwrap().to_string(), class)
-        })
-        .collect();
+    let want = expected_classes(&exp);
     assert!(want.contains_key("block_1/sep"), "{want:?}");
     // A functional sub-model inside: its layers under its name, as in the .h5.
     assert_eq!(want["neck/neck_conv"].as_deref(), Some("Conv2D"));
@@ -935,7 +924,7 @@ fn an_oversized_keras_metadata_is_refused_before_it_is_read() {
     // Sparse: 257 MiB that cost nothing to make.
     let metadata = std::fs::File::create(folder.join("keras_metadata.pb")).unwrap();
     metadata.set_len(257 << 20).unwrap();
-    assert_convert_refused(&folder, "keras_metadata.pb is over");
+    assert_clean_convert_failure(&folder, "keras_metadata.pb is over");
 }
 
 #[test]
@@ -987,15 +976,7 @@ fn a_tf_2_4_saved_model_gives_classes_from_saved_model_pb() {
         meta["keras_version"],
         exp["keras_version"].as_str().unwrap()
     );
-    let want: BTreeMap<String, Option<String>> = exp["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            let class = l["class"].as_str().map(str::to_string);
-            (l["path"].as_str().unwrap().to_string(), class)
-        })
-        .collect();
+    let want = expected_classes(&exp);
     assert_eq!(layer_classes(&out), want);
     let inspect = run(&["inspect", fixture(BASIC_PITCH).to_str().unwrap()]);
     assert!(inspect.status.success(), "{}", stderr(&inspect));
@@ -1068,7 +1049,7 @@ fn an_oversized_object_graph_in_saved_model_pb_is_refused_before_it_is_read() {
     std::fs::write(&path, &head).unwrap();
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(head.len() as u64 + graph_len).unwrap();
-    assert_convert_refused(
+    assert_clean_convert_failure(
         &folder,
         "refused: saved_model.pb's object graph is over 256",
     );
