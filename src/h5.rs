@@ -586,7 +586,7 @@ impl File {
             )));
         }
         walk.reached.push(group.address());
-        let (reached, listed) = (walk.reached.len(), datasets.len());
+        let (reached, listed) = (walk.reached.len(), datasets.mark());
         if self.walk_old_style(group, path, depth, walk, datasets)? {
             return Ok(());
         }
@@ -596,7 +596,7 @@ impl File {
         for address in walk.reached.drain(reached..) {
             walk.seen.remove(&address);
         }
-        datasets.truncate(listed);
+        datasets.truncate_to(listed);
         self.check_links(group, path)?;
         let (groups, members) = group.member_names()?;
         for name in &members {
@@ -657,15 +657,17 @@ impl File {
             }
         }
         // This group's datasets, then each child group's, in name order.
-        let walked = datasets.split_off(walked_from);
+        let own_from = datasets.len() - walked_from;
         for (i, (name, _)) in members.iter().enumerate() {
             if is_dataset[i] {
                 datasets.push_joined(path, name);
             }
         }
-        for range in below.into_iter().flatten() {
-            datasets.extend_from(&walked, range);
-        }
+        let own = own_from..datasets.len() - walked_from;
+        datasets.reorder_tail(
+            walked_from,
+            std::iter::once(own).chain(below.into_iter().flatten()),
+        );
         Ok(true)
     }
 

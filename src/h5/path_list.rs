@@ -11,84 +11,77 @@ use std::ops::Range;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PathList {
     text: String,
-    /// Where each path ends in `text`.
-    ends: Vec<usize>,
+    /// Where each path lies in `text`, in list order. The walk lists a
+    /// group's datasets in file order and then puts them in name order:
+    /// it moves these spans, never the text (at the root, that would copy
+    /// every path in the file).
+    spans: Vec<(usize, usize)>,
+}
+
+/// A list's length, to go back to with [`PathList::truncate_to`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    paths: usize,
+    text: usize,
 }
 
 impl PathList {
     pub const fn new() -> PathList {
         PathList {
             text: String::new(),
-            ends: Vec::new(),
+            spans: Vec::new(),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.spans.len()
     }
 
     /// Adds `parent/name`.
     pub fn push_joined(&mut self, parent: &str, name: &str) {
+        let start = self.text.len();
         self.text.push_str(parent);
         self.text.push('/');
         self.text.push_str(name);
-        self.ends.push(self.text.len());
+        self.spans.push((start, self.text.len()));
     }
 
     pub fn push(&mut self, path: &str) {
+        let start = self.text.len();
         self.text.push_str(path);
-        self.ends.push(self.text.len());
+        self.spans.push((start, self.text.len()));
     }
 
     pub fn get(&self, index: usize) -> Option<&str> {
-        let end = *self.ends.get(index)?;
-        let start = match index {
-            0 => 0,
-            i => self.ends[i - 1],
-        };
-        Some(&self.text[start..end])
+        let &(start, end) = self.spans.get(index)?;
+        self.text.get(start..end)
     }
 
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         (0..self.len()).map(|i| self.get(i).unwrap_or_default())
     }
 
-    /// Keeps the first `len` paths.
-    pub fn truncate(&mut self, len: usize) {
-        if len < self.len() {
-            self.ends.truncate(len);
-            let end = if self.is_empty() {
-                0
-            } else {
-                self.ends[len - 1]
-            };
-            self.text.truncate(end);
+    /// Where the list ends now.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            paths: self.spans.len(),
+            text: self.text.len(),
         }
     }
 
-    /// Takes the paths from `at` on into a list of their own.
-    pub fn split_off(&mut self, at: usize) -> PathList {
-        if at >= self.len() {
-            return PathList::default();
-        }
-        let start = match at {
-            0 => 0,
-            i => self.ends[i - 1],
-        };
-        let text = self.text.split_off(start);
-        let ends = self.ends.split_off(at).iter().map(|e| e - start).collect();
-        PathList { text, ends }
+    /// Drops every path added since `mark` was taken.
+    pub fn truncate_to(&mut self, mark: Mark) {
+        self.spans.truncate(mark.paths);
+        self.text.truncate(mark.text);
     }
 
-    /// Adds the paths `range` of `other`, in order.
-    pub fn extend_from(&mut self, other: &PathList, range: Range<usize>) {
-        for i in range {
-            if let Some(path) = other.get(i) {
-                self.push(path);
+    /// Puts the paths from `from` on in a new order: the ranges of `order`
+    /// (counted from `from`) one after another. Paths in no range are dropped.
+    pub fn reorder_tail(&mut self, from: usize, order: impl IntoIterator<Item = Range<usize>>) {
+        let tail: Vec<(usize, usize)> = self.spans.drain(from.min(self.spans.len())..).collect();
+        for range in order {
+            if let Some(spans) = tail.get(range) {
+                self.spans.extend_from_slice(spans);
             }
         }
     }
@@ -124,19 +117,19 @@ mod tests {
         assert_eq!(list.iter().len(), 4);
         assert_eq!(list.get(4), None);
 
-        let mut tail_of = list.clone();
-        let tail = tail_of.split_off(1);
-        assert_eq!(tail_of.to_vec(), ["/a/b:0"]);
-        assert_eq!(tail.to_vec(), ["", "/c", "/d/é"]);
-        assert!(tail_of.split_off(5).is_empty());
-
-        let mut joined = tail_of.clone();
-        joined.extend_from(&tail, 1..3);
-        assert_eq!(joined.to_vec(), ["/a/b:0", "/c", "/d/é"]);
-        joined.truncate(2);
-        assert_eq!(joined.to_vec(), ["/a/b:0", "/c"]);
-        joined.push("/e");
-        assert_eq!(joined.to_vec(), ["/a/b:0", "/c", "/e"]);
+        let mark = list.mark();
+        list.push("/e");
+        list.push_joined("/f", "g");
+        list.push("/h");
+        list.reorder_tail(mark.paths, [2..3, 0..1]);
+        assert_eq!(list.to_vec(), ["/a/b:0", "", "/c", "/d/é", "/h", "/e"]);
+        list.reorder_tail(9, [0..1]);
+        assert_eq!(list.len(), 6, "a tail past the end is empty");
+        list.truncate_to(mark);
+        assert_eq!(list.to_vec(), ["/a/b:0", "", "/c", "/d/é"]);
+        list.push("/i");
+        list.reorder_tail(1, [3..4, 0..1, 1..3]);
+        assert_eq!(list.to_vec(), ["/a/b:0", "/i", "", "/c", "/d/é"]);
         assert_eq!(["x", "y"].iter().collect::<PathList>().to_vec(), ["x", "y"]);
     }
 }
