@@ -96,8 +96,8 @@ pub fn convert_file(
         None => options.read.clone(),
     };
     let mut model = keras::open(input, &read)?;
-    let plan = export::plan(&model, input, &options.plan)?;
-    export::plan::ensure_tensors(&plan, &model, input)?;
+    let plan = export::plan(&mut model, input, &options.plan)?;
+    export::plan::ensure_tensors(&plan, input)?;
     model.forget_layers();
     export::write(&plan, &model, output, &write, progress)
         .map_err(|e| cancel::blame(e.refusal_names(input)))

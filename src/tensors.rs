@@ -63,8 +63,8 @@ impl TensorFile {
         if is_index || keras::detect(path)? == FileKind::Safetensors {
             return Ok(TensorFile::Safetensors(SafetensorsSet::open(path)?));
         }
-        let model = keras::open(path, read)?;
-        let plan = plan::plan(&model, path, plan_options)?;
+        let mut model = keras::open(path, read)?;
+        let plan = plan::plan(&mut model, path, plan_options)?;
         Ok(TensorFile::Keras {
             model: Box::new(model),
             plan,

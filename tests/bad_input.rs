@@ -348,15 +348,15 @@ fn a_plan_whose_sizes_disagree_with_the_stored_data_writes_nothing() {
     use keras2safetensors::export::{self, PlanOptions, WriteOptions};
     use keras2safetensors::{dtype::Dtype, ReadOptions};
     let input = fixture("classic_conv2d_full.h5");
-    let model = keras2safetensors::open(&input, &ReadOptions::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     // As stored (streamed), and cast to f16 (built in memory).
     for (dtype, element) in [(None, 4), (Some(Dtype::F16), 2)] {
+        let mut model = keras2safetensors::open(&input, &ReadOptions::default()).unwrap();
         let options = PlanOptions {
             dtype,
             ..Default::default()
         };
-        let mut plan = export::plan(&model, &input, &options).unwrap();
+        let mut plan = export::plan(&mut model, &input, &options).unwrap();
         let bias = plan
             .tensors
             .iter_mut()

@@ -31,8 +31,10 @@ fn a_stop_ends_every_phase() {
     // Everything a phase needs, made before the stop.
     let converted = dir.path().join("converted.safetensors");
     keras2safetensors::convert_file(&keras, &converted, &Default::default(), &mut |_| {}).unwrap();
-    let model = keras2safetensors::open(&keras, &read).unwrap();
-    let plan = export::plan(&model, &keras, &PlanOptions::default()).unwrap();
+    let mut model = keras2safetensors::open(&keras, &read).unwrap();
+    // A plan takes the weights of the model it is given.
+    let mut unplanned = keras2safetensors::open(&keras, &read).unwrap();
+    let plan = export::plan(&mut model, &keras, &PlanOptions::default()).unwrap();
     let mut summary = inspect::inspect(&keras, &read).unwrap();
     let tensors = TensorFile::open(&converted, &read, &PlanOptions::default()).unwrap();
     let out = dir.path().join("out");
@@ -49,7 +51,7 @@ fn a_stop_ends_every_phase() {
     assert_stopped("inspect", inspect::inspect(&keras, &read));
     assert_stopped(
         "plan",
-        export::plan(&model, &keras, &PlanOptions::default()),
+        export::plan(&mut unplanned, &keras, &PlanOptions::default()),
     );
     assert_stopped("stats", inspect::add_stats(&mut summary, &keras, &read));
     assert_stopped("verify", compare::verify(&keras, &converted, &read));

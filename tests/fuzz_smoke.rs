@@ -152,8 +152,8 @@ fn keras_config_seeds() {
             config: Some(seed.clone()),
             ..ReadOptions::default()
         };
-        if let Ok(model) = keras2safetensors::open(&weights, &options) {
-            let _ = export::plan(&model, &weights, &PlanOptions::default());
+        if let Ok(mut model) = keras2safetensors::open(&weights, &options) {
+            let _ = export::plan(&mut model, &weights, &PlanOptions::default());
         }
     }
 }

@@ -55,7 +55,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         .filter_map(|p| FileId::of_path(p))
         .collect();
     let reference = read_reference(&args.to)?;
-    let model = keras2safetensors::open(&args.source, &read)?;
+    let mut model = keras2safetensors::open(&args.source, &read)?;
     let skip = preprocessing_layers(&model);
     let plan_options = PlanOptions {
         layout: Layout::PyTorch,
@@ -64,7 +64,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         classes: args.classes.clone(),
         ..PlanOptions::default()
     };
-    let plan = export::plan(&model, &args.source, &plan_options)?;
+    let plan = export::plan(&mut model, &args.source, &plan_options)?;
     let alignment = align(&plan.tensors, &reference).map_err(|e| {
         Error::new(
             &args.source,

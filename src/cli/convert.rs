@@ -370,8 +370,8 @@ fn prepare(
         }
     }
     let mut model = open(input, read)?;
-    let plan = export::plan(&model, input, plan_options)?;
-    export::plan::ensure_tensors(&plan, &model, input)?;
+    let plan = export::plan(&mut model, input, plan_options)?;
+    export::plan::ensure_tensors(&plan, input)?;
     model.forget_layers();
     Ok((model, plan))
 }

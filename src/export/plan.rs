@@ -159,6 +159,9 @@ pub struct Plan {
     /// Every dataset of the input that is not written, and why: what the
     /// reader set aside ([`Model::skipped`]) and what the options leave out.
     pub skipped: Vec<Skipped>,
+    /// How many weights the model held (optimizer state included when
+    /// read), before `--skip`, `--include` and `--exclude` left any out.
+    pub weights: usize,
 }
 
 impl Plan {
@@ -274,7 +277,12 @@ impl<'a> Draft<'a> {
 
 /// Names every weight of `model`, applies the layout, casts, renames and
 /// filters, and checks that no two names collide.
-pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan> {
+///
+/// The plan takes each layer's weights as it places them (the layers keep
+/// their paths, classes and configs): what the plan needs of a weight it
+/// holds itself, so a model of 100,000 layers is not held twice, once as
+/// weights and once as tensors.
+pub fn plan(model: &mut Model, source: &Path, options: &PlanOptions) -> Result<Plan> {
     let fail = |kind: ErrorKind| Error::new(source, kind);
     if options.layout == Layout::PyTorch && model.format == Format::Keras1H5 {
         return Err(fail(ErrorKind::Unsupported(
@@ -314,87 +322,27 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
         renamer: Renamer::new(&options.rename),
         renamed_layers: vec![None; model.layers.len()],
         stacks: HashMap::new(),
+        notes: Vec::new(),
+        warnings: Vec::new(),
+        torch: TorchMetadata::default(),
+        preprocessing_dropped: false,
     };
-    let mut notes = Vec::new();
-    let mut warnings = Vec::new();
-    let mut torch = TorchMetadata::default();
     let separator = options.layout.separator();
-    let mut preprocessing_dropped = false;
     // Each layer's tensors are placed as soon as they are drafted: a list
     // of every draft first would hold 200,000 of them for 100,000 layers.
-    for (index, layer) in model.layers.iter().enumerate() {
+    let theano = theano_kernels(model);
+    let mut taken = 0;
+    for index in 0..model.layers.len() {
         crate::cancel::check(source)?;
-        let path = layer.path_string();
-        if options.skip.contains(&path) {
-            notes.push(format!("layer `{path}` skipped (--skip)"));
-            placing
-                .skipped
-                .extend(layer.weights.iter().map(|w| Skipped {
-                    dataset: w.dataset.clone(),
-                    reason: format!("layer `{path}` left out (--skip)"),
-                }));
-            continue;
-        }
-        if let Some(preset) = options.preset {
-            if let Some(class) = presets::preprocessing_class(layer)
-                .filter(|class| preset.preprocessing.contains(class))
-            {
-                placing
-                    .skipped
-                    .extend(layer.weights.iter().map(|w| Skipped {
-                        dataset: w.dataset.clone(),
-                        reason: format!(
-                            "{class} layer `{path}`: in-model preprocessing, left out by preset {}",
-                            preset.name
-                        ),
-                    }));
-                preprocessing_dropped = true;
-                continue;
-            }
-        }
-        let layer_drafts = match options.layout {
-            Layout::Keras => keras_drafts(layer, separator),
-            Layout::PyTorch => {
-                let class = options
-                    .classes
-                    .iter()
-                    .find(|(p, _)| *p == path)
-                    .map(|(_, c)| c.as_str());
-                match pytorch::layer_tensors(layer, options.num_batches_tracked, class) {
-                    Ok(resolved) => {
-                        if let Some(choice) = &resolved.choice {
-                            warnings.push(format!("layer `{path}`: {choice}"));
-                        }
-                        torch
-                            .options
-                            .push((index, pytorch::layer_options(layer, &resolved).to_string()));
-                        torch_drafts(layer, resolved, theano_kernels(model))
-                    }
-                    Err(e) if options.strict || class.is_some() => {
-                        return Err(fail(ErrorKind::Unsupported(format!(
-                            "layer `{path}` cannot be written in PyTorch layout: {}; pass --class {path}=CLASS or --config CONFIG_JSON if the file lacks the class, or --skip {path} to leave the layer out",
-                            e.0
-                        ))))
-                    }
-                    Err(e) => {
-                        // A preset places every tensor or refuses the file,
-                        // so its rules say where such weights go.
-                        if options.preset.is_none() {
-                            warnings.push(format!(
-                                "layer `{path}` has no PyTorch layout ({}); written as stored, under its Keras labels (--strict refuses instead)",
-                                e.0
-                            ));
-                        }
-                        torch.as_stored.push(index);
-                        keras_drafts(layer, separator)
-                    }
-                }
-            }
-        };
-        for (within, mut draft) in layer_drafts {
-            draft.layer = Some(index);
-            draft.within = within;
-            placing.place(draft)?;
+        placing.place_layer(index, &model.layers[index], theano)?;
+        // The plan now holds what it needs of these weights. What they
+        // took is given back every so often: freed space is reused by the
+        // plan's own small allocations, but not by its list of tensors,
+        // which is one block.
+        taken += std::mem::take(&mut model.layers[index].weights).len();
+        if taken >= RELEASE_EVERY_WEIGHTS {
+            crate::memory::release_freed();
+            taken = 0;
         }
     }
     let optimizer_path = [OPTIMIZER_PREFIX.to_string()];
@@ -409,6 +357,10 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
         renamer,
         renamed_layers,
         stacks,
+        mut notes,
+        mut warnings,
+        torch,
+        preprocessing_dropped,
         ..
     } = placing;
     let mut stacks: Vec<(String, Stack)> = stacks.into_iter().collect();
@@ -442,32 +394,115 @@ pub fn plan(model: &Model, source: &Path, options: &PlanOptions) -> Result<Plan>
         notes,
         warnings,
         skipped,
+        weights: weights + model.optimizer.len(),
     })
 }
 
-/// The tensors placed so far, and what placing them needs.
-struct Placing<'a, 'o> {
+/// The tensors placed so far, what placing them needs, and what it found
+/// to tell the user.
+struct Placing<'o> {
     options: &'o PlanOptions,
     source: &'o Path,
     tensors: Vec<PlannedTensor>,
     /// Where each tensor's weight is in the file, for messages.
-    origins: Vec<Cow<'a, str>>,
+    origins: Vec<Box<str>>,
     skipped: Vec<Skipped>,
     preset_renamer: Renamer<'o>,
     renamer: Renamer<'o>,
     renamed_layers: Vec<Option<metadata::LayerPrefix>>,
     /// Tensors a preset builds from several (`name[i]`), by final name.
-    stacks: HashMap<String, Stack<'a>>,
+    stacks: HashMap<String, Stack>,
+    notes: Vec<String>,
+    warnings: Vec<String>,
+    torch: TorchMetadata,
+    /// Whether a preset left out a preprocessing layer.
+    preprocessing_dropped: bool,
 }
 
-impl<'a> Placing<'a, '_> {
+impl Placing<'_> {
     fn fail(&self, kind: ErrorKind) -> Error {
         Error::new(self.source, kind)
     }
 
+    /// Drafts the tensors of layer `index` in the plan's layout and places
+    /// them, or sets its weights aside where the options leave it out.
+    fn place_layer(&mut self, index: usize, layer: &Layer, theano: bool) -> Result<()> {
+        let options = self.options;
+        let separator = options.layout.separator();
+        let path = layer.path_string();
+        if options.skip.contains(&path) {
+            self.notes.push(format!("layer `{path}` skipped (--skip)"));
+            self.skipped.extend(layer.weights.iter().map(|w| Skipped {
+                dataset: w.dataset.clone(),
+                reason: format!("layer `{path}` left out (--skip)"),
+            }));
+            return Ok(());
+        }
+        if let Some(preset) = options.preset {
+            if let Some(class) = presets::preprocessing_class(layer)
+                .filter(|class| preset.preprocessing.contains(class))
+            {
+                self.skipped.extend(layer.weights.iter().map(|w| Skipped {
+                    dataset: w.dataset.clone(),
+                    reason: format!(
+                        "{class} layer `{path}`: in-model preprocessing, left out by preset {}",
+                        preset.name
+                    ),
+                }));
+                self.preprocessing_dropped = true;
+                return Ok(());
+            }
+        }
+        let layer_drafts = match options.layout {
+            Layout::Keras => keras_drafts(layer, separator),
+            Layout::PyTorch => {
+                let class = options
+                    .classes
+                    .iter()
+                    .find(|(p, _)| *p == path)
+                    .map(|(_, c)| c.as_str());
+                match pytorch::layer_tensors(layer, options.num_batches_tracked, class) {
+                    Ok(resolved) => {
+                        if let Some(choice) = &resolved.choice {
+                            self.warnings.push(format!("layer `{path}`: {choice}"));
+                        }
+                        self.torch
+                            .options
+                            .push((index, pytorch::layer_options(layer, &resolved).to_string()));
+                        torch_drafts(layer, resolved, theano)
+                    }
+                    Err(e) if options.strict || class.is_some() => {
+                        return Err(self.fail(ErrorKind::Unsupported(format!(
+                            "layer `{path}` cannot be written in PyTorch layout: {}; pass --class {path}=CLASS or --config CONFIG_JSON if the file lacks the class, or --skip {path} to leave the layer out",
+                            e.0
+                        ))))
+                    }
+                    Err(e) => {
+                        // A preset places every tensor or refuses the file,
+                        // so its rules say where such weights go.
+                        if options.preset.is_none() {
+                            self.warnings.push(format!(
+                                "layer `{path}` has no PyTorch layout ({}); written as stored, under its Keras labels (--strict refuses instead)",
+                                e.0
+                            ));
+                        }
+                        self.torch.as_stored.push(index);
+                        keras_drafts(layer, separator)
+                    }
+                }
+            }
+        };
+        for (within, mut draft) in layer_drafts {
+            draft.layer = Some(index);
+            draft.within = within;
+            self.place(draft)?;
+        }
+        Ok(())
+    }
+
     /// Renames and filters one draft, and adds it as a tensor (or as a
     /// part of a stacked one).
-    fn place(&mut self, mut draft: Draft<'a>) -> Result<()> {
+    fn place(&mut self, mut draft: Draft<'_>) -> Result<()> {
         let options = self.options;
         let separator = options.layout.separator();
         let mut name = std::mem::take(&mut draft.name);
@@ -522,18 +557,19 @@ impl<'a> Placing<'a, '_> {
             ))));
         }
         if let Some(index) = part {
+            let part = Part::from(draft);
             if let Some(stack) = self.stacks.get_mut(&name) {
-                stack.parts.push((index, draft));
+                stack.parts.push((index, part));
                 return Ok(());
             }
             // Its place in the output; the tensor is built once all its
             // parts are known.
-            self.origins.push(draft.origin.clone());
+            self.origins.push(part.origin.as_str().into());
             self.stacks.insert(
                 name.clone(),
                 Stack {
                     at: self.tensors.len(),
-                    parts: vec![(index, draft)],
+                    parts: vec![(index, part)],
                 },
             );
             self.tensors.push(PlannedTensor {
@@ -561,7 +597,7 @@ impl<'a> Placing<'a, '_> {
         let count: u64 = shape.iter().map(|&d| d as u64).product();
         let keras_name = draft.keras_name.text();
         let keras_name = (keras_name != name).then(|| keras_name.into_owned());
-        self.origins.push(draft.origin);
+        self.origins.push(draft.origin.into());
         self.tensors.push(PlannedTensor {
             name,
             keras_name,
@@ -601,18 +637,43 @@ impl<'a> Placing<'a, '_> {
             None => Ok(()),
             Some((first, second)) => Err(self.fail(ErrorKind::NameClash {
                 name: tensors[second].name.clone(),
-                first: self.origins[first].clone().into_owned(),
-                second: self.origins[second].clone().into_owned(),
+                first: self.origins[first].to_string(),
+                second: self.origins[second].to_string(),
             })),
         }
     }
 }
 
-/// The tensors a preset stacks into one, as they arrive: (position, draft).
-struct Stack<'a> {
+/// The tensors a preset stacks into one, as they arrive: (position, part).
+struct Stack {
     /// Where the stacked tensor goes in the output's order: its first part's place.
     at: usize,
-    parts: Vec<(usize, Draft<'a>)>,
+    parts: Vec<(usize, Part)>,
+}
+
+/// What a stacked tensor needs of one part's draft, kept until every part
+/// has arrived (the weights a draft borrows are dropped as each layer is
+/// placed).
+struct Part {
+    origin: String,
+    keras_name: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    steps: Vec<Step>,
+    source: Source,
+}
+
+impl From<Draft<'_>> for Part {
+    fn from(draft: Draft<'_>) -> Part {
+        Part {
+            origin: draft.origin.into_owned(),
+            keras_name: draft.keras_name.text().into_owned(),
+            dtype: draft.from.dtype(),
+            shape: draft.from.shape().to_vec(),
+            source: draft.from.source(),
+            steps: draft.steps,
+        }
+    }
 }
 
 /// `base[i]`: a preset's name for part `i` of a tensor stacked from several.
@@ -630,7 +691,7 @@ fn stack_part(name: &str) -> Option<(&str, usize)> {
 /// and agree in dtype, shape and steps.
 fn stacked(
     name: String,
-    mut parts: Vec<(usize, Draft<'_>)>,
+    mut parts: Vec<(usize, Part)>,
     cast: Option<Dtype>,
 ) -> std::result::Result<PlannedTensor, String> {
     parts.sort_by_key(|(index, _)| *index);
@@ -645,25 +706,24 @@ fn stacked(
         }
     }
     let first = &parts[0].1;
-    if let Some((_, odd)) = parts.iter().find(|(_, d)| {
-        d.from.dtype() != first.from.dtype()
-            || d.from.shape() != first.from.shape()
-            || d.steps != first.steps
-    }) {
+    if let Some((_, odd)) = parts
+        .iter()
+        .find(|(_, p)| p.dtype != first.dtype || p.shape != first.shape || p.steps != first.steps)
+    {
         return Err(format!(
             "tensor `{name}`: `{}` and `{}` differ in dtype or shape, so they cannot be stacked",
             first.origin, odd.origin
         ));
     }
-    let source_dtype = first.from.dtype();
+    let source_dtype = first.dtype;
     let dtype = transform::casts(source_dtype, cast).unwrap_or(source_dtype);
     let mut shape = vec![parts.len()];
-    shape.extend(transform::shape_after(first.from.shape(), &first.steps));
+    shape.extend(transform::shape_after(&first.shape, &first.steps));
     let count: u64 = shape.iter().map(|&d| d as u64).product();
     let steps = first.steps.clone();
     let keras_name = parts
         .iter()
-        .map(|(_, d)| d.keras_name.text())
+        .map(|(_, p)| p.keras_name.as_str())
         .collect::<Vec<_>>()
         .join(" + ");
     Ok(PlannedTensor {
@@ -673,7 +733,7 @@ fn stacked(
         byte_len: count * dtype.size() as u64,
         shape,
         steps,
-        source: Source::Stacked(parts.into_iter().map(|(_, d)| d.from.source()).collect()),
+        source: Source::Stacked(parts.into_iter().map(|(_, p)| p.source).collect()),
     })
 }
 
@@ -703,14 +763,15 @@ fn join(path: &[String], separator: &str, within: &str) -> String {
 /// Refuses a plan that writes nothing: an empty output is never what a
 /// user asked for, and exit 0 would hide that the input held no weights
 /// we could read.
-pub fn ensure_tensors(plan: &Plan, model: &Model, source: &Path) -> Result<()> {
+pub fn ensure_tensors(plan: &Plan, source: &Path) -> Result<()> {
     if !plan.tensors.is_empty() {
         return Ok(());
     }
-    let weights: usize =
-        model.layers.iter().map(|l| l.weights.len()).sum::<usize>() + model.optimizer.len();
-    let why = if weights > 0 {
-        format!("all {weights} weights were left out by --include, --exclude or --skip")
+    let why = if plan.weights > 0 {
+        format!(
+            "all {} weights were left out by --include, --exclude or --skip",
+            plan.weights
+        )
     } else if plan.skipped.is_empty() {
         "the file holds no weights".to_string()
     } else {
@@ -747,6 +808,10 @@ pub fn skip_reasons(skipped: &[Skipped]) -> Vec<String> {
 fn theano_kernels(model: &Model) -> bool {
     model.backend.as_deref() == Some("theano")
 }
+
+/// How many weights the plan takes between two returns of the memory
+/// their descriptions held (some 15 MB; a trim of the heap costs a few ms).
+const RELEASE_EVERY_WEIGHTS: usize = 50_000;
 
 /// Classes whose kernels Keras's own loader flips when a Theano file is
 /// loaded into another backend (`convert_kernel`).
@@ -840,8 +905,8 @@ mod tests {
 
     #[test]
     fn a_preset_stacks_parts_in_index_order_where_the_first_arrives() {
-        let model = scalars(&[("WSM_2", &[]), ("b", &[2]), ("WSM", &[]), ("WSM_1", &[])]);
-        let planned = plan(&model, "x".as_ref(), &stacking(WSM)).unwrap();
+        let mut model = scalars(&[("WSM_2", &[]), ("b", &[2]), ("WSM", &[]), ("WSM_1", &[])]);
+        let planned = plan(&mut model, "x".as_ref(), &stacking(WSM)).unwrap();
         let names: Vec<&str> = planned.tensors.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["node.w", "bias"]);
         let stacked = &planned.tensors[0];
@@ -872,7 +937,7 @@ mod tests {
     #[test]
     fn stacked_parts_must_be_numbered_from_zero_once_each_and_agree_in_shape() {
         let refused = |labels: &[(&str, &[usize])], rules: &'static str| {
-            plan(&scalars(labels), "x".as_ref(), &stacking(rules))
+            plan(&mut scalars(labels), "x".as_ref(), &stacking(rules))
                 .unwrap_err()
                 .to_string()
         };
@@ -900,7 +965,7 @@ mod tests {
         let mut twin = model.layers[0].clone();
         twin.weights[0].stored_name = "conv2d/other_scope/kernel:0".into();
         model.layers.push(twin);
-        let err = plan(&model, &fixture, &PlanOptions::default()).unwrap_err();
+        let err = plan(&mut model, &fixture, &PlanOptions::default()).unwrap_err();
         assert!(matches!(err.kind, ErrorKind::NameClash { .. }));
         let message = err.to_string();
         assert!(message.contains("classic_conv2d_full.h5"), "{message}");
@@ -909,5 +974,24 @@ mod tests {
         assert!(message.contains("`conv2d/kernel`"), "{message}");
         assert!(message.contains("(conv2d/kernel:0 and "), "{message}");
         assert!(message.contains("conv2d/other_scope/kernel:0"), "{message}");
+    }
+
+    #[test]
+    fn the_plan_takes_the_weights_it_places_and_counts_them() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/classic_conv2d_full.h5");
+        let mut model = keras::open(&fixture, &ReadOptions::default()).unwrap();
+        let paths: Vec<String> = model.layers.iter().map(Layer::path_string).collect();
+        let weights: usize = model.layers.iter().map(|l| l.weights.len()).sum();
+        let skip_first = PlanOptions {
+            skip: vec![paths[0].clone()],
+            ..PlanOptions::default()
+        };
+        let planned = plan(&mut model, &fixture, &skip_first).unwrap();
+        assert_eq!(planned.weights, weights, "skipped weights are counted too");
+        assert!(planned.tensors.len() < weights);
+        assert!(model.layers.iter().all(|l| l.weights.is_empty()));
+        // The layers themselves stay, for the metadata and for messages.
+        let kept: Vec<String> = model.layers.iter().map(Layer::path_string).collect();
+        assert_eq!(kept, paths);
     }
 }

@@ -426,7 +426,7 @@ fn write_one(
             .cmp(&a.dtype.to_safetensors())
             .then(a.name.cmp(&b.name))
     });
-    let header = header_bytes(plan, &order).map_err(fail)?;
+    let header = Header::new(plan, &order).map_err(fail)?;
     let temp = temp_beside(path)?;
     std::thread::scope(|scope| -> Result<()> {
         // A batch waits while another is written.
@@ -483,8 +483,8 @@ fn write_one(
         });
         let sizes = copy_sizes();
         let mut out = Sink::new(temp.as_file(), sizes.buffer);
-        out.write_all(&(header.len() as u64).to_le_bytes())
-            .and_then(|_| out.write_all(&header))
+        out.write_all(&(header.len as u64).to_le_bytes())
+            .and_then(|_| header.write_to(&mut out))
             .map_err(|e| fail(e.into()))?;
         let mut buf = vec![0u8; sizes.buffer];
         let report = |i: usize, result: std::io::Result<()>| {
@@ -894,81 +894,155 @@ fn encode(value: f64, dtype: Dtype) -> Vec<u8> {
     }
 }
 
-/// The JSON header, padded with spaces to a multiple of 8 bytes.
-/// Tensors the crate checks at a time (see [`header_bytes`]).
+/// Tensors the crate checks at a time (see [`Header::new`]).
 const HEADER_CHECK_TENSORS: usize = 4096;
 
-fn header_bytes(plan: &Plan, order: &[usize]) -> std::result::Result<Vec<u8>, ErrorKind> {
-    // Each tensor's place, in writing order: (end offset).
-    let mut offset = 0usize;
-    let mut ends = Vec::with_capacity(order.len());
-    for &i in order {
-        let t = &plan.tensors[i];
-        let len = usize::try_from(t.byte_len)
-            .map_err(|_| ErrorKind::Unsupported(format!("tensor `{}` is too large", t.name)))?;
-        offset += len;
-        ends.push(offset);
+/// The JSON header of one output file, checked and measured before a byte
+/// is written, then written straight into the file: it is never held
+/// whole (18 MB for 200,000 tensors).
+struct Header<'p> {
+    plan: &'p Plan,
+    /// The plan's tensors in writing order.
+    order: &'p [usize],
+    /// Where each tensor's data ends, in writing order.
+    ends: Vec<usize>,
+    /// Its length, padded with spaces to a multiple of 8 bytes.
+    len: usize,
+}
+
+impl<'p> Header<'p> {
+    fn new(plan: &'p Plan, order: &'p [usize]) -> std::result::Result<Header<'p>, ErrorKind> {
+        let mut offset = 0usize;
+        let mut ends = Vec::with_capacity(order.len());
+        for &i in order {
+            let t = &plan.tensors[i];
+            let len = usize::try_from(t.byte_len)
+                .map_err(|_| ErrorKind::Unsupported(format!("tensor `{}` is too large", t.name)))?;
+            offset += len;
+            ends.push(offset);
+        }
+        let mut header = Header {
+            plan,
+            order,
+            ends,
+            len: 0,
+        };
+        header.check()?;
+        let mut counted = Counted {
+            inner: std::io::sink(),
+            count: 0,
+        };
+        header.json(&mut counted).map_err(|e| {
+            ErrorKind::InvalidSafetensors(format!("header does not serialise: {e}"))
+        })?;
+        header.len = counted.count.next_multiple_of(8);
+        if header.len > MAX_HEADER_BYTES {
+            return Err(ErrorKind::Unsupported(format!(
+                "the header would be {} bytes, over the format's limit of {MAX_HEADER_BYTES}",
+                header.len
+            )));
+        }
+        Ok(header)
     }
-    let info = |k: usize| {
-        let t = &plan.tensors[order[k]];
+
+    fn info(&self, k: usize) -> TensorInfo {
+        let t = &self.plan.tensors[self.order[k]];
         TensorInfo {
             dtype: t.dtype.to_safetensors(),
             shape: t.shape.clone(),
-            data_offsets: (if k == 0 { 0 } else { ends[k - 1] }, ends[k]),
+            data_offsets: (if k == 0 { 0 } else { self.ends[k - 1] }, self.ends[k]),
         }
-    };
-    // The crate checks the header (offsets against dtypes and shapes,
-    // names) on a copy dropped before the bytes are made, a piece of
-    // `HEADER_CHECK_TENSORS` tensors at a time with offsets counted from
-    // the piece's start: a copy of the whole header is 30 MB for 200,000
-    // tensors. The plan has refused two tensors of one name already. The
-    // bytes are written here so that they are the same on every run: the
-    // crate keeps `__metadata__` in a hash map, whose order changes from
-    // run to run.
-    let metadata: HashMap<String, String> = plan.metadata.clone().into_iter().collect();
-    let mut metadata = Some(metadata);
-    for start in (0..order.len()).step_by(HEADER_CHECK_TENSORS) {
-        let piece = start..(start + HEADER_CHECK_TENSORS).min(order.len());
-        let base = match start {
-            0 => 0,
-            k => ends[k - 1],
+    }
+
+    /// The crate checks the header (offsets against dtypes and shapes,
+    /// names) on a copy dropped before the bytes are made, a piece of
+    /// `HEADER_CHECK_TENSORS` tensors at a time with offsets counted from
+    /// the piece's start: a copy of the whole header is 30 MB for 200,000
+    /// tensors. The plan has refused two tensors of one name already.
+    fn check(&self) -> std::result::Result<(), ErrorKind> {
+        let metadata: HashMap<String, String> = self.plan.metadata.clone().into_iter().collect();
+        let mut metadata = Some(metadata);
+        for start in (0..self.order.len()).step_by(HEADER_CHECK_TENSORS) {
+            let piece = start..(start + HEADER_CHECK_TENSORS).min(self.order.len());
+            let base = match start {
+                0 => 0,
+                k => self.ends[k - 1],
+            };
+            let infos = piece
+                .map(|k| {
+                    let mut info = self.info(k);
+                    info.data_offsets = (info.data_offsets.0 - base, info.data_offsets.1 - base);
+                    (self.plan.tensors[self.order[k]].name.clone(), info)
+                })
+                .collect();
+            Metadata::new(metadata.take(), infos).map_err(|e| {
+                ErrorKind::InvalidSafetensors(format!("planned header is invalid: {e}"))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The JSON, unpadded. Made here rather than by the crate so that it is
+    /// the same on every run: the crate keeps `__metadata__` in a hash map,
+    /// whose order changes from run to run.
+    fn json(&self, out: &mut dyn Write) -> serde_json::Result<()> {
+        let mut out = out;
+        let io = serde_json::Error::io;
+        out.write_all(b"{\"__metadata__\":").map_err(io)?;
+        serde_json::to_writer(&mut out, &self.plan.metadata)?;
+        for (k, &i) in self.order.iter().enumerate() {
+            out.write_all(b",").map_err(io)?;
+            serde_json::to_writer(&mut out, &self.plan.tensors[i].name)?;
+            out.write_all(b":").map_err(io)?;
+            serde_json::to_writer(&mut out, &self.info(k))?;
+        }
+        out.write_all(b"}").map_err(io)
+    }
+
+    /// Writes the JSON and its padding (not the length before them).
+    fn write_to(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let mut counted = Counted {
+            inner: out,
+            count: 0,
         };
-        let infos = piece
-            .map(|k| {
-                let mut info = info(k);
-                info.data_offsets = (info.data_offsets.0 - base, info.data_offsets.1 - base);
-                (plan.tensors[order[k]].name.clone(), info)
-            })
-            .collect();
-        Metadata::new(metadata.take(), infos).map_err(|e| {
-            ErrorKind::InvalidSafetensors(format!("planned header is invalid: {e}"))
+        self.json(&mut counted).map_err(std::io::Error::from)?;
+        let padding = self.len.checked_sub(counted.count).ok_or_else(|| {
+            std::io::Error::other("the header came out longer than it was measured")
         })?;
+        counted.inner.write_all(&b" ".repeat(padding))
     }
-    let unserialisable = |e: serde_json::Error| {
-        ErrorKind::InvalidSafetensors(format!("header does not serialise: {e}"))
-    };
-    let mut bytes = b"{\"__metadata__\":".to_vec();
-    serde_json::to_writer(&mut bytes, &plan.metadata).map_err(unserialisable)?;
-    for (k, &i) in order.iter().enumerate() {
-        bytes.push(b',');
-        serde_json::to_writer(&mut bytes, &plan.tensors[i].name).map_err(unserialisable)?;
-        bytes.push(b':');
-        serde_json::to_writer(&mut bytes, &info(k)).map_err(unserialisable)?;
+}
+
+/// A writer that counts the bytes it passes on.
+struct Counted<W> {
+    inner: W,
+    count: usize,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n;
+        Ok(n)
     }
-    bytes.push(b'}');
-    bytes.resize(bytes.len().next_multiple_of(8), b' ');
-    if bytes.len() > MAX_HEADER_BYTES {
-        return Err(ErrorKind::Unsupported(format!(
-            "the header would be {} bytes, over the format's limit of {MAX_HEADER_BYTES}",
-            bytes.len()
-        )));
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
-    Ok(bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The header as written: JSON and padding.
+    fn header_bytes(plan: &Plan, order: &[usize]) -> std::result::Result<Vec<u8>, ErrorKind> {
+        let header = Header::new(plan, order)?;
+        let mut bytes = Vec::new();
+        header.write_to(&mut bytes).unwrap();
+        assert_eq!(bytes.len(), header.len);
+        Ok(bytes)
+    }
 
     fn tensor(name: &str, byte_len: u64) -> PlannedTensor {
         PlannedTensor {
@@ -994,6 +1068,7 @@ mod tests {
             notes: Vec::new(),
             warnings: Vec::new(),
             skipped: Vec::new(),
+            weights: 0,
         };
         let around = header_bytes(&plan(0), &[]).unwrap().trim_ascii_end().len();
         assert_eq!(MAX_HEADER_BYTES % 8, 0);
@@ -1021,6 +1096,7 @@ mod tests {
             notes: Vec::new(),
             warnings: Vec::new(),
             skipped: Vec::new(),
+            weights: 0,
         };
         let order: Vec<usize> = (0..count).collect();
         let header = header_bytes(&plan(None), &order).unwrap();

@@ -123,7 +123,7 @@ mod tests {
         list.push("/h");
         list.reorder_tail(mark.paths, [2..3, 0..1]);
         assert_eq!(list.to_vec(), ["/a/b:0", "", "/c", "/d/é", "/h", "/e"]);
-        list.reorder_tail(9, [0..1]);
+        list.reorder_tail(9, std::iter::once(0..1));
         assert_eq!(list.len(), 6, "a tail past the end is empty");
         list.truncate_to(mark);
         assert_eq!(list.to_vec(), ["/a/b:0", "", "/c", "/d/é"]);

@@ -56,7 +56,7 @@ fn effdet_names_and_shapes_match_effdet_state_dicts() {
             json(target)["num_classes"],
             "{listed}: AutoML's and effdet's default class counts"
         );
-        assert_plan_gives(&automl_model(listed), listed, "effdet", target);
+        assert_plan_gives(automl_model(listed), listed, "effdet", target);
     }
 }
 
@@ -67,8 +67,8 @@ fn effdet_names_and_shapes_match_effdet_state_dicts() {
 fn every_automl_variable_is_written_once_and_fusion_scalars_are_stacked_in_order() {
     for (listed, _) in MODELS {
         let d = listed;
-        let model = automl_model(listed);
-        let planned = plan(&model, "x".as_ref(), &options("effdet")).unwrap();
+        let mut model = automl_model(listed);
+        let planned = plan(&mut model, "x".as_ref(), &options("effdet")).unwrap();
         let mut written: BTreeMap<usize, usize> = BTreeMap::new();
         let mut count = |source: &Source| {
             if let Source::Stored {
@@ -120,8 +120,8 @@ fn every_automl_variable_is_written_once_and_fusion_scalars_are_stacked_in_order
 
 #[test]
 fn a_model_of_another_family_is_refused_naming_the_first_tensor_with_no_place() {
-    let keras = super::fixture_tests::keras_model("keras_efficientnetb0.layers.json");
-    let err = plan(&keras, "x.h5".as_ref(), &options("effdet"))
+    let mut keras = super::fixture_tests::keras_model("keras_efficientnetb0.layers.json");
+    let err = plan(&mut keras, "x.h5".as_ref(), &options("effdet"))
         .unwrap_err()
         .to_string();
     assert!(

@@ -106,13 +106,13 @@ pub(super) fn names_and_shapes(name: &str, key: &str) -> Vec<(String, Vec<usize>
 }
 
 fn assert_preset_gives(keras: &str, preset: &str, target: &str) {
-    assert_plan_gives(&keras_model(keras), keras, preset, target);
+    assert_plan_gives(keras_model(keras), keras, preset, target);
 }
 
 /// `model` (listed in `keras`) planned with `preset` has exactly the
 /// names and shapes of the state dict in `target`.
-pub(super) fn assert_plan_gives(model: &Model, keras: &str, preset: &str, target: &str) {
-    let planned = plan(model, "x.h5".as_ref(), &options(preset)).unwrap();
+pub(super) fn assert_plan_gives(mut model: Model, keras: &str, preset: &str, target: &str) {
+    let planned = plan(&mut model, "x.h5".as_ref(), &options(preset)).unwrap();
     let got: BTreeMap<String, Vec<usize>> = planned
         .tensors
         .iter()
@@ -189,7 +189,7 @@ fn a_model_of_another_family_is_refused_naming_the_first_tensor_with_no_place() 
         ),
     ];
     for (keras, preset, first) in cases {
-        let err = plan(&keras_model(keras), "x.h5".as_ref(), &options(preset))
+        let err = plan(&mut keras_model(keras), "x.h5".as_ref(), &options(preset))
             .unwrap_err()
             .to_string();
         assert!(
@@ -201,8 +201,13 @@ fn a_model_of_another_family_is_refused_naming_the_first_tensor_with_no_place() 
 
 #[test]
 fn preprocessing_layers_are_left_out_with_their_reason() {
-    let model = keras_model("keras_efficientnetb0.layers.json");
-    let planned = plan(&model, "x.h5".as_ref(), &options("timm-tf-efficientnet")).unwrap();
+    let mut model = keras_model("keras_efficientnetb0.layers.json");
+    let planned = plan(
+        &mut model,
+        "x.h5".as_ref(),
+        &options("timm-tf-efficientnet"),
+    )
+    .unwrap();
     let reasons: Vec<&str> = planned.skipped.iter().map(|s| s.reason.as_str()).collect();
     assert_eq!(planned.skipped.len(), 3, "{reasons:?}");
     assert!(reasons
@@ -244,8 +249,10 @@ fn align_finds_each_presets_mapping_with_no_rules() {
         ),
     ];
     for (keras, preset, target) in cases {
-        let model = keras_model(keras);
-        let by_preset = plan(&model, "x.h5".as_ref(), &options(preset)).unwrap();
+        // Each plan takes the weights of the model it is given.
+        let mut model = keras_model(keras);
+        let by_preset = plan(&mut model, "x.h5".as_ref(), &options(preset)).unwrap();
+        let mut model = keras_model(keras);
         let want: Vec<&str> = by_preset.tensors.iter().map(|t| t.name.as_str()).collect();
         let unaligned = PlanOptions {
             layout: Layout::PyTorch,
@@ -253,7 +260,9 @@ fn align_finds_each_presets_mapping_with_no_rules() {
             skip: crate::align::preprocessing_layers(&model),
             ..PlanOptions::default()
         };
-        let source = plan(&model, "x.h5".as_ref(), &unaligned).unwrap().tensors;
+        let source = plan(&mut model, "x.h5".as_ref(), &unaligned)
+            .unwrap()
+            .tensors;
         for ordered in [true, false] {
             let mut tensors = state_dict(target);
             if !ordered {
@@ -280,8 +289,8 @@ fn align_finds_each_presets_mapping_with_no_rules() {
 #[test]
 fn align_refuses_a_reference_of_another_architecture() {
     use crate::align::{align, Reference};
-    let model = keras_model("keras_xception.layers.json");
-    let source = plan(&model, "x.h5".as_ref(), &options_without_preset())
+    let mut model = keras_model("keras_xception.layers.json");
+    let source = plan(&mut model, "x.h5".as_ref(), &options_without_preset())
         .unwrap()
         .tensors;
     let mut tensors = state_dict("timm_tf_efficientnet_b0.state_dict.json");
@@ -323,6 +332,11 @@ fn preprocessing_is_told_by_class_or_by_its_arrays() {
         crate::align::preprocessing_layers(&model),
         ["normalization"]
     );
-    let planned = plan(&model, "x.h5".as_ref(), &options("timm-tf-efficientnet")).unwrap();
+    let planned = plan(
+        &mut model,
+        "x.h5".as_ref(),
+        &options("timm-tf-efficientnet"),
+    )
+    .unwrap();
     assert_eq!(planned.skipped.len(), 3);
 }
