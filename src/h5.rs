@@ -552,6 +552,15 @@ impl File {
         }
     }
 
+    /// Empties the block cache once the file's structure is read: 8 MiB of
+    /// metadata the writer does not read again (it refills the cache with
+    /// the small weights it reads through it).
+    pub fn forget_cached_blocks(&self) {
+        if let Bytes::Window { cache, .. } = &self.bytes {
+            cache.forget();
+        }
+    }
+
     /// Drops the list of dataset paths; [`File::dataset_paths`] walks the
     /// file again if asked.
     pub fn forget_dataset_paths(&mut self) {

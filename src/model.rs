@@ -164,6 +164,13 @@ impl Store {
         }
     }
 
+    /// Empties the caches of the file's structure once it is read.
+    pub(crate) fn forget_cached_blocks(&self) {
+        if let Store::H5(file) = self {
+            file.forget_cached_blocks();
+        }
+    }
+
     /// Where a dataset's data is, to tell a second link from a second
     /// dataset; bundle entries are each their own.
     pub(crate) fn dataset_address(&self, path: &str) -> Result<u64, String> {

@@ -47,6 +47,13 @@ impl BlockCache {
         }
     }
 
+    /// Empties every slot: the blocks go once no piece lent out holds them.
+    pub(super) fn forget(&self) {
+        for slot in &self.slots {
+            *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+        }
+    }
+
     /// Block `number`, read from the file unless it is in its slot.
     fn block(&self, number: u64) -> std::io::Result<Arc<Vec<u8>>> {
         let slot = &self.slots[(number % SLOTS as u64) as usize];
@@ -198,6 +205,22 @@ mod tests {
             inside.as_ref().as_ptr() as usize + 4
         );
         assert_eq!(across.as_ref(), &data[BLOCK_BYTES - 2..BLOCK_BYTES + 2]);
+    }
+
+    #[test]
+    fn a_forgotten_cache_holds_no_block_and_reads_again() {
+        let data: Vec<u8> = (0..2 * BLOCK_BYTES).map(|i| (i % 251) as u8).collect();
+        let cache = BlockCache::new(file_of(&data), 0, data.len() as u64);
+        let held = cache.read_range(5, 10).unwrap();
+        cache.read_range(BLOCK_BYTES as u64 + 3, 4).unwrap();
+        cache.forget();
+        assert!(cache
+            .slots
+            .iter()
+            .all(|slot| slot.lock().unwrap().is_none()));
+        // A piece lent out before stays whole; a new read reads the file.
+        assert_eq!(held.as_ref(), &data[5..15]);
+        assert_eq!(cache.read_range(5, 10).unwrap().as_ref(), &data[5..15]);
     }
 
     #[test]

@@ -183,6 +183,7 @@ pub fn open(path: &Path, options: &ReadOptions) -> Result<Model> {
     };
     for store in &mut model.stores {
         store.set_limits(limits);
+        store.forget_cached_blocks();
     }
     // What reading and accounting used and freed (the link walk's list of
     // every dataset, made on its own thread) is not needed again.
