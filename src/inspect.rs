@@ -218,7 +218,7 @@ pub fn inspect(path: &Path, options: &ReadOptions) -> Result<Summary> {
 
 fn weight_summary(layer_path: &[String], w: &Weight) -> WeightSummary {
     let mut label = w.sub_path.clone();
-    label.push(w.label.clone());
+    label.push(w.label.to_string());
     WeightSummary {
         name: tensor_name(layer_path, w),
         label: label.join("/"),
@@ -278,7 +278,7 @@ impl LayerSummary {
         let labelled: Vec<(String, Vec<usize>)> = self
             .weights
             .iter()
-            .map(|w| (w.label.clone(), w.shape.clone()))
+            .map(|w| (w.label.to_string(), w.shape.clone()))
             .collect();
         match labels::class_candidates(&labelled)[..] {
             [] => {}

@@ -5,6 +5,10 @@
 //! need the class's table: the weights come in the order `layer.weights` gives
 //! them, and some are present only when a config flag says so.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
 use serde_json::Value;
 
 /// One weight slot in a layer's `weights` list.
@@ -220,6 +224,25 @@ pub fn canonical_label<'a>(class: &str, stored: &'a str) -> &'a str {
         .iter()
         .find(|(c, from, _)| *c == class && *from == stored)
         .map_or(stored, |(_, _, to)| to)
+}
+
+/// A label as a weight keeps it: a label of our tables is borrowed from
+/// them, so that the labels of 200,000 weights are not 200,000 strings.
+pub fn interned(label: &str) -> Cow<'static, str> {
+    static KNOWN: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    let known = KNOWN.get_or_init(|| {
+        TABLES
+            .iter()
+            .flat_map(|t| t.slots)
+            .map(|slot| slot.label)
+            .chain(LABEL_ALIASES.iter().map(|(_, _, to)| *to))
+            .flat_map(|label| [label, label.rsplit('/').next().unwrap_or(label)])
+            .collect()
+    });
+    match known.get(label) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(label.to_string()),
+    }
 }
 
 /// The label table of a class, if we have one.
@@ -640,6 +663,23 @@ fn split_label(prefix: &str, label: &str) -> PositionalLabel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_labels_are_borrowed_and_others_copied() {
+        for label in [
+            "kernel",
+            "depthwise_kernel",
+            "moving_variance",
+            "query/kernel",
+        ] {
+            let interned = interned(label);
+            assert!(matches!(interned, Cow::Borrowed(_)), "{label}");
+            assert_eq!(interned, label);
+        }
+        let unknown = interned("my_own_weight");
+        assert!(matches!(unknown, Cow::Owned(_)));
+        assert_eq!(unknown, "my_own_weight");
+    }
     use serde_json::json;
 
     fn labels(class: &str, config: Option<Value>, n: usize) -> Vec<String> {

@@ -249,8 +249,10 @@ pub struct Layer {
 /// One array, labelled.
 #[derive(Debug, Clone)]
 pub struct Weight {
-    /// What the array is to its layer: `kernel`, `depthwise_kernel`, `moving_mean`.
-    pub label: String,
+    /// What the array is to its layer: `kernel`, `depthwise_kernel`,
+    /// `moving_mean` (borrowed where our label tables have it:
+    /// [`crate::labels::interned`]).
+    pub label: std::borrow::Cow<'static, str>,
     /// The sub-object inside the layer that owns it, where the label alone is
     /// not unique (`forward_lstm` in a Bidirectional); usually empty.
     pub sub_path: Vec<String>,

@@ -179,7 +179,7 @@ pub fn tensor_name(layer_path: &[String], weight: &Weight) -> String {
         .iter()
         .chain(&weight.sub_path)
         .map(String::as_str)
-        .chain(std::iter::once(weight.label.as_str()))
+        .chain(std::iter::once(&*weight.label))
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -881,7 +881,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, (label, shape))| Weight {
-                    label: label.to_string(),
+                    label: label.to_string().into(),
                     stored_name: format!("node/{label}"),
                     dataset: format!("/node/{label}"),
                     shape: shape.to_vec(),

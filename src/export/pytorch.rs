@@ -382,7 +382,7 @@ pub fn layer_tensors<'m>(
 /// A weight's label with its sub-object (`forward_lstm/kernel`).
 fn labelled_name(w: &Weight) -> String {
     let mut parts = w.sub_path.clone();
-    parts.push(w.label.clone());
+    parts.push(w.label.to_string());
     parts.join("/")
 }
 
@@ -471,7 +471,7 @@ fn wrapped_class(layer: &Layer) -> Result<String, NoEquivalent> {
                 .first()
                 .is_none_or(|s| !s.starts_with("backward"))
         })
-        .map(|w| (w.label.clone(), w.shape.clone()))
+        .map(|w| (w.label.to_string(), w.shape.clone()))
         .collect();
     labels::class_candidates(&forward)
         .first()
@@ -544,11 +544,11 @@ fn class_tensors<'m>(
     let mapped = out
         .iter()
         .filter_map(|t| match t.source {
-            TorchSource::Weight(w) => Some(w.label.as_str()),
+            TorchSource::Weight(w) => Some(&*w.label),
             TorchSource::Fill { .. } => None,
         })
         .collect::<Vec<_>>();
-    if let Some(unmapped) = weights.iter().find(|w| !mapped.contains(&w.label.as_str())) {
+    if let Some(unmapped) = weights.iter().find(|w| !mapped.contains(&&*w.label)) {
         return Err(NoEquivalent(format!(
             "{class} weight `{}` has no PyTorch counterpart",
             unmapped.label
@@ -745,7 +745,7 @@ mod tests {
             weights: weights
                 .iter()
                 .map(|(label, shape)| Weight {
-                    label: label.to_string(),
+                    label: label.to_string().into(),
                     sub_path: Vec::new(),
                     stored_name: label.to_string(),
                     dtype: crate::dtype::Dtype::F32,

@@ -113,7 +113,7 @@ pub fn read(path: &Path, file: &h5::File, config: Option<&LayerConfig>) -> Resul
                 None => (Vec::new(), param.clone()),
             };
             weights.push(Weight {
-                label,
+                label: labels::interned(&label),
                 sub_path,
                 stored_name: dataset.clone(),
                 dtype,

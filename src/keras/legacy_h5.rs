@@ -233,7 +233,7 @@ impl Reader<'_> {
                 let mut parts = w.parts.clone();
                 let label = parts.pop().unwrap_or_default();
                 optimizer.push(Weight {
-                    label,
+                    label: label.into(),
                     sub_path: parts,
                     ..to_weight(w, Vec::new())
                 });
@@ -577,7 +577,7 @@ fn label_layer(raw: Vec<RawWeight>) -> Vec<Weight> {
 fn canonical(mut weights: Vec<Weight>, class: Option<&str>) -> Vec<Weight> {
     if let Some(class) = class {
         for w in &mut weights {
-            w.label = labels::canonical_label(class, &w.label).to_string();
+            w.label = labels::interned(labels::canonical_label(class, &w.label));
         }
     }
     weights
@@ -585,7 +585,7 @@ fn canonical(mut weights: Vec<Weight>, class: Option<&str>) -> Vec<Weight> {
 
 fn to_weight(w: RawWeight, sub_path: Vec<String>) -> Weight {
     Weight {
-        label: last(&w.parts).to_string(),
+        label: labels::interned(last(&w.parts)),
         sub_path,
         stored_name: w.stored_name,
         dtype: w.dtype,
@@ -672,7 +672,7 @@ mod tests {
             .iter()
             .map(|w| {
                 let mut p = w.sub_path.clone();
-                p.push(w.label.clone());
+                p.push(w.label.to_string());
                 p.join("/")
             })
             .collect()

@@ -377,7 +377,7 @@ impl Reader<'_> {
             let mut parts = w.parts.clone();
             let label = parts.pop().unwrap_or_default();
             self.optimizer.push(Weight {
-                label,
+                label: label.into(),
                 sub_path: parts,
                 stored_name: w.stored_name,
                 dtype: w.dtype,
@@ -603,7 +603,7 @@ fn name_layers(
     for mut w in raw {
         if w.parts.len() == 1 {
             top_level.push(Weight {
-                label: w.parts[0].clone(),
+                label: labels::interned(&w.parts[0]),
                 sub_path: Vec::new(),
                 stored_name: w.stored_name,
                 dtype: w.dtype,
@@ -841,7 +841,7 @@ fn give_classes(
             continue;
         };
         for w in &mut layer.weights {
-            w.label = labels::canonical_label(&found.class, &w.label).to_string();
+            w.label = labels::interned(labels::canonical_label(&found.class, &w.label));
         }
         layer.class = Some(found.class.clone());
         layer.config = found.config.clone();

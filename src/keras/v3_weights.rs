@@ -813,7 +813,7 @@ impl Reader<'_, '_> {
         let path = self.tree.path;
         let dtype = weight_dtype(path, &info, dataset, &mut self.notes)?;
         Ok(Weight {
-            label,
+            label: crate::labels::interned(&label),
             sub_path,
             stored_name: dataset.to_string(),
             dtype,

@@ -41,7 +41,7 @@ pub(super) fn keras_model(name: &str) -> Model {
                     Weight {
                         stored_name: format!("{layer_name}/{label}"),
                         dataset: format!("/{layer_name}/{label}"),
-                        label,
+                        label: label.into(),
                         sub_path: Vec::new(),
                         dtype: Dtype::F32,
                         shape: w[1]

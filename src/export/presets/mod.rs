@@ -50,7 +50,7 @@ pub const PREPROCESSING_CLASSES: &[&str] = &["Rescaling", "Normalization"];
 /// (Rescaling has no weights, so it never reaches here).
 pub fn preprocessing_class(layer: &Layer) -> Option<&'static str> {
     let class = layer.class.as_deref().or_else(|| {
-        let labels: Vec<&str> = layer.weights.iter().map(|w| w.label.as_str()).collect();
+        let labels: Vec<&str> = layer.weights.iter().map(|w| &*w.label).collect();
         matches!(
             labels.as_slice(),
             ["mean", "variance", "count"] | ["mean", "variance"]
