@@ -256,8 +256,9 @@ pub struct Weight {
     /// The sub-object inside the layer that owns it, where the label alone is
     /// not unique (`forward_lstm` in a Bidirectional); usually empty.
     pub sub_path: Vec<String>,
-    /// The name the file stores it under, for messages.
-    pub stored_name: String,
+    /// The name the file stores it under, for messages
+    /// ([`Weight::stored_name`]).
+    pub stored: StoredName,
     /// Its element type.
     pub dtype: Dtype,
     /// Its shape, as Keras gives it.
@@ -288,7 +289,38 @@ impl std::fmt::Debug for Model {
     }
 }
 
+/// The name a file stores a weight under. Nearly always it ends the
+/// weight's dataset path, and is kept as where it starts there: one string
+/// less per weight (200,000 for a model of 100,000 layers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredName {
+    /// The dataset path from this byte on.
+    InDataset(usize),
+    /// A name of its own (a TensorFlow variable's).
+    Own(String),
+}
+
+impl StoredName {
+    /// `name`, kept as its place in `dataset` where the path ends with it.
+    pub fn of(name: String, dataset: &str) -> StoredName {
+        match dataset.strip_suffix(name.as_str()) {
+            Some(head) if head.is_empty() || head.ends_with('/') => {
+                StoredName::InDataset(head.len())
+            }
+            _ => StoredName::Own(name),
+        }
+    }
+}
+
 impl Weight {
+    /// The name the file stores it under, for messages.
+    pub fn stored_name(&self) -> &str {
+        match &self.stored {
+            StoredName::InDataset(at) => self.dataset.get(*at..).unwrap_or_default(),
+            StoredName::Own(name) => name,
+        }
+    }
+
     /// The number of elements.
     pub fn element_count(&self) -> u64 {
         self.shape.iter().map(|&d| d as u64).product()
@@ -385,5 +417,45 @@ impl Model {
             .chain(&self.optimizer)
             .map(Weight::byte_len)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weight(dataset: &str, stored: &str) -> Weight {
+        Weight {
+            label: "kernel".into(),
+            sub_path: Vec::new(),
+            stored: StoredName::of(stored.to_string(), dataset),
+            dtype: Dtype::F32,
+            shape: vec![1],
+            file: 0,
+            dataset: dataset.to_string(),
+            location: Location::Bundle(0),
+        }
+    }
+
+    #[test]
+    fn a_stored_name_that_ends_the_dataset_path_is_kept_as_its_place() {
+        let w = weight("/dense/dense/kernel:0", "dense/kernel:0");
+        assert_eq!(w.stored, StoredName::InDataset(7));
+        assert_eq!(w.stored_name(), "dense/kernel:0");
+        let whole = weight("layers/dense/vars/0", "layers/dense/vars/0");
+        assert_eq!(whole.stored, StoredName::InDataset(0));
+        assert_eq!(whole.stored_name(), "layers/dense/vars/0");
+        // Only at a `/`: `nse/kernel:0` ends the path too, but is no name in it.
+        for (dataset, stored) in [
+            ("/dense/dense/kernel:0", "nse/kernel:0"),
+            (
+                "layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE",
+                "dense/kernel",
+            ),
+        ] {
+            let w = weight(dataset, stored);
+            assert_eq!(w.stored, StoredName::Own(stored.to_string()));
+            assert_eq!(w.stored_name(), stored);
+        }
     }
 }

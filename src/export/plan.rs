@@ -265,7 +265,7 @@ impl<'a> Draft<'a> {
         Draft {
             name,
             keras_name: KerasName::Of(layer_path, weight),
-            origin: Cow::Borrowed(&weight.stored_name),
+            origin: Cow::Borrowed(weight.stored_name()),
             dataset: Some(&weight.dataset),
             layer: None,
             within: String::new(),
@@ -882,7 +882,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, (label, shape))| Weight {
                     label: label.to_string().into(),
-                    stored_name: format!("node/{label}"),
+                    stored: crate::model::StoredName::InDataset(1),
                     dataset: format!("/node/{label}"),
                     shape: shape.to_vec(),
                     location: Location::Bundle(i),
@@ -963,7 +963,8 @@ mod tests {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/classic_conv2d_full.h5");
         let mut model = keras::open(&fixture, &ReadOptions::default()).unwrap();
         let mut twin = model.layers[0].clone();
-        twin.weights[0].stored_name = "conv2d/other_scope/kernel:0".into();
+        twin.weights[0].stored =
+            crate::model::StoredName::Own("conv2d/other_scope/kernel:0".into());
         model.layers.push(twin);
         let err = plan(&mut model, &fixture, &PlanOptions::default()).unwrap_err();
         assert!(matches!(err.kind, ErrorKind::NameClash { .. }));

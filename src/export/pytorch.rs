@@ -495,7 +495,9 @@ fn class_tensors<'m>(
         if let Some(twin) = first.insert(&w.label, w) {
             return Err(NoEquivalent(format!(
                 "two of its weights are labelled `{}` (`{}` and `{}`), and {class} has one",
-                w.label, twin.stored_name, w.stored_name
+                w.label,
+                twin.stored_name(),
+                w.stored_name()
             )));
         }
     }
@@ -747,7 +749,7 @@ mod tests {
                 .map(|(label, shape)| Weight {
                     label: label.to_string().into(),
                     sub_path: Vec::new(),
-                    stored_name: label.to_string(),
+                    stored: crate::model::StoredName::Own(label.to_string()),
                     dtype: crate::dtype::Dtype::F32,
                     shape: shape.to_vec(),
                     file: 0,

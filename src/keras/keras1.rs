@@ -11,7 +11,7 @@ use crate::h5;
 use crate::keras::config::LayerConfig;
 use crate::keras::weight_dtype;
 use crate::labels;
-use crate::model::{Layer, Weight};
+use crate::model::{Layer, StoredName, Weight};
 
 /// Keras 0.x weight orders that differ from later Keras's label tables: its
 /// BatchNormalization stored a running standard deviation, not a variance.
@@ -115,7 +115,7 @@ pub fn read(path: &Path, file: &h5::File, config: Option<&LayerConfig>) -> Resul
             weights.push(Weight {
                 label: labels::interned(&label),
                 sub_path,
-                stored_name: dataset.clone(),
+                stored: StoredName::InDataset(0),
                 dtype,
                 shape: info.shape,
                 file: 0,

@@ -18,7 +18,7 @@ use crate::inspect::human_bytes;
 use crate::keras::config::{ConfigIndex, LayerConfig, MAX_CONFIG_BYTES};
 use crate::keras::{weight_dtype, ReadOptions};
 use crate::labels;
-use crate::model::{Format, Layer, Location, Model, SkippedGroup, Weight};
+use crate::model::{Format, Layer, Location, Model, SkippedGroup, StoredName, Weight};
 
 /// Layers that never hold weights, so a missing label table is no surprise.
 const WRAPPERS: &[&str] = &["Bidirectional", "TimeDistributed"];
@@ -587,7 +587,7 @@ fn to_weight(w: RawWeight, sub_path: Vec<String>) -> Weight {
     Weight {
         label: labels::interned(last(&w.parts)),
         sub_path,
-        stored_name: w.stored_name,
+        stored: StoredName::of(w.stored_name, &w.dataset),
         dtype: w.dtype,
         shape: w.shape,
         file: 0,

@@ -30,7 +30,7 @@ use crate::keras::legacy_h5::{self, RawWeight};
 use crate::keras::saved_model_pb;
 use crate::keras::ReadOptions;
 use crate::labels;
-use crate::model::{Format, Layer, Location, Model, SkippedGroup, Store, Weight};
+use crate::model::{Format, Layer, Location, Model, SkippedGroup, Store, StoredName, Weight};
 use crate::tf_bundle::{self, proto, Bundle, BundleError, Data, TensorType};
 
 /// The key of the object graph in an object-based checkpoint.
@@ -379,7 +379,7 @@ impl Reader<'_> {
             self.optimizer.push(Weight {
                 label: label.into(),
                 sub_path: parts,
-                stored_name: w.stored_name,
+                stored: StoredName::of(w.stored_name, &w.dataset),
                 dtype: w.dtype,
                 shape: w.shape,
                 file: 0,
@@ -605,7 +605,7 @@ fn name_layers(
             top_level.push(Weight {
                 label: labels::interned(&w.parts[0]),
                 sub_path: Vec::new(),
-                stored_name: w.stored_name,
+                stored: StoredName::of(w.stored_name, &w.dataset),
                 dtype: w.dtype,
                 shape: w.shape,
                 file: 0,

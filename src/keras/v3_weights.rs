@@ -19,7 +19,7 @@ use crate::h5;
 use crate::keras::config::{snake_case, ConfigIndex, LayerConfig};
 use crate::keras::weight_dtype;
 use crate::labels;
-use crate::model::{Format, Layer, SkippedGroup, Weight};
+use crate::model::{Format, Layer, SkippedGroup, StoredName, Weight};
 
 /// Where the layers of a model are listed: `layers` since Keras 3, and
 /// `_layer_checkpoint_dependencies` in the Keras 2.13 `.keras` format.
@@ -710,9 +710,7 @@ impl Reader<'_, '_> {
                 None => (Vec::new(), format!("param_{i}")),
             };
             let dataset = format!("{object}/vars/{name}");
-            let mut w = self.weight(&dataset, file, sub_path, label)?;
-            w.stored_name = dataset;
-            weights.push(w);
+            weights.push(self.weight(&dataset, file, sub_path, label)?);
         }
         Ok(weights)
     }
@@ -815,7 +813,7 @@ impl Reader<'_, '_> {
         Ok(Weight {
             label: crate::labels::interned(&label),
             sub_path,
-            stored_name: dataset.to_string(),
+            stored: StoredName::InDataset(0),
             dtype,
             shape: info.shape,
             file,

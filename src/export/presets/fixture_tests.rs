@@ -39,7 +39,7 @@ pub(super) fn keras_model(name: &str) -> Model {
                     let label = w[0].as_str().unwrap().to_string();
                     entry += 1;
                     Weight {
-                        stored_name: format!("{layer_name}/{label}"),
+                        stored: crate::model::StoredName::InDataset(1),
                         dataset: format!("/{layer_name}/{label}"),
                         label: label.into(),
                         sub_path: Vec::new(),
