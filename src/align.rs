@@ -160,10 +160,10 @@ fn source_modules(tensors: &[PlannedTensor]) -> Vec<SourceModule> {
     for t in tensors {
         let (prefix, param) = split_last(&t.name);
         match modules.last_mut() {
-            Some(m) if m.prefix == prefix => m.params.push((param.into(), t.shape.clone())),
+            Some(m) if m.prefix == prefix => m.params.push((param.into(), t.shape.to_vec())),
             _ => modules.push(SourceModule {
                 prefix: prefix.into(),
-                params: vec![(param.into(), t.shape.clone())],
+                params: vec![(param.into(), t.shape.to_vec())],
             }),
         }
     }
@@ -527,9 +527,9 @@ mod tests {
             name: name.into(),
             keras_name: None,
             dtype: Dtype::F32,
-            shape: shape.to_vec(),
+            shape: shape.into(),
             source: Source::Fill(0.0),
-            steps: Vec::new(),
+            steps: Box::default(),
             byte_len: 0,
         }
     }

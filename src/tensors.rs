@@ -96,7 +96,7 @@ impl TensorFile {
                 .map(|t| TensorInfo {
                     name: t.name.clone(),
                     dtype: t.dtype,
-                    shape: t.shape.clone(),
+                    shape: t.shape.to_vec(),
                     byte_len: t.byte_len,
                 })
                 .collect(),

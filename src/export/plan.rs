@@ -99,7 +99,7 @@ pub enum Source {
         /// Its stored dtype.
         dtype: Dtype,
         /// Its stored shape.
-        shape: Vec<usize>,
+        shape: Box<[usize]>,
     },
     /// Every element this value (PyTorch parameters Keras does not store).
     Fill(f64),
@@ -118,15 +118,15 @@ pub struct PlannedTensor {
     /// The Keras-layout name of the weight it comes from, where it is not
     /// `name` (see [`PlannedTensor::keras_name`]): in the Keras layout it
     /// rarely is, and 200,000 copies of the same names are not kept.
-    pub keras_name: Option<String>,
+    pub keras_name: Option<Box<str>>,
     /// Its dtype in the output (after any cast).
     pub dtype: Dtype,
     /// Its shape in the output.
-    pub shape: Vec<usize>,
+    pub shape: Box<[usize]>,
     /// Where its bytes come from.
     pub source: Source,
     /// Axis changes on the way out (PyTorch layout).
-    pub steps: Vec<Step>,
+    pub steps: Box<[Step]>,
     /// Its size in the output, in bytes.
     pub byte_len: u64,
 }
@@ -248,7 +248,7 @@ impl Values<'_> {
                 file: w.file,
                 location: w.location.clone(),
                 dtype: w.dtype,
-                shape: w.shape.clone(),
+                shape: w.shape.as_slice().into(),
             },
             Values::Fill { value, .. } => Source::Fill(*value),
         }
@@ -576,9 +576,9 @@ impl Placing<'_> {
                 name,
                 keras_name: None,
                 dtype: Dtype::F32,
-                shape: Vec::new(),
+                shape: Box::default(),
                 source: Source::Stacked(Vec::new()),
-                steps: Vec::new(),
+                steps: Box::default(),
                 byte_len: 0,
             });
             return Ok(());
@@ -596,16 +596,16 @@ impl Placing<'_> {
         let shape = transform::shape_after(draft.from.shape(), &draft.steps);
         let count: u64 = shape.iter().map(|&d| d as u64).product();
         let keras_name = draft.keras_name.text();
-        let keras_name = (keras_name != name).then(|| keras_name.into_owned());
+        let keras_name = (keras_name != name).then(|| keras_name.into());
         self.origins.push(draft.origin.into());
         self.tensors.push(PlannedTensor {
             name,
             keras_name,
             dtype,
             byte_len: count * dtype.size() as u64,
-            shape,
+            shape: shape.into(),
             source: draft.from.source(),
-            steps: draft.steps,
+            steps: draft.steps.into(),
         });
         Ok(())
     }
@@ -728,11 +728,11 @@ fn stacked(
         .join(" + ");
     Ok(PlannedTensor {
         name,
-        keras_name: Some(keras_name),
+        keras_name: Some(keras_name.into()),
         dtype,
         byte_len: count * dtype.size() as u64,
-        shape,
-        steps,
+        shape: shape.into(),
+        steps: steps.into(),
         source: Source::Stacked(parts.into_iter().map(|(_, p)| p.source).collect()),
     })
 }
@@ -910,7 +910,7 @@ mod tests {
         let names: Vec<&str> = planned.tensors.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["node.w", "bias"]);
         let stacked = &planned.tensors[0];
-        assert_eq!(stacked.shape, [3]);
+        assert_eq!(*stacked.shape, [3]);
         assert_eq!(stacked.byte_len, 3 * stacked.dtype.size() as u64);
         assert_eq!(stacked.keras_name(), "node/WSM + node/WSM_1 + node/WSM_2");
         let Source::Stacked(parts) = &stacked.source else {

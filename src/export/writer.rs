@@ -859,7 +859,7 @@ pub(crate) fn build(
             let mut out = spare;
             out.clear();
             let mut overflow = 0;
-            let part_shape = tensor.shape.get(1..).unwrap_or_default().to_vec();
+            let part_shape: Box<[usize]> = tensor.shape.get(1..).unwrap_or_default().into();
             for part in parts {
                 let one = PlannedTensor {
                     source: part.clone(),
@@ -949,7 +949,7 @@ impl<'p> Header<'p> {
         let t = &self.plan.tensors[self.order[k]];
         TensorInfo {
             dtype: t.dtype.to_safetensors(),
-            shape: t.shape.clone(),
+            shape: t.shape.to_vec(),
             data_offsets: (if k == 0 { 0 } else { self.ends[k - 1] }, self.ends[k]),
         }
     }
@@ -1049,9 +1049,9 @@ mod tests {
             name: name.into(),
             keras_name: None,
             dtype: Dtype::U8,
-            shape: vec![byte_len as usize],
+            shape: Box::new([byte_len as usize]),
             source: Source::Fill(0.0),
-            steps: Vec::new(),
+            steps: Box::default(),
             byte_len,
         }
     }
@@ -1087,7 +1087,7 @@ mod tests {
                 .map(|i| {
                     let mut t = tensor(&format!("t{i:06}"), 1 + (i % 3) as u64);
                     if Some(i) == bad {
-                        t.shape = vec![7];
+                        t.shape = Box::new([7]);
                     }
                     t
                 })

@@ -116,7 +116,7 @@ pub(super) fn assert_plan_gives(mut model: Model, keras: &str, preset: &str, tar
     let got: BTreeMap<String, Vec<usize>> = planned
         .tensors
         .iter()
-        .map(|t| (t.name.clone(), t.shape.clone()))
+        .map(|t| (t.name.clone(), t.shape.to_vec()))
         .collect();
     let want: BTreeMap<String, Vec<usize>> = state_dict(target).into_iter().collect();
     let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
