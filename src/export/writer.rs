@@ -4,12 +4,13 @@
 //! The header comes from the `safetensors` crate's own types (so its
 //! validation and byte layout are the reference), but the data is copied
 //! here: the crate's `View::data()` would hold a whole tensor in memory at
-//! once. Tensors that go out as stored are read into one fixed, aligned
-//! write buffer; tensors that change on the way (PyTorch axes, casts) are
-//! built on a second thread, band by band into pieces the writer writes as
-//! they come, or, for the rarer steps, whole, one at a time. Every output appears only when all are complete: each is
-//! written to a temporary file in the target folder, synced, and renamed
-//! into place at the end.
+//! once. Tensors that go out as stored are read into fixed, aligned write
+//! buffers, which a thread of their own writes (`sink.rs`); tensors that
+//! change on the way (PyTorch axes, casts) are built on another thread,
+//! band by band into pieces written as they come, or, for the rarer steps,
+//! whole, one at a time. Every output appears only when all are complete:
+//! each is written to a temporary file in the target folder, synced, and
+//! renamed into place at the end.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -25,6 +26,7 @@ use crate::cancel;
 use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
 use crate::export::plan::{Plan, PlannedTensor, Source};
+use crate::export::sink::Sink;
 use crate::export::transform;
 use crate::files::{self, CreatedDirs, FileId};
 use crate::h5;
@@ -482,7 +484,7 @@ fn write_one(
             batch.send();
         });
         let sizes = copy_sizes();
-        let mut out = Sink::new(temp.as_file(), sizes.buffer);
+        let mut out = Sink::start(scope, temp.as_file(), sizes.buffer);
         out.write_all(&(header.len as u64).to_le_bytes())
             .and_then(|_| header.write_to(&mut out))
             .map_err(|e| fail(e.into()))?;
@@ -554,73 +556,10 @@ fn write_one(
                 order.len()
             )))));
         }
-        out.flush().map_err(|e| fail(e.into()))
+        out.finish().map_err(|e| fail(e.into()))
     })?;
     temp.as_file().sync_all().map_err(|e| fail(e.into()))?;
     Ok(temp)
-}
-
-/// The output file behind a buffer of fixed size: every `write` is a full
-/// buffer at an offset that is a multiple of its size (the last excepted),
-/// so the page cache takes whole, aligned pieces. Tensors can be read
-/// straight into its free space ([`Sink::spare`]), with no copy in between.
-/// A stop request ends the next write.
-struct Sink<'f> {
-    file: &'f std::fs::File,
-    buf: Vec<u8>,
-    len: usize,
-}
-
-impl<'f> Sink<'f> {
-    fn new(file: &'f std::fs::File, size: usize) -> Self {
-        Sink {
-            file,
-            buf: vec![0u8; size.max(1)],
-            len: 0,
-        }
-    }
-
-    /// The free part of the buffer (never empty).
-    fn spare(&mut self) -> &mut [u8] {
-        &mut self.buf[self.len..]
-    }
-
-    /// Counts `n` bytes of [`Sink::spare`] as filled; writes a full buffer.
-    fn commit(&mut self, n: usize) -> std::io::Result<()> {
-        self.len += n;
-        if self.len == self.buf.len() {
-            self.flush()?;
-        }
-        Ok(())
-    }
-}
-
-impl Write for Sink<'_> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        if self.len == 0 && data.len() >= self.buf.len() {
-            // A whole buffer's worth at an aligned offset: no copy.
-            if cancel::requested() {
-                return Err(cancel::interrupted());
-            }
-            (&*self.file).write_all(&data[..self.buf.len()])?;
-            return Ok(self.buf.len());
-        }
-        let n = data.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&data[..n]);
-        self.commit(n)?;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.len > 0 {
-            if cancel::requested() {
-                return Err(cancel::interrupted());
-            }
-            (&*self.file).write_all(&self.buf[..self.len])?;
-            self.len = 0;
-        }
-        Ok(())
-    }
 }
 
 /// Copies one stored tensor into the output: a contiguous one read
