@@ -58,6 +58,27 @@ fn an_output_without_tensors_is_an_error() {
         "{}",
         stderr(&out)
     );
+    // Optimizer state read with --include-optimizer counts too: as many
+    // weights as the datasets reported skipped without it.
+    let input = fixture("text_model_full.h5");
+    let left_out = |extra: &[&str]| -> usize {
+        let mut args = vec!["convert", input.to_str().unwrap(), "--exclude", ".", "--dry-run"];
+        args.extend(extra);
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        let count = err
+            .split("all ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok());
+        count.unwrap_or_else(|| panic!("{err}"))
+    };
+    let inspected = run(&["inspect", input.to_str().unwrap(), "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let optimizer = json["skipped"].as_array().unwrap().len();
+    assert!(optimizer > 0);
+    assert_eq!(left_out(&["--include-optimizer"]), left_out(&[]) + optimizer);
 }
 
 #[test]
