@@ -62,7 +62,13 @@ fn an_output_without_tensors_is_an_error() {
     // weights as the datasets reported skipped without it.
     let input = fixture("text_model_full.h5");
     let left_out = |extra: &[&str]| -> usize {
-        let mut args = vec!["convert", input.to_str().unwrap(), "--exclude", ".", "--dry-run"];
+        let mut args = vec![
+            "convert",
+            input.to_str().unwrap(),
+            "--exclude",
+            ".",
+            "--dry-run",
+        ];
         args.extend(extra);
         let out = run(&args);
         assert_eq!(out.status.code(), Some(1));
@@ -78,7 +84,10 @@ fn an_output_without_tensors_is_an_error() {
     let json: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
     let optimizer = json["skipped"].as_array().unwrap().len();
     assert!(optimizer > 0);
-    assert_eq!(left_out(&["--include-optimizer"]), left_out(&[]) + optimizer);
+    assert_eq!(
+        left_out(&["--include-optimizer"]),
+        left_out(&[]) + optimizer
+    );
 }
 
 #[test]
