@@ -331,19 +331,12 @@ pub fn plan(model: &mut Model, source: &Path, options: &PlanOptions) -> Result<P
     // Each layer's tensors are placed as soon as they are drafted: a list
     // of every draft first would hold 200,000 of them for 100,000 layers.
     let theano = theano_kernels(model);
-    let mut taken = 0;
     for index in 0..model.layers.len() {
         crate::cancel::check(source)?;
         placing.place_layer(index, &model.layers[index], theano)?;
-        // The plan now holds what it needs of these weights. What they
-        // took is given back every so often: freed space is reused by the
-        // plan's own small allocations, but not by its list of tensors,
-        // which is one block.
-        taken += std::mem::take(&mut model.layers[index].weights).len();
-        if taken >= RELEASE_EVERY_WEIGHTS {
-            crate::memory::release_freed();
-            taken = 0;
-        }
+        // The plan now holds what it needs of these weights: the space
+        // they free serves the plan's own small allocations.
+        model.layers[index].weights = Vec::new();
     }
     let optimizer_path = [OPTIMIZER_PREFIX.to_string()];
     for w in &model.optimizer {
@@ -808,10 +801,6 @@ pub fn skip_reasons(skipped: &[Skipped]) -> Vec<String> {
 fn theano_kernels(model: &Model) -> bool {
     model.backend.as_deref() == Some("theano")
 }
-
-/// How many weights the plan takes between two returns of the memory
-/// their descriptions held (some 15 MB; a trim of the heap costs a few ms).
-const RELEASE_EVERY_WEIGHTS: usize = 50_000;
 
 /// Classes whose kernels Keras's own loader flips when a Theano file is
 /// loaded into another backend (`convert_kernel`).
