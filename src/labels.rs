@@ -218,12 +218,15 @@ pub fn canonical_class(recorded: &str) -> &str {
         .map_or(recorded, |(_, ours)| ours)
 }
 
-/// The label we give a stored label of a layer of `class`.
-pub fn canonical_label<'a>(class: &str, stored: &'a str) -> &'a str {
-    LABEL_ALIASES
+/// Gives a stored label of a layer of `class` the name we give it; a
+/// label no alias names stays as it is.
+pub fn canonicalize_label(class: &str, label: &mut Cow<'static, str>) {
+    if let Some((_, _, ours)) = LABEL_ALIASES
         .iter()
-        .find(|(c, from, _)| *c == class && *from == stored)
-        .map_or(stored, |(_, _, to)| to)
+        .find(|(c, from, _)| *c == class && *from == label.as_ref())
+    {
+        *label = Cow::Borrowed(ours);
+    }
 }
 
 /// A label as a weight keeps it: a label of our tables is borrowed from

@@ -577,7 +577,7 @@ fn label_layer(raw: Vec<RawWeight>) -> Vec<Weight> {
 fn canonical(mut weights: Vec<Weight>, class: Option<&str>) -> Vec<Weight> {
     if let Some(class) = class {
         for w in &mut weights {
-            w.label = labels::interned(labels::canonical_label(class, &w.label));
+            labels::canonicalize_label(class, &mut w.label);
         }
     }
     weights

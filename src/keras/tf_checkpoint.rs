@@ -841,7 +841,7 @@ fn give_classes(
             continue;
         };
         for w in &mut layer.weights {
-            w.label = labels::interned(labels::canonical_label(&found.class, &w.label));
+            labels::canonicalize_label(&found.class, &mut w.label);
         }
         layer.class = Some(found.class.clone());
         layer.config = found.config.clone();
