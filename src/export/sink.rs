@@ -8,6 +8,16 @@
 //! which writes it while the next one is filled. On the 2.16 GB bench file
 //! that took `convert` from 1.55-1.80 s to 1.29-1.49 s, against 1.38-1.43 s
 //! for `cat` + sync (alternating runs, same disk).
+//!
+//! The writer also asks the kernel to start writing each 16 MiB of the
+//! output to disk as soon as it is in the page cache
+//! ([`start_writeback`]), rather than leaving it all dirty for the final
+//! `fsync`. Without that, at 8 GB the dirty pages hit the kernel's limits
+//! mid-copy and the writer paid for it in system time: 6.24 s median
+//! against 5.60 s for `cat` + sync (five rotating rounds); with it, 4.91 s.
+//! On the 2.16 GB file, six rounds: 1.38 s median against 1.92 s without
+//! and 1.83 s for `cat` + sync. Windows of 64 MiB measured the same at
+//! 2.16 GB and slower at 8 GB (5.38 s).
 
 use std::fs::File;
 use std::io::Write;
@@ -18,6 +28,9 @@ use crate::cancel;
 
 /// Buffers in flight: one being filled, one being written, one waiting.
 const BUFFERS: usize = 3;
+
+/// Bytes written between two requests to start writing back to disk.
+const WRITEBACK_WINDOW: u64 = 16 << 20;
 
 /// The output file behind buffers of fixed size: every write but the last
 /// is a whole buffer, at an offset that is a multiple of its size, so the
@@ -42,6 +55,16 @@ impl<'scope> Sink<'scope> {
         file: &'env File,
         size: usize,
     ) -> Sink<'scope> {
+        Sink::start_with_window(scope, file, size, WRITEBACK_WINDOW)
+    }
+
+    /// [`Sink::start`], asking for writeback every `window` bytes.
+    fn start_with_window<'env>(
+        scope: &'scope Scope<'scope, 'env>,
+        file: &'env File,
+        size: usize,
+        window: u64,
+    ) -> Sink<'scope> {
         let size = size.max(1);
         let (full, to_write) = sync_channel::<(Vec<u8>, usize)>(BUFFERS);
         let (written, empty) = channel::<Vec<u8>>();
@@ -50,8 +73,15 @@ impl<'scope> Sink<'scope> {
         }
         let writer = scope.spawn(move || -> std::io::Result<()> {
             let mut file = file;
+            // Bytes written, and where the last writeback request ended.
+            let (mut written_to, mut requested_to) = (0u64, 0u64);
             for (buf, len) in to_write {
                 file.write_all(&buf[..len])?;
+                written_to += len as u64;
+                if written_to - requested_to >= window {
+                    start_writeback(file, requested_to, written_to - requested_to);
+                    requested_to = written_to;
+                }
                 // The sink may have stopped taking buffers back.
                 let _ = written.send(buf);
             }
@@ -129,6 +159,27 @@ impl<'scope> Sink<'scope> {
     }
 }
 
+/// Asks the kernel to start writing `len` bytes of `file` from `offset`
+/// to disk, without waiting. Only a head start for the `fsync` that ends
+/// every conversion, which is what makes the output durable and reports
+/// any write error; so a refusal here (a file system without the call)
+/// changes nothing and is ignored.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: the descriptor is open for as long as `file` is borrowed;
+    // the call reads no memory of ours.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
+
 impl Write for Sink<'_> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         let space = self.spare();
@@ -156,7 +207,8 @@ mod tests {
         let file = File::create(&path).unwrap();
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
         std::thread::scope(|scope| {
-            let mut sink = Sink::start(scope, &file, 64);
+            // Writeback asked for every other buffer or so.
+            let mut sink = Sink::start_with_window(scope, &file, 64, 100);
             // Pieces of every size against 64-byte buffers: within one,
             // across several, filled through `spare`.
             let mut at = 0;
