@@ -13,7 +13,7 @@ use keras2safetensors::files::{self, CreatedDirs, FileId};
 use keras2safetensors::inspect::{human_bytes, shape_string};
 use keras2safetensors::keras;
 use keras2safetensors::values::parallel_map;
-use keras2safetensors::{open, Model, Result};
+use keras2safetensors::{open, Model, PlanOptions, Result};
 
 use keras2safetensors::terminal::escape;
 
@@ -108,7 +108,10 @@ pub fn run(args: Args) -> Result<Outcome> {
         .chain(&args.plan.rename)
         .cloned()
         .collect();
-    let plan_options = args.plan.options()?;
+    let plan_options = PlanOptions {
+        drop_keras_names: !args.dry_run,
+        ..args.plan.options()?
+    };
     let read = match plan_options.preset {
         Some(preset) => preset.read_options(&read),
         None => read,

@@ -243,6 +243,8 @@ impl PlanArgs {
             classes: self.classes,
             strict: self.strict,
             preset,
+            // Kept by default; `convert` drops them unless listing them.
+            drop_keras_names: false,
         })
     }
 }

@@ -85,6 +85,10 @@ pub struct PlanOptions {
     /// A shipped mapping onto a PyTorch model's names, applied before
     /// `rename`; every tensor must be placed by it.
     pub preset: Option<&'static Preset>,
+    /// Leave [`PlannedTensor::keras_name`] unset: the writer never reads
+    /// it, and a PyTorch-layout plan of 100,000 layers held 200,000 of
+    /// them (only `convert --dry-run` lists them).
+    pub drop_keras_names: bool,
 }
 
 /// Where a tensor's bytes come from.
@@ -132,7 +136,8 @@ pub struct PlannedTensor {
 }
 
 impl PlannedTensor {
-    /// The Keras-layout name of the weight it comes from.
+    /// The Keras-layout name of the weight it comes from (its own name
+    /// if the plan was made with [`PlanOptions::drop_keras_names`]).
     pub fn keras_name(&self) -> &str {
         self.keras_name.as_deref().unwrap_or(&self.name)
     }
@@ -588,8 +593,12 @@ impl Placing<'_> {
         let dtype = transform::casts(source_dtype, options.dtype).unwrap_or(source_dtype);
         let shape = transform::shape_after(draft.from.shape(), &draft.steps);
         let count: u64 = shape.iter().map(|&d| d as u64).product();
-        let keras_name = draft.keras_name.text();
-        let keras_name = (keras_name != name).then(|| keras_name.into());
+        let keras_name = if options.drop_keras_names {
+            None
+        } else {
+            let keras_name = draft.keras_name.text();
+            (keras_name != name).then(|| keras_name.into())
+        };
         self.origins.push(draft.origin.into());
         self.tensors.push(PlannedTensor {
             name,
@@ -983,5 +992,31 @@ mod tests {
         // The layers themselves stay, for the metadata and for messages.
         let kept: Vec<String> = model.layers.iter().map(Layer::path_string).collect();
         assert_eq!(kept, paths);
+    }
+
+    #[test]
+    fn keras_names_are_kept_unless_dropped() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/classic_conv2d_full.h5");
+        let plan_with = |drop_keras_names: bool| {
+            let mut model = keras::open(&fixture, &ReadOptions::default()).unwrap();
+            let options = PlanOptions {
+                layout: Layout::PyTorch,
+                drop_keras_names,
+                ..PlanOptions::default()
+            };
+            plan(&mut model, &fixture, &options).unwrap()
+        };
+        let kept = plan_with(false);
+        let kernel = kept
+            .tensors
+            .iter()
+            .find(|t| t.name == "conv2d.weight")
+            .unwrap();
+        assert_eq!(kernel.keras_name(), "conv2d/kernel");
+        let dropped = plan_with(true);
+        assert!(dropped.tensors.iter().all(|t| t.keras_name.is_none()));
+        // Nothing else changes.
+        let names = |p: &Plan| p.tensors.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&kept), names(&dropped));
     }
 }
