@@ -365,8 +365,8 @@ pub fn plan(model: &mut Model, source: &Path, options: &PlanOptions) -> Result<P
     stacks.sort_by_key(|(_, stack)| stack.at);
     for (name, stack) in stacks {
         let at = stack.at;
-        tensors[at] = stacked(name, stack.parts, options.dtype)
-            .map_err(|e| fail(ErrorKind::Unsupported(e)))?;
+        tensors[at] =
+            stacked(name, stack.parts, options).map_err(|e| fail(ErrorKind::Unsupported(e)))?;
     }
     for rule in renamer.unused() {
         warnings.push(format!("rename rule `{rule}` matched no tensor name"));
@@ -694,7 +694,7 @@ fn stack_part(name: &str) -> Option<(&str, usize)> {
 fn stacked(
     name: String,
     mut parts: Vec<(usize, Part)>,
-    cast: Option<Dtype>,
+    options: &PlanOptions,
 ) -> std::result::Result<PlannedTensor, String> {
     parts.sort_by_key(|(index, _)| *index);
     for (want, (got, draft)) in parts.iter().enumerate() {
@@ -718,19 +718,18 @@ fn stacked(
         ));
     }
     let source_dtype = first.dtype;
-    let dtype = transform::casts(source_dtype, cast).unwrap_or(source_dtype);
+    let dtype = transform::casts(source_dtype, options.dtype).unwrap_or(source_dtype);
     let mut shape = vec![parts.len()];
     shape.extend(transform::shape_after(&first.shape, &first.steps));
     let count: u64 = shape.iter().map(|&d| d as u64).product();
     let steps = first.steps.clone();
-    let keras_name = parts
-        .iter()
-        .map(|(_, p)| p.keras_name.as_str())
-        .collect::<Vec<_>>()
-        .join(" + ");
+    let keras_name = (!options.drop_keras_names).then(|| {
+        let names: Vec<&str> = parts.iter().map(|(_, p)| p.keras_name.as_str()).collect();
+        names.join(" + ").into()
+    });
     Ok(PlannedTensor {
         name,
-        keras_name: Some(keras_name.into()),
+        keras_name,
         dtype,
         byte_len: count * dtype.size() as u64,
         shape: shape.into(),
@@ -911,6 +910,18 @@ mod tests {
         assert_eq!(*stacked.shape, [3]);
         assert_eq!(stacked.byte_len, 3 * stacked.dtype.size() as u64);
         assert_eq!(stacked.keras_name(), "node/WSM + node/WSM_1 + node/WSM_2");
+        let dropped = PlanOptions {
+            drop_keras_names: true,
+            ..stacking(WSM)
+        };
+        let order = [
+            ("WSM_2", &[][..]),
+            ("b", &[2]),
+            ("WSM", &[]),
+            ("WSM_1", &[]),
+        ];
+        let without = plan(&mut scalars(&order), "x".as_ref(), &dropped).unwrap();
+        assert_eq!(without.tensors[0].keras_name, None);
         let Source::Stacked(parts) = &stacked.source else {
             panic!("{:?}", stacked.source)
         };
