@@ -521,6 +521,7 @@ mod tests {
     use super::*;
     use crate::dtype::Dtype;
     use crate::export::plan::Source;
+    use std::sync::Arc;
 
     fn tensor(name: &str, shape: &[usize]) -> PlannedTensor {
         PlannedTensor {
@@ -529,7 +530,7 @@ mod tests {
             dtype: Dtype::F32,
             shape: shape.into(),
             source: Source::Fill(0.0),
-            steps: Box::default(),
+            steps: Arc::from([]),
             byte_len: 0,
         }
     }

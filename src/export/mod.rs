@@ -7,6 +7,7 @@ pub mod plan;
 pub mod presets;
 pub(crate) mod pytorch;
 pub mod rename;
+pub mod shared;
 mod sink;
 pub mod transform;
 pub(crate) mod writer;

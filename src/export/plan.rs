@@ -15,6 +15,7 @@ use crate::export::metadata::{self, TorchMetadata};
 use crate::export::presets::{self, Preset};
 use crate::export::pytorch::{self, TorchSource};
 use crate::export::rename::{RenameRule, Renamer};
+use crate::export::shared::{Dims, Interner, Steps};
 use crate::export::transform::{self, Step};
 use crate::model::Location;
 use crate::model::{Format, Layer, Model, Skipped, Weight};
@@ -103,7 +104,7 @@ pub enum Source {
         /// Its stored dtype.
         dtype: Dtype,
         /// Its stored shape.
-        shape: Box<[usize]>,
+        shape: Dims,
     },
     /// Every element this value (PyTorch parameters Keras does not store).
     Fill(f64),
@@ -126,11 +127,11 @@ pub struct PlannedTensor {
     /// Its dtype in the output (after any cast).
     pub dtype: Dtype,
     /// Its shape in the output.
-    pub shape: Box<[usize]>,
+    pub shape: Dims,
     /// Where its bytes come from.
     pub source: Source,
     /// Axis changes on the way out (PyTorch layout).
-    pub steps: Box<[Step]>,
+    pub steps: Steps,
     /// Its size in the output, in bytes.
     pub byte_len: u64,
 }
@@ -247,13 +248,13 @@ impl Values<'_> {
         }
     }
 
-    fn source(&self) -> Source {
+    fn source(&self, interner: &mut Interner) -> Source {
         match self {
             Values::Weight(w) => Source::Stored {
                 file: w.file,
                 location: w.location.clone(),
                 dtype: w.dtype,
-                shape: w.shape.as_slice().into(),
+                shape: interner.dims(&w.shape),
             },
             Values::Fill { value, .. } => Source::Fill(*value),
         }
@@ -322,6 +323,7 @@ pub fn plan(model: &mut Model, source: &Path, options: &PlanOptions) -> Result<P
         source,
         tensors: Vec::with_capacity(weights + model.optimizer.len()),
         origins: Vec::with_capacity(weights + model.optimizer.len()),
+        interner: Interner::default(),
         skipped: model.skipped.clone(),
         preset_renamer: Renamer::new(&preset_rules),
         renamer: Renamer::new(&options.rename),
@@ -340,8 +342,14 @@ pub fn plan(model: &mut Model, source: &Path, options: &PlanOptions) -> Result<P
         crate::cancel::check(source)?;
         placing.place_layer(index, &model.layers[index], theano)?;
         // The plan now holds what it needs of these weights: the space
-        // they free serves the plan's own small allocations.
+        // they free serves the plan's own small allocations. What those do
+        // not take back would stay resident beside the plan's tensor list,
+        // so it is given back as it goes (for 100,000 layers in PyTorch
+        // layout, 117-120 MiB at the peak against 124-136 MiB, for 0.03 s).
         model.layers[index].weights = Vec::new();
+        if index % RELEASE_EVERY_LAYERS == RELEASE_EVERY_LAYERS - 1 {
+            crate::memory::release_freed();
+        }
     }
     let optimizer_path = [OPTIMIZER_PREFIX.to_string()];
     for w in &model.optimizer {
@@ -359,14 +367,15 @@ pub fn plan(model: &mut Model, source: &Path, options: &PlanOptions) -> Result<P
         mut warnings,
         torch,
         preprocessing_dropped,
+        mut interner,
         ..
     } = placing;
     let mut stacks: Vec<(String, Stack)> = stacks.into_iter().collect();
     stacks.sort_by_key(|(_, stack)| stack.at);
     for (name, stack) in stacks {
         let at = stack.at;
-        tensors[at] =
-            stacked(name, stack.parts, options).map_err(|e| fail(ErrorKind::Unsupported(e)))?;
+        tensors[at] = stacked(name, stack.parts, options, &mut interner)
+            .map_err(|e| fail(ErrorKind::Unsupported(e)))?;
     }
     for rule in renamer.unused() {
         warnings.push(format!("rename rule `{rule}` matched no tensor name"));
@@ -396,6 +405,10 @@ pub fn plan(model: &mut Model, source: &Path, options: &PlanOptions) -> Result<P
     })
 }
 
+/// How many layers are placed between two returns of freed memory to the
+/// system: each return walks the allocator's free lists.
+const RELEASE_EVERY_LAYERS: usize = 8192;
+
 /// The tensors placed so far, what placing them needs, and what it found
 /// to tell the user.
 struct Placing<'o> {
@@ -404,6 +417,7 @@ struct Placing<'o> {
     tensors: Vec<PlannedTensor>,
     /// Where each tensor's weight is in the file, for messages.
     origins: Vec<Box<str>>,
+    interner: Interner,
     skipped: Vec<Skipped>,
     preset_renamer: Renamer<'o>,
     renamer: Renamer<'o>,
@@ -555,7 +569,7 @@ impl Placing<'_> {
             ))));
         }
         if let Some(index) = part {
-            let part = Part::from(draft);
+            let part = Part::new(draft, &mut self.interner);
             if let Some(stack) = self.stacks.get_mut(&name) {
                 stack.parts.push((index, part));
                 return Ok(());
@@ -574,9 +588,9 @@ impl Placing<'_> {
                 name,
                 keras_name: None,
                 dtype: Dtype::F32,
-                shape: Box::default(),
+                shape: self.interner.dims(&[]),
                 source: Source::Stacked(Vec::new()),
-                steps: Box::default(),
+                steps: self.interner.steps(Vec::new()),
                 byte_len: 0,
             });
             return Ok(());
@@ -605,9 +619,9 @@ impl Placing<'_> {
             keras_name,
             dtype,
             byte_len: count * dtype.size() as u64,
-            shape: shape.into(),
-            source: draft.from.source(),
-            steps: draft.steps.into(),
+            shape: self.interner.dims(&shape),
+            source: draft.from.source(&mut self.interner),
+            steps: self.interner.steps(draft.steps),
         });
         Ok(())
     }
@@ -665,14 +679,14 @@ struct Part {
     source: Source,
 }
 
-impl From<Draft<'_>> for Part {
-    fn from(draft: Draft<'_>) -> Part {
+impl Part {
+    fn new(draft: Draft<'_>, interner: &mut Interner) -> Part {
         Part {
             origin: draft.origin.into_owned(),
             keras_name: draft.keras_name.text().into_owned(),
             dtype: draft.from.dtype(),
             shape: draft.from.shape().to_vec(),
-            source: draft.from.source(),
+            source: draft.from.source(interner),
             steps: draft.steps,
         }
     }
@@ -695,6 +709,7 @@ fn stacked(
     name: String,
     mut parts: Vec<(usize, Part)>,
     options: &PlanOptions,
+    interner: &mut Interner,
 ) -> std::result::Result<PlannedTensor, String> {
     parts.sort_by_key(|(index, _)| *index);
     for (want, (got, draft)) in parts.iter().enumerate() {
@@ -732,8 +747,8 @@ fn stacked(
         keras_name,
         dtype,
         byte_len: count * dtype.size() as u64,
-        shape: shape.into(),
-        steps: steps.into(),
+        shape: interner.dims(&shape),
+        steps: interner.steps(steps),
         source: Source::Stacked(parts.into_iter().map(|(_, p)| p.source).collect()),
     })
 }

@@ -22,7 +22,7 @@ pub const BAND_BYTES: usize = 64 << 20;
 
 /// One step applied to a tensor, in order. Shapes are those of the tensor
 /// as the step receives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Step {
     /// Reorders axes: output axis `i` is input axis `axes[i]`.
     Permute(Vec<usize>),

@@ -798,7 +798,8 @@ pub(crate) fn build(
             let mut out = spare;
             out.clear();
             let mut overflow = 0;
-            let part_shape: Box<[usize]> = tensor.shape.get(1..).unwrap_or_default().into();
+            let part_shape: crate::export::shared::Dims =
+                tensor.shape.get(1..).unwrap_or_default().into();
             for part in parts {
                 let one = PlannedTensor {
                     source: part.clone(),
@@ -973,6 +974,7 @@ impl<W: Write> Write for Counted<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     /// The header as written: JSON and padding.
     fn header_bytes(plan: &Plan, order: &[usize]) -> std::result::Result<Vec<u8>, ErrorKind> {
@@ -988,9 +990,9 @@ mod tests {
             name: name.into(),
             keras_name: None,
             dtype: Dtype::U8,
-            shape: Box::new([byte_len as usize]),
+            shape: Arc::new([byte_len as usize]),
             source: Source::Fill(0.0),
-            steps: Box::default(),
+            steps: Arc::from([]),
             byte_len,
         }
     }
@@ -1026,7 +1028,7 @@ mod tests {
                 .map(|i| {
                     let mut t = tensor(&format!("t{i:06}"), 1 + (i % 3) as u64);
                     if Some(i) == bad {
-                        t.shape = Box::new([7]);
+                        t.shape = Arc::new([7]);
                     }
                     t
                 })
