@@ -1218,6 +1218,21 @@ impl File {
         }
     }
 
+    /// Where a contiguous dataset's bytes lie in the file on disk; `None`
+    /// for data stored otherwise or a file held in memory.
+    pub fn contiguous_span(&self, location: &Location) -> Option<crate::file_span::FileSpan> {
+        match (&self.bytes, location) {
+            (Bytes::Window { file, base, .. }, Location::Contiguous { offset, len }) => {
+                Some(crate::file_span::FileSpan {
+                    file: file.clone(),
+                    offset: base.checked_add(*offset)?,
+                    len: *len,
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// Fills `buf` with the bytes of a contiguous dataset from `offset`
     /// within it; `false` for data stored otherwise.
     pub fn read_contiguous_at(

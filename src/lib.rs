@@ -32,6 +32,7 @@ pub mod compare;
 pub mod dtype;
 pub mod error;
 pub mod export;
+mod file_span;
 pub mod files;
 mod h5;
 pub mod inspect;

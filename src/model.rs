@@ -368,6 +368,19 @@ impl Model {
         }
     }
 
+    /// Where a weight's bytes lie as one run of an input file, as stored;
+    /// `None` for data kept any other way.
+    pub(crate) fn weight_span(
+        &self,
+        file: usize,
+        location: &Location,
+    ) -> Option<crate::file_span::FileSpan> {
+        match (self.stores.get(file), location) {
+            (Some(Store::H5(store)), Location::H5(location)) => store.contiguous_span(location),
+            _ => None,
+        }
+    }
+
     /// Copies the bytes of one weight (little-endian, C order) into `out`.
     pub fn copy_weight_data(
         &self,

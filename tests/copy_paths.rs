@@ -1,7 +1,8 @@
 //! The copy paths of multi-MiB tensors, on bytes Keras wrote.
 //!
 //! The largest tensor in any fixture is a few KiB, far below the 1 MiB from
-//! which the writer reads a tensor straight into its write buffer, the
+//! which the writer has the kernel copy a tensor file to file (or reads it
+//! straight into its write buffer, where it is not one run on disk), the
 //! 128 KiB of that buffer, and the 64 MiB band in which transposed tensors
 //! are read; so without help, the suite never runs those paths. The writer
 //! reads three test-only environment variables that lower these sizes; here
@@ -22,12 +23,14 @@ use keras2safetensors::{convert_file, ConvertOptions, Layout, PlanOptions};
 
 /// (what it exercises, direct-read threshold, buffer size, band size in bytes).
 const SETTINGS: [(&str, &str, &str, &str); 3] = [
-    // Every non-empty tensor is read straight into the write buffer, from
-    // its offset in the HDF5 file or in the `.keras` archive that holds it;
+    // Every non-empty tensor is copied by the kernel from its offset in the
+    // HDF5 file or in the `.keras` archive that holds it (or read straight
+    // into the write buffer: TF checkpoints, compressed archive members);
     // transposed tensors are one band each.
     ("direct read for all", "1", "4194304", "4194304"),
-    // Small tensors stream in 24-byte pieces, larger ones are read into the
-    // buffer: both kinds alternate in one output. Transposed tensors go in
+    // Small tensors stream in 24-byte pieces, larger ones are copied by the
+    // kernel: both kinds alternate in one output, each buffer after a copy
+    // ending where a 24-byte one would. Transposed tensors go in
     // bands of 256 bytes of input (many bands, pieces of a row or two), or
     // whole when one output row is larger than that.
     ("mixed", "512", "24", "256"),

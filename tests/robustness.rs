@@ -231,33 +231,41 @@ fn shell(setup: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Outp
 
 #[test]
 fn a_full_disk_gives_a_clear_error_and_no_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = dir.path().join("out.safetensors");
-    // The file-size limit makes writes past 8 KiB fail as a full disk does;
-    // SIGXFSZ is ignored so the write reports the error instead of killing us.
-    let out = shell(
-        "trap '' XFSZ; ulimit -f 16",
-        &[
-            "convert",
-            fixture("tiny_efficientdet_full.h5").to_str().unwrap(),
-            "-o",
-            output.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.starts_with("error: "), "{err}");
-    assert!(
-        err.contains("out.safetensors") || err.contains(".keras2safetensors-"),
-        "{err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "temporary file removed"
-    );
+    // Written through the write buffer, and (every tensor from 1 byte)
+    // copied file to file by the kernel.
+    for env in [
+        &[][..],
+        &[("KERAS2SAFETENSORS_TEST_KERNEL_COPY_MIN_BYTES", "1")][..],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("out.safetensors");
+        // The file-size limit makes writes past 8 KiB fail as a full disk
+        // does; SIGXFSZ is ignored so the write reports the error instead of
+        // killing us.
+        let out = shell(
+            "trap '' XFSZ; ulimit -f 16",
+            &[
+                "convert",
+                fixture("tiny_efficientdet_full.h5").to_str().unwrap(),
+                "-o",
+                output.to_str().unwrap(),
+            ],
+            env,
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{env:?}: {err}");
+        assert!(err.starts_with("error: "), "{err}");
+        assert!(
+            err.contains("out.safetensors") || err.contains(".keras2safetensors-"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "temporary file removed"
+        );
+    }
 }
 
 #[test]

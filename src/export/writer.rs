@@ -4,8 +4,10 @@
 //! The header comes from the `safetensors` crate's own types (so its
 //! validation and byte layout are the reference), but the data is copied
 //! here: the crate's `View::data()` would hold a whole tensor in memory at
-//! once. Tensors that go out as stored are read into fixed, aligned write
-//! buffers, which a thread of their own writes (`sink.rs`); tensors that
+//! once. Tensors that go out as stored are copied file to file by the
+//! kernel where they lie in one run of a file on disk, or else read into
+//! fixed, aligned write buffers; a thread of its own does the copies and
+//! writes the buffers (`sink.rs`). Tensors that
 //! change on the way (PyTorch axes, casts) are built on another thread,
 //! band by band into pieces written as they come, or, for the rarer steps,
 //! whole, one at a time. Every output appears only when all are complete:
@@ -35,17 +37,19 @@ use crate::model::{Location, Model};
 /// The largest header the safetensors format allows (as the crate checks on read).
 pub const MAX_HEADER_BYTES: usize = 100_000_000;
 
-/// Tensors this large are read straight into the write buffer, one
+/// Tensors this large are copied file to file by the kernel where they are
+/// one run of a file on disk, else read straight into the write buffer, one
 /// `pread` per piece; smaller ones go through a scratch buffer first.
 const DIRECT_READ_MIN_BYTES: u64 = 1 << 20;
 
 /// The write buffer: every `write` is this many bytes at an offset that is
 /// a multiple of it. Measured on a 1 GB bench file (2 cores, ext4, load
 /// 7-9, medians of 5-7 alternating runs): 128 KiB pieces took 1.40 s
-/// against 1.14 s for `cat` + sync and 1.72 s for `copy_file_range` (which
-/// splices through a pipe, misaligned by the header); 64 KiB 1.49 s; 1 MiB
-/// pieces 3.4 s (three times the system time), and `fallocate` of the
-/// output first made every size slower (1 MiB: 2.9 s, 128 KiB: 2.2 s).
+/// against 1.14 s for `cat` + sync and 1.72 s for `copy_file_range` (on a
+/// machine that busy; on an idle one it is now what large stored tensors
+/// take, see `sink.rs`); 64 KiB 1.49 s; 1 MiB pieces 3.4 s (three times
+/// the system time), and `fallocate` of the output first made every size
+/// slower (1 MiB: 2.9 s, 128 KiB: 2.2 s).
 const WRITE_BUFFER_BYTES: usize = 128 << 10;
 
 /// The direct-read threshold and the buffer sizes. The tests lower them
@@ -580,6 +584,12 @@ fn stream_tensor(
         // a longer one would be cut short without an error.
         if let Location::H5(h5::Location::Contiguous { len, .. }) = location {
             check_len(tensor, *len)?;
+        }
+        if let Some(span) = model.weight_span(file, location) {
+            let len = span.len;
+            out.copy_span(span)?;
+            progress(len);
+            return Ok(());
         }
         let mut done = 0u64;
         while done < tensor.byte_len {
