@@ -11,7 +11,7 @@
 //! - At 8 GB, the kernel copy took 5.7-7.7 s (5.5-7.6 s of system time)
 //!   against 8.8-10.7 s (9.9-11.5 s) for `pread` + `write` with the two
 //!   copies on two cores, and 6.7-8.2 s for `cat` + sync (once 21 s).
-//!   Written through memory, a gigabyte took 3.1-3.7 times the system time
+//!   Written through memory, a gigabyte took 3.0-3.7 times the system time
 //!   it takes at 2.16 GB; copied by the kernel, 1.8-2.6 times.
 //! - At 2.16 GB it is slower than the two cores were, 0.91-0.92 s against
 //!   0.79-0.81 s, and faster than `cat` + sync (1.28-1.74 s): kept for the
