@@ -450,6 +450,38 @@ mod tests {
         }
     }
 
+    /// The writer has the kernel copy a weight from where `weight_span`
+    /// says it lies: in an HDF5 file, and in a `.keras` archive that
+    /// stores its weights file uncompressed, at the archive's offset.
+    #[test]
+    fn every_stored_weight_spans_the_bytes_keras_hashed() {
+        use crate::test_support::{expected_of, expected_weights, fixture, sha256_hex};
+        for source in ["zoo_full.h5", "k3_classic_separable.keras"] {
+            let expected = expected_of(source);
+            let mut hashes: Vec<&str> = expected_weights(&expected)
+                .iter()
+                .filter(|w| w["shape"].as_array().unwrap().iter().all(|d| d != 0))
+                .map(|w| w["sha256"].as_str().unwrap())
+                .collect();
+            hashes.sort();
+            let model = crate::keras::open(&fixture(source), &Default::default()).unwrap();
+            let mut found = Vec::new();
+            for w in model.layers.iter().flat_map(|l| &l.weights) {
+                if w.shape.contains(&0) {
+                    continue;
+                }
+                let span = model
+                    .weight_span(w.file, &w.location)
+                    .unwrap_or_else(|| panic!("{source}: {} has no span", w.dataset));
+                let mut bytes = vec![0u8; span.len as usize];
+                crate::pread::read_exact_at(&span.file, &mut bytes, span.offset).unwrap();
+                found.push(sha256_hex(&bytes));
+            }
+            found.sort();
+            assert_eq!(found, hashes, "{source}");
+        }
+    }
+
     #[test]
     fn a_stored_name_that_ends_the_dataset_path_is_kept_as_its_place() {
         let w = weight("/dense/dense/kernel:0", "dense/kernel:0");

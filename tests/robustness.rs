@@ -239,11 +239,12 @@ fn a_full_disk_gives_a_clear_error_and_no_file() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("out.safetensors");
-        // The file-size limit makes writes past 8 KiB fail as a full disk
-        // does; SIGXFSZ is ignored so the write reports the error instead of
+        // The file-size limit makes writes past 32 KiB fail as a full disk
+        // does: past the header (22 KB), inside the tensors (40 KB in all).
+        // SIGXFSZ is ignored so the write reports the error instead of
         // killing us.
         let out = shell(
-            "trap '' XFSZ; ulimit -f 16",
+            "trap '' XFSZ; ulimit -f 32",
             &[
                 "convert",
                 fixture("tiny_efficientdet_full.h5").to_str().unwrap(),
