@@ -345,7 +345,7 @@ pub fn plan(model: &mut Model, source: &Path, options: &PlanOptions) -> Result<P
         // they free serves the plan's own small allocations. What those do
         // not take back would stay resident beside the plan's tensor list,
         // so it is given back as it goes (for 100,000 layers in PyTorch
-        // layout, 117-120 MiB at the peak against 124-136 MiB, for 0.03 s).
+        // layout, 117-121 MiB at the peak against 122-134 MiB, for 0.03 s).
         model.layers[index].weights = Vec::new();
         if index % RELEASE_EVERY_LAYERS == RELEASE_EVERY_LAYERS - 1 {
             crate::memory::release_freed();
