@@ -5,7 +5,8 @@
 //! by `pread` into a buffer and `write` out of it, each byte crosses into
 //! our memory and back; `copy_file_range` moves it from page cache to page
 //! cache, as `cat` does. On the 8 GB bench file that took the copy's
-//! system time from 8.5-10.8 s to about what `cat` pays (see `sink.rs`).
+//! system time from 9.9-11.5 s to 5.5-7.6 s, about what `cat` pays (see
+//! `sink.rs`).
 
 use std::fs::File;
 use std::sync::Arc;

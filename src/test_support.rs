@@ -34,3 +34,15 @@ pub fn expected_weights(expected: &Value) -> Vec<&Value> {
         .flat_map(|l| l["weights"].as_array().unwrap())
         .collect()
 }
+
+/// The sha256 Keras wrote for each weight that has bytes (no zero-length
+/// axis), sorted: what a set of stored runs must hash to, in any order.
+pub fn sorted_nonempty_hashes(expected: &Value) -> Vec<&str> {
+    let mut hashes: Vec<&str> = expected_weights(expected)
+        .iter()
+        .filter(|w| w["shape"].as_array().unwrap().iter().all(|d| d != 0))
+        .map(|w| w["sha256"].as_str().unwrap())
+        .collect();
+    hashes.sort();
+    hashes
+}

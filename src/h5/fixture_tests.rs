@@ -5,7 +5,9 @@
 //! public; the conversions of the same files stay there.)
 
 use super::*;
-use crate::test_support::{expected_of, expected_weights, fixture, sha256_hex};
+use crate::test_support::{
+    expected_of, expected_weights, fixture, sha256_hex, sorted_nonempty_hashes,
+};
 
 #[test]
 fn the_crafted_files_store_weights_in_every_layout() {
@@ -42,12 +44,7 @@ fn keras_weights_are_located_at_their_bytes_in_the_file() {
         let path = fixture(source);
         let bytes = std::fs::read(&path).unwrap();
         let expected = expected_of(source);
-        let mut hashes: Vec<&str> = expected_weights(&expected)
-            .iter()
-            .filter(|w| w["shape"].as_array().unwrap().iter().all(|d| d != 0))
-            .map(|w| w["sha256"].as_str().unwrap())
-            .collect();
-        hashes.sort();
+        let hashes = sorted_nonempty_hashes(&expected);
         let file = File::open(&path).unwrap();
         let mut found = Vec::new();
         for dataset in file.dataset_paths().unwrap().to_vec() {
