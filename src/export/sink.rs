@@ -59,9 +59,6 @@ enum Job {
 pub(super) struct Sink<'scope> {
     buf: Vec<u8>,
     len: usize,
-    /// Where this buffer is full: its end, or the next multiple of its
-    /// size in the output after a kernel copy.
-    limit: usize,
     /// Where the buffer starts in the output.
     position: u64,
     /// Work for the writer, in output order.
@@ -125,7 +122,6 @@ impl<'scope> Sink<'scope> {
         Sink {
             buf: vec![0u8; size],
             len: 0,
-            limit: size,
             position: 0,
             full: Some(full),
             empty,
@@ -135,13 +131,21 @@ impl<'scope> Sink<'scope> {
 
     /// The free part of the buffer (never empty).
     pub(super) fn spare(&mut self) -> &mut [u8] {
-        &mut self.buf[self.len..self.limit]
+        let limit = self.limit();
+        &mut self.buf[self.len..limit]
+    }
+
+    /// Where this buffer is full: its end, or after a kernel copy left it
+    /// misaligned, the next multiple of its size in the output.
+    fn limit(&self) -> usize {
+        let size = self.buf.len();
+        size - (self.position % size as u64) as usize
     }
 
     /// Counts `n` bytes of [`Sink::spare`] as filled; hands over a full buffer.
     pub(super) fn commit(&mut self, n: usize) -> std::io::Result<()> {
         self.len += n;
-        if self.len == self.limit {
+        if self.len == self.limit() {
             self.hand_over()?;
         }
         Ok(())
@@ -153,7 +157,7 @@ impl<'scope> Sink<'scope> {
         self.hand_over()?;
         let len = span.len;
         self.send(Job::Copy(span))?;
-        self.advance(len);
+        self.position += len;
         Ok(())
     }
 
@@ -176,7 +180,7 @@ impl<'scope> Sink<'scope> {
         let filled = std::mem::replace(&mut self.buf, empty);
         let len = std::mem::take(&mut self.len);
         self.send(Job::Bytes(filled, len))?;
-        self.advance(len as u64);
+        self.position += len as u64;
         Ok(())
     }
 
@@ -192,14 +196,6 @@ impl<'scope> Sink<'scope> {
             return Err(self.stopped());
         }
         Ok(())
-    }
-
-    /// Moves the (empty) buffer `n` bytes on in the output, and fills it
-    /// only up to the next multiple of its size.
-    fn advance(&mut self, n: u64) {
-        self.position += n;
-        let size = self.buf.len();
-        self.limit = size - (self.position % size as u64) as usize;
     }
 
     /// The writer ended before its work did: its error.
